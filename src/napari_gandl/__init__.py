@@ -1,0 +1,2 @@
+"""napari-gandl plugin."""
+__version__ = "0.1.0"
