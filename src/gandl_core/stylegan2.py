@@ -1,0 +1,720 @@
+"""StyleGAN2 generator and residual discriminator for any number of image channels.
+
+Written from the papers (Karras et al. 2019, "A Style-Based Generator Architecture for GANs";
+Karras et al. 2020, "Analyzing and Improving the Image Quality of StyleGAN"), in plain PyTorch with
+no compiled extensions, so it runs on CPU-only machines and on GPUs alike.
+
+Pieces, in the paper's vocabulary:
+
+* **Equalized learning rate** -- weights are stored as N(0, 1) / lr_mul and scaled at run time by
+  ``lr_mul / sqrt(fan_in)``, so Adam sees every layer at the same scale.
+* **Mapping network** -- pixel-norm of z, then ``mapping_layers`` fully connected layers with
+  lr multiplier 0.01; keeps a running mean ``w_avg`` of w for the truncation trick.
+* **Synthesis network** -- learned constant 4x4 input; per resolution two modulated/demodulated
+  3x3 convolutions (the first one after a 2x upsampling), per-layer noise with a learned strength,
+  and a "toImage" 1x1 modulated convolution producing ``channels`` outputs whose upsampled sum is
+  the image (the *skip* generator).
+* **Discriminator** -- "fromImage" 1x1 convolution reading ``channels`` inputs, residual blocks
+  that halve the resolution down to 4x4, minibatch-standard-deviation layer, a 3x3 convolution,
+  a fully connected layer to ``feature_dim`` (the GAN-DL embedding) and a linear score.
+
+Resampling uses the separable [1, 3, 3, 1] FIR filter of the paper (our own implementation:
+depthwise convolutions, see :func:`upsample2d` / :func:`downsample2d`).
+
+Tensor layout is [N, C, H, W] everywhere; ``channels`` is the number of image channels (stains).
+"""
+
+from __future__ import annotations
+
+import math
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import ConfigError, DataError
+
+__all__ = [
+    "MappingNetwork",
+    "SynthesisNetwork",
+    "Generator",
+    "Discriminator",
+    "channels_at",
+    "check_resolution",
+    "upsample2d",
+    "downsample2d",
+]
+
+# Gain applied after leaky ReLU(0.2) so activations keep unit variance (He et al. / StyleGAN).
+_LRELU_GAIN = math.sqrt(2.0)
+_LRELU_SLOPE = 0.2
+
+
+# --------------------------------------------------------------------------------------------
+# Validation helpers
+# --------------------------------------------------------------------------------------------
+
+
+def check_resolution(resolution: int, option: str = "resolution") -> int:
+    """Return ``resolution`` as an int if it is a power of two >= 8.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``option`` and the valid values otherwise.
+    """
+    try:
+        r = int(resolution)
+    except (TypeError, ValueError):
+        r = -1
+    if r != resolution or r < 8 or (r & (r - 1)) != 0:
+        raise ConfigError(
+            f"option '{option}' = {resolution!r} is not supported: the StyleGAN2 networks need a "
+            "power of two >= 8 (valid values: 8, 16, 32, 64, 128, 256, 512, 1024, ...). "
+            "Crop or resize your tiles to one of these sizes."
+        )
+    return r
+
+
+def _check_positive_int(value: int, option: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"option '{option}' = {value!r} must be an integer >= {minimum}.")
+    return value
+
+
+def channels_at(res: int, channel_base: int, channel_max: int) -> int:
+    """Feature maps at resolution ``res``: ``min(channel_base // res, channel_max)`` (at least 1)."""
+    return max(1, min(channel_base // res, channel_max))
+
+
+# --------------------------------------------------------------------------------------------
+# FIR resampling with the [1, 3, 3, 1] filter
+# --------------------------------------------------------------------------------------------
+
+_FIR_1D = (1.0, 3.0, 3.0, 1.0)
+
+
+def _fir_kernel_1d(dtype: torch.dtype, device: torch.device, gain: float) -> torch.Tensor:
+    k = torch.tensor(_FIR_1D, dtype=dtype, device=device)
+    return k * (gain / k.sum())
+
+
+def upsample2d(x: torch.Tensor) -> torch.Tensor:
+    """2x upsampling with the separable [1,3,3,1] FIR filter: [N,C,H,W] -> [N,C,2H,2W].
+
+    Zero-insertion followed by the filter (gain 2 per axis) is, by polyphase decomposition, the
+    same as taking ``0.75 * x[i] + 0.25 * x[i -/+ 1]`` for the even/odd output samples. That is what
+    we compute, with the border sample replicated (zero padding would darken the image edges).
+    The polyphase form needs no convolution at all, which is several times faster on CPU.
+    """
+    n, c, h, w = x.shape
+    # Rows: interleave even (0.75 x[i] + 0.25 x[i-1]) and odd (0.75 x[i] + 0.25 x[i+1]) outputs.
+    prev = torch.cat([x[:, :, :1], x[:, :, :-1]], dim=2)
+    nxt = torch.cat([x[:, :, 1:], x[:, :, -1:]], dim=2)
+    x = torch.stack([0.75 * x + 0.25 * prev, 0.75 * x + 0.25 * nxt], dim=3).reshape(n, c, 2 * h, w)
+    prev = torch.cat([x[..., :1], x[..., :-1]], dim=3)
+    nxt = torch.cat([x[..., 1:], x[..., -1:]], dim=3)
+    return torch.stack([0.75 * x + 0.25 * prev, 0.75 * x + 0.25 * nxt], dim=4).reshape(
+        n, c, 2 * h, 2 * w
+    )
+
+
+def downsample2d(x: torch.Tensor) -> torch.Tensor:
+    """2x downsampling with the separable [1,3,3,1] FIR filter: [N,C,H,W] -> [N,C,H/2,W/2].
+
+    Output sample j = (x[2j-1] + 3 x[2j] + 3 x[2j+1] + x[2j+2]) / 8 per axis, border replicated
+    (the mirror image of :func:`upsample2d`; its adjoint up to the border and a factor 4).
+    """
+    n, c, h, w = x.shape
+    if h % 2 or w % 2:
+        raise ValueError(f"downsample2d needs even height and width, got {h}x{w}")
+    # Rows: pair rows (2j, 2j+1) and add the outer taps (2j-1, 2j+2).
+    xr = x.reshape(n, c, h // 2, 2, w)
+    even, odd = xr[:, :, :, 0], xr[:, :, :, 1]
+    before = torch.cat([even[:, :, :1], odd[:, :, :-1]], dim=2)  # x[2j-1], replicate at top
+    after = torch.cat([even[:, :, 1:], odd[:, :, -1:]], dim=2)  # x[2j+2], replicate at bottom
+    x = (before + 3.0 * even + 3.0 * odd + after) * 0.125
+    xc = x.reshape(n, c, h // 2, w // 2, 2)
+    even, odd = xc[..., 0], xc[..., 1]
+    before = torch.cat([even[..., :1], odd[..., :-1]], dim=3)
+    after = torch.cat([even[..., 1:], odd[..., -1:]], dim=3)
+    return (before + 3.0 * even + 3.0 * odd + after) * 0.125
+
+
+# --------------------------------------------------------------------------------------------
+# Equalized-learning-rate layers
+# --------------------------------------------------------------------------------------------
+
+
+def _lrelu(x: torch.Tensor) -> torch.Tensor:
+    return F.leaky_relu(x, _LRELU_SLOPE) * _LRELU_GAIN
+
+
+class EqualizedLinear(nn.Module):
+    """Fully connected layer with equalized learning rate (weight scaled by lr_mul/sqrt(fan_in))."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        bias: bool = True,
+        bias_init: float = 0.0,
+        lr_mul: float = 1.0,
+        activation: bool = False,
+    ) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_mul)
+        self.bias = nn.Parameter(torch.full((out_features,), float(bias_init) / lr_mul)) if bias else None
+        self.weight_gain = lr_mul / math.sqrt(in_features)
+        self.bias_gain = lr_mul
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.bias * self.bias_gain if self.bias is not None else None
+        x = F.linear(x, self.weight * self.weight_gain, b)
+        return _lrelu(x) if self.activation else x
+
+
+class EqualizedConv2d(nn.Module):
+    """Convolution with equalized learning rate; ``down=True`` blurs (FIR) then strides by 2.
+
+    Blur-then-stride puts the expensive 3x3 convolution at the *output* resolution, a quarter of
+    the multiply-adds of convolving first and downsampling after.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        *,
+        bias: bool = True,
+        activation: bool = False,
+        down: bool = False,
+    ) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        self.weight_gain = 1.0 / math.sqrt(in_channels * kernel_size * kernel_size)
+        self.activation = activation
+        self.down = down
+        self.kernel_size = kernel_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight * self.weight_gain
+        if self.down:
+            if self.kernel_size == 1:
+                x = downsample2d(x)
+                x = F.conv2d(x, w, self.bias)
+            else:
+                x = _blur(x)
+                x = F.conv2d(x, w, self.bias, stride=2, padding=(self.kernel_size - 1) // 2)
+        else:
+            x = F.conv2d(x, w, self.bias, padding=self.kernel_size // 2)
+        return _lrelu(x) if self.activation else x
+
+
+def _blur(x: torch.Tensor) -> torch.Tensor:
+    """[1,3,3,1] FIR blur at full resolution (stride 1) so a following stride-2 conv is alias-free.
+
+    The even-length filter shifts the grid by half a pixel; with padding (1, 2) the stride-2
+    convolution that follows is centred where :func:`downsample2d` samples (2j + 1/2).
+    """
+    c = x.shape[1]
+    k = _fir_kernel_1d(x.dtype, x.device, 1.0)
+    x = F.pad(x, (1, 2, 1, 2), mode="replicate")
+    x = F.conv2d(x, k.view(1, 1, 1, 4).expand(c, 1, 1, 4), groups=c)
+    return F.conv2d(x, k.view(1, 1, 4, 1).expand(c, 1, 4, 1), groups=c)
+
+
+# --------------------------------------------------------------------------------------------
+# Generator
+# --------------------------------------------------------------------------------------------
+
+
+class MappingNetwork(nn.Module):
+    """z -> w: pixel norm, then ``num_layers`` equalized FC layers (lr multiplier 0.01).
+
+    Keeps ``w_avg``, the running mean of w seen in training mode (EMA with ``w_avg_beta``), the
+    centre of the truncation trick.
+    """
+
+    def __init__(
+        self,
+        z_dim: int = 512,
+        w_dim: int = 512,
+        num_layers: int = 3,
+        *,
+        lr_mul: float = 0.01,
+        w_avg_beta: float = 0.995,
+    ) -> None:
+        super().__init__()
+        _check_positive_int(z_dim, "z_dim")
+        _check_positive_int(w_dim, "w_dim")
+        _check_positive_int(num_layers, "mapping_layers")
+        self.z_dim, self.w_dim, self.num_layers = z_dim, w_dim, num_layers
+        self.w_avg_beta = w_avg_beta
+        dims = [z_dim] + [w_dim] * num_layers
+        self.layers = nn.ModuleList(
+            EqualizedLinear(dims[i], dims[i + 1], lr_mul=lr_mul, activation=True) for i in range(num_layers)
+        )
+        self.register_buffer("w_avg", torch.zeros(w_dim))
+
+    def forward(self, z: torch.Tensor, *, truncation_psi: float = 1.0) -> torch.Tensor:
+        """Map latents ``z`` [N, z_dim] to styles ``w`` [N, w_dim].
+
+        In training mode (and psi == 1) the running mean ``w_avg`` is updated. ``truncation_psi``
+        < 1 pulls w toward ``w_avg`` (Karras 2019, sec. 3): better-looking, less diverse samples.
+        """
+        if z.ndim != 2 or z.shape[1] != self.z_dim:
+            raise ValueError(f"mapping network expects z of shape [N, {self.z_dim}], got {list(z.shape)}")
+        # Pixel norm: put z on the sphere of radius sqrt(z_dim) so its scale carries no information.
+        x = z * torch.rsqrt(z.square().mean(dim=1, keepdim=True) + 1e-8)
+        for layer in self.layers:
+            x = layer(x)
+        if self.training and truncation_psi == 1.0:
+            with torch.no_grad():
+                self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+        if truncation_psi != 1.0:
+            x = self.w_avg.lerp(x, truncation_psi)
+        return x
+
+
+class ModulatedConv2d(nn.Module):
+    """Style-modulated convolution (StyleGAN2 weight demodulation, sec. 2.2 of the paper).
+
+    Implementation choice (measured on CPU): instead of building per-sample weights and running a
+    grouped convolution, we scale the *input* activations by the style ``s`` (per sample, per input
+    channel), run one ordinary batched convolution with the shared weight, and scale the *output*
+    by the demodulation coefficient ``d = 1/sqrt(sum_{i,k} (w_oik s_i)^2)``. Both are
+    mathematically identical (``conv(x*s, w) * d == conv(x, w*s*d)`` per sample), but the batched
+    form lets oneDNN use one large GEMM instead of N small ones. ``fused=True`` selects the grouped
+    per-sample-weight path (kept for testing equivalence and for GPUs with tiny batches).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        w_dim: int,
+        *,
+        demodulate: bool = True,
+        fused: bool = False,
+    ) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
+        self.weight_gain = 1.0 / math.sqrt(in_channels * kernel_size * kernel_size)
+        # Styles start at 1 (bias_init=1) so a fresh network behaves like an unmodulated one.
+        self.affine = EqualizedLinear(w_dim, in_channels, bias_init=1.0)
+        self.demodulate = demodulate
+        self.fused = fused
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        s = self.affine(w)  # [N, Cin]
+        weight = self.weight * self.weight_gain  # [Cout, Cin, k, k]
+        pad = self.kernel_size // 2
+        if self.fused:
+            wn = weight.unsqueeze(0) * s[:, None, :, None, None]  # [N, Cout, Cin, k, k]
+            if self.demodulate:
+                wn = wn * torch.rsqrt(wn.square().sum(dim=(2, 3, 4), keepdim=True) + 1e-8)
+            x = x.reshape(1, n * self.in_channels, *x.shape[2:])
+            x = F.conv2d(x, wn.reshape(n * self.out_channels, self.in_channels, self.kernel_size, self.kernel_size),
+                         padding=pad, groups=n)
+            return x.reshape(n, self.out_channels, *x.shape[2:])
+        x = x * s[:, :, None, None]
+        x = F.conv2d(x, weight, padding=pad)
+        if self.demodulate:
+            # sum_{i,k} (w_oik s_i)^2 = (s^2) @ (sum_k w_oik^2)^T : [N, Cout]
+            d = torch.rsqrt(s.square() @ weight.square().sum(dim=(2, 3)).t() + 1e-8)
+            x = x * d[:, :, None, None]
+        return x
+
+
+class SynthesisLayer(nn.Module):
+    """Modulated 3x3 conv (+ optional 2x FIR upsampling before it), noise, bias, leaky ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, *, up: bool = False) -> None:
+        super().__init__()
+        self.conv = ModulatedConv2d(in_channels, out_channels, 3, w_dim)
+        self.up = up
+        self.resolution = resolution
+        # Noise strength starts at 0: the network learns how much stochastic detail each layer uses.
+        self.noise_strength = nn.Parameter(torch.zeros([]))
+        self.register_buffer("noise_const", torch.randn(1, 1, resolution, resolution))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
+        if self.up:
+            x = upsample2d(x)
+        x = self.conv(x, w)
+        if noise_mode == "random":
+            noise = torch.randn(x.shape[0], 1, self.resolution, self.resolution, dtype=x.dtype, device=x.device)
+            x = x + noise * self.noise_strength
+        elif noise_mode == "const":
+            x = x + self.noise_const * self.noise_strength
+        return _lrelu(x + self.bias[None, :, None, None])
+
+
+class ToImage(nn.Module):
+    """1x1 modulated conv (no demodulation) from feature maps to ``channels`` image channels."""
+
+    def __init__(self, in_channels: int, channels: int, w_dim: int) -> None:
+        super().__init__()
+        self.conv = ModulatedConv2d(in_channels, channels, 1, w_dim, demodulate=False)
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return self.conv(x, w) + self.bias[None, :, None, None]
+
+
+_NOISE_MODES = ("random", "const", "none")
+
+
+class SynthesisNetwork(nn.Module):
+    """Styles ``ws`` [N, num_ws, w_dim] -> image [N, channels, resolution, resolution] (skip architecture).
+
+    Style index use: the 4x4 conv takes ws[:,0] and its toImage ws[:,1]; the block at resolution
+    2^k (k >= 3) takes ws[:, 2k-5] and ws[:, 2k-4] for its two convs and ws[:, 2k-3] for its
+    toImage, so ``num_ws = 2*log2(resolution) - 2`` and consecutive layers can get different styles
+    (style mixing).
+    """
+
+    def __init__(
+        self,
+        resolution: int,
+        channels: int,
+        *,
+        w_dim: int = 512,
+        channel_base: int = 32768,
+        channel_max: int = 512,
+    ) -> None:
+        super().__init__()
+        self.resolution = check_resolution(resolution)
+        self.channels = _check_positive_int(channels, "channels")
+        _check_positive_int(channel_base, "channel_base")
+        _check_positive_int(channel_max, "channel_max")
+        self.w_dim = w_dim
+        log2 = int(math.log2(self.resolution))
+        self.num_ws = 2 * log2 - 2
+        c4 = channels_at(4, channel_base, channel_max)
+        self.const = nn.Parameter(torch.randn(c4, 4, 4))
+        self.conv4 = SynthesisLayer(c4, c4, w_dim, 4)
+        self.img4 = ToImage(c4, channels, w_dim)
+        self.blocks = nn.ModuleList()
+        cin = c4
+        for k in range(3, log2 + 1):
+            res = 2**k
+            cout = channels_at(res, channel_base, channel_max)
+            block = nn.ModuleDict(
+                {
+                    "conv0": SynthesisLayer(cin, cout, w_dim, res, up=True),
+                    "conv1": SynthesisLayer(cout, cout, w_dim, res),
+                    "to_image": ToImage(cout, channels, w_dim),
+                }
+            )
+            self.blocks.append(block)
+            cin = cout
+
+    def forward(self, ws: torch.Tensor, *, noise_mode: str = "random") -> torch.Tensor:
+        """Render images from per-layer styles ``ws`` [N, num_ws, w_dim]; returns [N, C, H, W]."""
+        if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
+            raise ValueError(
+                f"synthesis network expects ws of shape [N, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}"
+            )
+        if noise_mode not in _NOISE_MODES:
+            raise ConfigError(f"option 'noise_mode' = {noise_mode!r}: use one of {', '.join(_NOISE_MODES)}.")
+        n = ws.shape[0]
+        x = self.const.unsqueeze(0).expand(n, -1, -1, -1)
+        x = self.conv4(x, ws[:, 0], noise_mode)
+        img = self.img4(x, ws[:, 1])
+        for i, block in enumerate(self.blocks):
+            x = block["conv0"](x, ws[:, 2 * i + 1], noise_mode)
+            x = block["conv1"](x, ws[:, 2 * i + 2], noise_mode)
+            img = upsample2d(img) + block["to_image"](x, ws[:, 2 * i + 3])
+        assert img.shape[1:] == (self.channels, self.resolution, self.resolution)
+        return img
+
+
+class Generator(nn.Module):
+    """StyleGAN2 generator: z [N, z_dim] -> image [N, channels, resolution, resolution] in about [-1, 1].
+
+    Parameters
+    ----------
+    resolution
+        Output size, a power of two >= 8.
+    channels
+        Number of image channels (stains), >= 1.
+    z_dim, w_dim
+        Latent and style sizes (512 in StyleGAN2 / GAN-DL).
+    mapping_layers
+        Depth of the mapping network (3 in GAN-DL; 8 in StyleGAN2's FFHQ config).
+    channel_base, channel_max
+        Feature maps at resolution r are ``min(channel_base // r, channel_max)``.
+
+    Raises
+    ------
+    ConfigError
+        For a resolution that is not a power of two >= 8 or a non-positive size option.
+
+    Attributes
+    ----------
+    mapping : MappingNetwork
+    synthesis : SynthesisNetwork
+    num_ws : int
+        Number of per-layer styles the synthesis network takes.
+    """
+
+    def __init__(
+        self,
+        resolution: int,
+        channels: int,
+        *,
+        z_dim: int = 512,
+        w_dim: int = 512,
+        mapping_layers: int = 3,
+        channel_base: int = 32768,
+        channel_max: int = 512,
+    ) -> None:
+        super().__init__()
+        self.resolution = check_resolution(resolution)
+        self.channels = _check_positive_int(channels, "channels")
+        self.z_dim, self.w_dim = z_dim, w_dim
+        self.mapping = MappingNetwork(z_dim, w_dim, mapping_layers)
+        self.synthesis = SynthesisNetwork(
+            resolution, channels, w_dim=w_dim, channel_base=channel_base, channel_max=channel_max
+        )
+        self.num_ws = self.synthesis.num_ws
+
+    def styles(
+        self,
+        z: torch.Tensor,
+        *,
+        truncation_psi: float = 1.0,
+        mixing_prob: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Per-layer styles ws [N, num_ws, w_dim] for latents ``z``, with optional style mixing.
+
+        With probability ``mixing_prob`` per sample, a second random latent takes over from a random
+        crossover layer on (style-mixing regularization, Karras 2019 sec. 3.1), which keeps
+        neighbouring styles from becoming correlated.
+
+        Parameters
+        ----------
+        z
+            Latents [N, z_dim].
+        truncation_psi
+            1 = no truncation; < 1 pulls styles toward the mean style.
+        mixing_prob
+            Probability in [0, 1] that a sample mixes two latents.
+        generator
+            Optional torch.Generator for the mixing draws (reproducible training).
+        """
+        w = self.mapping(z, truncation_psi=truncation_psi)
+        ws = w.unsqueeze(1).repeat(1, self.num_ws, 1)
+        if mixing_prob > 0:
+            if not 0.0 <= mixing_prob <= 1.0:
+                raise ConfigError(f"option 'mixing_prob' = {mixing_prob!r} must be in [0, 1].")
+            n = z.shape[0]
+            dev = z.device
+            z2 = torch.randn(z.shape, generator=generator, device="cpu").to(dev, z.dtype)
+            w2 = self.mapping(z2, truncation_psi=truncation_psi)
+            cut = torch.randint(1, self.num_ws, (n,), generator=generator).to(dev)
+            mix = torch.rand(n, generator=generator).to(dev) < mixing_prob
+            cut = torch.where(mix, cut, torch.full_like(cut, self.num_ws))
+            layer = torch.arange(self.num_ws, device=dev)[None, :]
+            take2 = (layer >= cut[:, None]).unsqueeze(2)  # [N, num_ws, 1]
+            ws = torch.where(take2, w2.unsqueeze(1), ws)
+        return ws
+
+    def forward(
+        self,
+        z: torch.Tensor,
+        *,
+        truncation_psi: float = 1.0,
+        noise_mode: str = "random",
+        mixing_prob: float = 0.0,
+    ) -> torch.Tensor:
+        """Generate images [N, channels, resolution, resolution] from latents ``z`` [N, z_dim].
+
+        Parameters
+        ----------
+        z
+            Latents [N, z_dim], usually standard normal.
+        truncation_psi
+            Truncation trick strength (1 = off).
+        noise_mode
+            ``"random"`` (fresh noise, training), ``"const"`` (fixed per-layer noise buffers:
+            deterministic output) or ``"none"``.
+        mixing_prob
+            Style-mixing probability used during training (0 = off).
+        """
+        ws = self.styles(z, truncation_psi=truncation_psi, mixing_prob=mixing_prob)
+        return self.synthesis(ws, noise_mode=noise_mode)
+
+
+# --------------------------------------------------------------------------------------------
+# Discriminator
+# --------------------------------------------------------------------------------------------
+
+
+class MinibatchStd(nn.Module):
+    """Minibatch standard deviation layer (Karras et al. 2018) with a batch-invariant eval mode.
+
+    In training mode it appends one feature map holding the average (over features and pixels)
+    standard deviation within groups of ``group_size`` batchmates -- the signal that lets D notice
+    a generator that has collapsed to few modes. The group is ``min(group_size, N)`` lowered to the
+    largest size that divides N, so any batch size works (a batch of 1 gets std 0).
+
+    The training statistic mixes batchmates into every image's output, which would make an
+    embedding depend on what else is in the batch. So the layer keeps ``running_std``, the running
+    mean (EMA, momentum 0.01; the first batch initialises it) of the statistic seen in training,
+    and in eval mode (and in :meth:`Discriminator.features`) it appends that constant instead.
+    Features of one image are then a pure, deterministic function of that image.
+    """
+
+    def __init__(self, group_size: int = 4, momentum: float = 0.01) -> None:
+        super().__init__()
+        self.group_size = _check_positive_int(group_size, "mbstd_group")
+        self.momentum = momentum
+        self.register_buffer("running_std", torch.zeros([]))
+        self.register_buffer("num_batches_tracked", torch.zeros([], dtype=torch.long))
+
+    def group_for(self, n: int) -> int:
+        """Largest group size <= ``group_size`` dividing a batch of ``n``."""
+        g = min(self.group_size, n)
+        while n % g:
+            g -= 1
+        return g
+
+    def forward(self, x: torch.Tensor, *, batch_stat: bool | None = None) -> torch.Tensor:
+        n, c, h, w = x.shape
+        use_batch = self.training if batch_stat is None else batch_stat
+        if use_batch:
+            g = self.group_for(n)
+            y = x.reshape(g, n // g, c, h, w)
+            y = y - y.mean(dim=0)
+            y = (y.square().mean(dim=0) + 1e-8).sqrt()  # [N/G, C, H, W]
+            y = y.mean(dim=(1, 2, 3))  # [N/G]
+            if self.training:
+                with torch.no_grad():
+                    m = y.detach().mean()
+                    if int(self.num_batches_tracked) == 0:
+                        self.running_std.copy_(m)
+                    else:
+                        self.running_std.lerp_(m, self.momentum)
+                    self.num_batches_tracked += 1
+            # Sample i belongs to group i % (N/G) (the reshape above), so tile groups along N.
+            y = y.repeat(g).reshape(n, 1, 1, 1).expand(n, 1, h, w)
+        else:
+            y = self.running_std.to(x.dtype).expand(n, 1, h, w)
+        return torch.cat([x, y], dim=1)
+
+
+class DiscriminatorBlock(nn.Module):
+    """Residual block: conv3x3 -> conv3x3 (down) plus a 1x1 downsampled skip, scaled by sqrt(1/2)."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv0 = EqualizedConv2d(in_channels, in_channels, 3, activation=True)
+        self.conv1 = EqualizedConv2d(in_channels, out_channels, 3, activation=True, down=True)
+        self.skip = EqualizedConv2d(in_channels, out_channels, 1, bias=False, down=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.skip(x)
+        x = self.conv1(self.conv0(x))
+        # sqrt(1/2) keeps the variance of the sum equal to that of each branch.
+        return (x + y) * math.sqrt(0.5)
+
+
+class Discriminator(nn.Module):
+    """Residual StyleGAN2 discriminator; its fc layer is the GAN-DL image embedding.
+
+    Parameters
+    ----------
+    resolution
+        Input size, a power of two >= 8.
+    channels
+        Number of image channels (stains), >= 1.
+    channel_base, channel_max
+        Feature maps at resolution r are ``min(channel_base // r, channel_max)``.
+    mbstd_group
+        Minibatch-std group size in training (see :class:`MinibatchStd`).
+    feature_dim
+        Width of the fc layer returned by :meth:`features` (512 in GAN-DL).
+
+    Raises
+    ------
+    ConfigError
+        For a resolution that is not a power of two >= 8 or a non-positive size option.
+
+    Notes
+    -----
+    ``forward`` in training mode uses the real minibatch statistic (what the GAN game needs);
+    ``forward`` in eval mode and :meth:`features` always use the running constant, so outputs
+    are batch-invariant and deterministic.
+    """
+
+    def __init__(
+        self,
+        resolution: int,
+        channels: int,
+        *,
+        channel_base: int = 32768,
+        channel_max: int = 512,
+        mbstd_group: int = 4,
+        feature_dim: int = 512,
+    ) -> None:
+        super().__init__()
+        self.resolution = check_resolution(resolution)
+        self.channels = _check_positive_int(channels, "channels")
+        _check_positive_int(channel_base, "channel_base")
+        _check_positive_int(channel_max, "channel_max")
+        self.feature_dim = _check_positive_int(feature_dim, "feature_dim")
+        log2 = int(math.log2(self.resolution))
+        ch = lambda r: channels_at(r, channel_base, channel_max)  # noqa: E731
+        self.from_image = EqualizedConv2d(channels, ch(self.resolution), 1, activation=True)
+        self.blocks = nn.ModuleList(DiscriminatorBlock(ch(2**k), ch(2 ** (k - 1))) for k in range(log2, 2, -1))
+        c4 = ch(4)
+        self.mbstd = MinibatchStd(mbstd_group)
+        self.conv = EqualizedConv2d(c4 + 1, c4, 3, activation=True)
+        self.fc = EqualizedLinear(c4 * 16, feature_dim, activation=True)
+        self.out = EqualizedLinear(feature_dim, 1)
+
+    def _check_input(self, img: torch.Tensor) -> None:
+        expected = (self.channels, self.resolution, self.resolution)
+        if img.ndim != 4 or tuple(img.shape[1:]) != expected:
+            raise DataError(
+                f"the discriminator expects images of shape [N, {expected[0]}, {expected[1]}, {expected[2]}] "
+                f"(channels, height, width), got {list(img.shape)}. Check the channel selection and the "
+                "tile size match the checkpoint's 'channels' and 'resolution'."
+            )
+
+    def _trunk(self, img: torch.Tensor, batch_stat: bool | None) -> torch.Tensor:
+        self._check_input(img)
+        x = self.from_image(img)
+        for block in self.blocks:
+            x = block(x)
+        x = self.mbstd(x, batch_stat=batch_stat)
+        x = self.conv(x)
+        return self.fc(x.flatten(1))
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        """Realness scores [N, 1] (logits) for images [N, channels, resolution, resolution]."""
+        return self.out(self._trunk(img, None))
+
+    def features(self, img: torch.Tensor) -> torch.Tensor:
+        """GAN-DL embedding [N, feature_dim]: the fc layer's activations, the input of the score.
+
+        Uses the running minibatch-std constant regardless of train/eval mode, so the vector of one
+        image does not depend on its batchmates and is identical across calls.
+        """
+        return self._trunk(img, False)
+
+
+def parameter_count(module: nn.Module) -> int:
+    """Number of trainable parameters of ``module``."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
