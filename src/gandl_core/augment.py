@@ -1,0 +1,326 @@
+"""Adaptive discriminator augmentation (ADA) for multichannel microscopy images.
+
+Follows the idea of Karras et al. 2020, "Training Generative Adversarial Networks with Limited
+Data": every image the discriminator sees (reals *and* fakes) goes through the same random
+augmentations, each applied per sample with probability ``p``, and ``p`` is tuned on the fly so
+that the overfitting heuristic ``r_t = E[sign(D(real))]`` stays near a target (0.6).
+
+The transformations are chosen for fluorescence microscopy, where the "right way up" does not
+exist and each stain has its own intensity scale:
+
+* **dihedral** -- x-flip and rotation by a multiple of 90 degrees (together the 8 symmetries of
+  the square, uniformly at p = 1). Pixel values are only permuted, so per-channel histograms are
+  untouched.
+* **integer translation** -- shift by up to ``translate`` x the image size, filling with the
+  reflection of the image (``"reflect"``) or zeros (``"zero"``).
+* **isotropic scaling** -- zoom by ``2**N(0, scale_std)`` (bilinear resampling, reflected borders).
+* **per-channel brightness and contrast** -- each channel gets its own offset ``N(0, brightness_std)``
+  and its own contrast factor ``2**N(0, contrast_std)`` about its mean: stains vary independently.
+
+All operations are differentiable with respect to the images (gradients reach the generator)
+and vectorised over the batch (no per-sample Python loops). Images are [N, C, H, W], any C >= 1;
+rotations need square images.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .errors import CheckpointError, ConfigError
+
+__all__ = ["augment", "AdaptiveAugment", "PADDING_MODES"]
+
+PADDING_MODES = ("reflect", "zero")
+
+
+def _check_images(images: torch.Tensor) -> None:
+    if images.ndim != 4:
+        raise ValueError(f"augment expects images [N, C, H, W], got shape {list(images.shape)}")
+
+
+def _rand(shape: tuple[int, ...], generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
+    # Draw on the CPU so a CPU torch.Generator gives the same numbers on any device.
+    return torch.rand(shape, generator=generator).to(like.device, like.dtype)
+
+
+def _randn(shape: tuple[int, ...], generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
+    return torch.randn(shape, generator=generator).to(like.device, like.dtype)
+
+
+def _select(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.where(mask.view(-1, 1, 1, 1), a, b)
+
+
+def _reflect_index(idx: torch.Tensor, size: int) -> torch.Tensor:
+    # Mirror about the edge samples (numpy 'reflect'); repeat until inside for large shifts.
+    period = 2 * (size - 1)
+    if period == 0:
+        return torch.zeros_like(idx)
+    idx = torch.remainder(idx, period)
+    return torch.where(idx >= size, period - idx, idx)
+
+
+def _translate(images: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, padding: str) -> torch.Tensor:
+    """Shift each sample by integer (dx, dy) pixels: output[y, x] = input[y - dy, x - dx]."""
+    n, c, h, w = images.shape
+    dev = images.device
+    rows = torch.arange(h, device=dev)[None, :] - dy[:, None]  # [N, H]
+    cols = torch.arange(w, device=dev)[None, :] - dx[:, None]  # [N, W]
+    if padding == "reflect":
+        rows_i, cols_i = _reflect_index(rows, h), _reflect_index(cols, w)
+    else:
+        rows_i, cols_i = rows.clamp(0, h - 1), cols.clamp(0, w - 1)
+    out = images.gather(2, rows_i[:, None, :, None].expand(n, c, h, w))
+    out = out.gather(3, cols_i[:, None, None, :].expand(n, c, h, w))
+    if padding == "zero":
+        inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
+        out = out * inside[:, None].to(out.dtype)
+    return out
+
+
+def augment(
+    images: torch.Tensor,
+    p: float,
+    *,
+    xflip: bool = True,
+    rotate90: bool = True,
+    translate: float = 0.125,
+    padding: str = "reflect",
+    scale_std: float = 0.2,
+    brightness_std: float = 0.2,
+    contrast_std: float = 0.5,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Apply the ADA transformations, each to each sample independently with probability ``p``.
+
+    Parameters
+    ----------
+    images
+        Batch [N, C, H, W] (any C), usually normalized to about [-1, 1].
+    p
+        Probability in [0, 1] of applying each transformation to each sample. ``p = 0`` returns
+        ``images`` unchanged (the same tensor).
+    xflip, rotate90
+        Enable the dihedral symmetries (x-flip; rotation by 90, 180 or 270 degrees).
+    translate
+        Maximum integer shift as a fraction of the image size (0 disables).
+    padding
+        Fill for translated-in pixels: ``"reflect"`` or ``"zero"``.
+    scale_std
+        Standard deviation of log2 of the isotropic zoom factor (0 disables).
+    brightness_std
+        Standard deviation of the per-channel additive offset (0 disables).
+    contrast_std
+        Standard deviation of log2 of the per-channel contrast factor (0 disables).
+    generator
+        Optional CPU torch.Generator for reproducible draws.
+
+    Returns
+    -------
+    Augmented batch, same shape and dtype, differentiable with respect to ``images``.
+
+    Raises
+    ------
+    ConfigError
+        For p outside [0, 1], negative strengths or an unknown padding mode.
+    """
+    _check_images(images)
+    _check_options(p, translate, padding, scale_std, brightness_std, contrast_std)
+    if p == 0:
+        return images
+    n, c, h, w = images.shape
+    x = images
+
+    def chosen() -> torch.Tensor:
+        return torch.rand(n, generator=generator).to(x.device) < p
+
+    # When a dihedral op is applied, it draws uniformly from its whole group *including* the
+    # identity (as in ADA): at p = 1 the 8 symmetries are then equally likely, so the augmented
+    # distribution never favours one orientation and the augmentation does not "leak" into G.
+    if xflip:
+        flip = chosen() & (torch.rand(n, generator=generator) < 0.5).to(x.device)
+        x = _select(flip, x.flip(3), x)
+    if rotate90:
+        if h != w:
+            raise ValueError(f"rotate90 needs square images, got {h}x{w}; pass rotate90=False")
+        apply = chosen()
+        k = torch.randint(0, 4, (n,), generator=generator).to(x.device)
+        k = torch.where(apply, k, torch.zeros_like(k))
+        out = x
+        for quarter in (1, 2, 3):
+            out = _select(k == quarter, torch.rot90(x, quarter, dims=(2, 3)), out)
+        x = out
+    if translate > 0:
+        apply = chosen()
+        # Uniform integer shifts in [-translate*size, translate*size].
+        dx = torch.round((torch.rand(n, generator=generator) * 2 - 1) * translate * w).long().to(x.device)
+        dy = torch.round((torch.rand(n, generator=generator) * 2 - 1) * translate * h).long().to(x.device)
+        dx = torch.where(apply, dx, torch.zeros_like(dx))
+        dy = torch.where(apply, dy, torch.zeros_like(dy))
+        if bool((dx != 0).any() or (dy != 0).any()):
+            x = _translate(x, dx, dy, padding)
+    if scale_std > 0:
+        apply = chosen()
+        if bool(apply.any()):
+            s = torch.exp2(torch.randn(n, generator=generator) * scale_std).to(x.device, x.dtype)
+            theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
+            theta[:, 0, 0] = 1.0 / s  # output pixel at u samples input at u/s: zoom by s
+            theta[:, 1, 1] = 1.0 / s
+            grid = F.affine_grid(theta, [n, c, h, w], align_corners=False)
+            zoomed = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+            x = _select(apply, zoomed, x)
+    if brightness_std > 0:
+        apply = chosen().to(x.dtype)
+        b = _randn((n, c), generator, x) * brightness_std * apply[:, None]
+        x = x + b[:, :, None, None]
+    if contrast_std > 0:
+        apply = chosen()
+        f = torch.exp2(_randn((n, c), generator, x) * contrast_std)
+        f = torch.where(apply[:, None], f, torch.ones_like(f))
+        mean = x.mean(dim=(2, 3), keepdim=True)
+        x = mean + (x - mean) * f[:, :, None, None]
+    return x
+
+
+def _check_options(p: float, translate: float, padding: str, scale_std: float, brightness_std: float,
+                   contrast_std: float) -> None:
+    if not (0.0 <= float(p) <= 1.0):
+        raise ConfigError(f"augmentation probability p = {p!r} must be in [0, 1].")
+    if not (0.0 <= translate <= 0.5):
+        raise ConfigError(f"option 'augment_translate' = {translate!r} must be in [0, 0.5] (fraction of the size).")
+    if padding not in PADDING_MODES:
+        raise ConfigError(f"option 'augment_padding' = {padding!r}: use one of {', '.join(PADDING_MODES)}.")
+    for name, value in (("augment_scale_std", scale_std), ("augment_brightness_std", brightness_std),
+                        ("augment_contrast_std", contrast_std)):
+        if value < 0 or not math.isfinite(value):
+            raise ConfigError(f"option '{name}' = {value!r} must be a finite number >= 0 (0 disables it).")
+
+
+class AdaptiveAugment:
+    """ADA controller: augments batches with probability ``p`` and tunes ``p`` from D's outputs.
+
+    Call :meth:`update` with D's scores on each (augmented) real batch. Every ``interval`` calls it
+    computes ``r_t = E[sign(D(real))]`` over those batches and moves ``p`` by
+    ``sign(r_t - target) * images / (speed_kimg * 1000)`` (clamped to [0, 1]): so ``p`` could go from
+    0 to 1 in ``speed_kimg`` thousand real images, whatever the batch size. ``r_t`` near 1 means D
+    is confidently right about every real -- it is memorising them -- and more augmentation helps.
+
+    Parameters
+    ----------
+    p
+        Initial probability (0 at the start of training; restored from checkpoints).
+    target
+        Target value of r_t (0.6 in the ADA paper). ``None`` keeps ``p`` fixed.
+    speed_kimg
+        Thousands of images for a full 0 -> 1 sweep of p (500 in the paper).
+    interval
+        Number of batches between adjustments (4 in the paper).
+    **ops
+        Transformation settings passed to :func:`augment` (``xflip``, ``rotate90``, ``translate``,
+        ``padding``, ``scale_std``, ``brightness_std``, ``contrast_std``).
+
+    Raises
+    ------
+    ConfigError
+        For out-of-range settings, naming the option.
+    """
+
+    def __init__(
+        self,
+        p: float = 0.0,
+        *,
+        target: float | None = 0.6,
+        speed_kimg: float = 500.0,
+        interval: int = 4,
+        **ops: Any,
+    ) -> None:
+        allowed = {"xflip", "rotate90", "translate", "padding", "scale_std", "brightness_std", "contrast_std"}
+        unknown = set(ops) - allowed
+        if unknown:
+            raise ConfigError(f"unknown augmentation option(s) {sorted(unknown)}; valid: {sorted(allowed)}.")
+        if target is not None and not (0.0 <= target <= 1.0):
+            raise ConfigError(f"option 'augment_target' = {target!r} must be in [0, 1] (0.6 recommended).")
+        if not speed_kimg > 0:
+            raise ConfigError(f"option 'augment_speed_kimg' = {speed_kimg!r} must be > 0 (500 recommended).")
+        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+            raise ConfigError(f"option 'augment_interval' = {interval!r} must be an integer >= 1.")
+        defaults = dict(xflip=True, rotate90=True, translate=0.125, padding="reflect", scale_std=0.2,
+                        brightness_std=0.2, contrast_std=0.5)
+        defaults.update(ops)
+        _check_options(p, defaults["translate"], defaults["padding"], defaults["scale_std"],
+                       defaults["brightness_std"], defaults["contrast_std"])
+        self.ops = defaults
+        self.p = float(p)
+        self.target = target
+        self.speed_kimg = float(speed_kimg)
+        self.interval = interval
+        self._sign_sum = 0.0
+        self._count = 0
+        self._calls = 0
+        self.r_t: float | None = None
+
+    def __call__(self, images: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Augment a batch [N, C, H, W] with the current ``p`` (see :func:`augment`)."""
+        return augment(images, self.p, generator=generator, **self.ops)
+
+    def update(self, real_scores: torch.Tensor) -> float:
+        """Record D's scores on a real batch; every ``interval`` calls adjust ``p``. Returns ``p``."""
+        if self.target is None:
+            return self.p
+        s = real_scores.detach().flatten()
+        self._sign_sum += float(torch.sign(s).sum())
+        self._count += s.numel()
+        self._calls += 1
+        if self._calls >= self.interval and self._count > 0:
+            self.r_t = self._sign_sum / self._count
+            step = self._count / (self.speed_kimg * 1000.0)
+            direction = (self.r_t > self.target) - (self.r_t < self.target)
+            self.p = min(1.0, max(0.0, self.p + direction * step))
+            self._sign_sum, self._count, self._calls = 0.0, 0, 0
+        return self.p
+
+    def state_dict(self) -> dict:
+        """Plain numbers/strings for a checkpoint (``weights_only`` safe)."""
+        return {
+            "p": self.p,
+            "target": self.target,
+            "speed_kimg": self.speed_kimg,
+            "interval": self.interval,
+            "ops": dict(self.ops),
+            "sign_sum": self._sign_sum,
+            "count": self._count,
+            "calls": self._calls,
+            "r_t": self.r_t,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore from :meth:`state_dict` output (e.g. when resuming training).
+
+        Raises
+        ------
+        CheckpointError
+            If ``state`` lacks ``p`` or holds a value outside [0, 1].
+        """
+        try:
+            p = float(state["p"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(
+                "augmentation state in the checkpoint has no valid 'p'; resume from a checkpoint written by "
+                "gandl-core train or start a new run"
+            ) from exc
+        if not 0.0 <= p <= 1.0:
+            raise CheckpointError(f"augmentation state in the checkpoint has p = {p}, outside [0, 1].")
+        self.p = p
+        self.target = state.get("target", self.target)
+        self.speed_kimg = float(state.get("speed_kimg", self.speed_kimg))
+        self.interval = int(state.get("interval", self.interval))
+        if "ops" in state:
+            self.ops.update(state["ops"])
+        self._sign_sum = float(state.get("sign_sum", 0.0))
+        self._count = int(state.get("count", 0))
+        self._calls = int(state.get("calls", 0))
+        self.r_t = state.get("r_t")
