@@ -15,7 +15,7 @@ from gandl_core.stylegan2 import (
     MinibatchStd,
     ModulatedConv2d,
     channels_at,
-    downsample2d,
+    fir_blur,
     parameter_count,
     upsample2d,
 )
@@ -206,30 +206,74 @@ def test_parameter_count_matches_stylegan2_config() -> None:
     assert parameter_count(G8) - parameter_count(G) == 5 * (512 * 512 + 512)
 
 
-def test_modulated_conv_batched_equals_grouped() -> None:
-    m = ModulatedConv2d(6, 10, 3, 16)
+@pytest.mark.parametrize("up", [False, True])
+def test_modulated_conv_batched_equals_grouped(up: bool) -> None:
+    m = ModulatedConv2d(6, 10, 3, 16, up=up)
     x, w = torch.randn(3, 6, 8, 8), torch.randn(3, 16)
     a = m(x, w)
+    assert a.shape == (3, 10, 16 if up else 8, 16 if up else 8)
     m.fused = True
     b = m(x, w)
+    m.fused = False
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    # Per-sample: each output depends only on its own style (no cross-talk in the batched form).
+    torch.testing.assert_close(m(x[1:2], w[1:2]), a[1:2], atol=1e-5, rtol=1e-4)
     # Demodulation: unit-variance input gives about unit-variance output per channel.
-    x = torch.randn(64, 6, 16, 16)
-    assert 0.7 < float(m(x, torch.randn(64, 16)).std()) < 1.3
+    if not up:  # (upsampling white noise smooths it, so only the plain conv keeps unit variance)
+        x = torch.randn(64, 6, 16, 16)
+        assert 0.7 < float(m(x, torch.randn(64, 16)).std()) < 1.3
 
 
 def test_fir_resampling() -> None:
     x = torch.randn(2, 3, 8, 8)
-    # [1,3,3,1] upsampling with replicated borders is exactly bilinear (half-pixel centres).
-    ref = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
-    torch.testing.assert_close(upsample2d(x), ref, atol=1e-6, rtol=1e-6)
-    # Constants are preserved; interior samples use weights (1,3,3,1)/8 per axis.
-    assert torch.allclose(downsample2d(torch.full((1, 2, 8, 8), 3.0)), torch.tensor(3.0))
+    # Reference: zero insertion, then the 4x4 [1,3,3,1] filter with gain 4, zero padding.
+    z = torch.zeros(2, 3, 16, 16)
+    z[:, :, ::2, ::2] = x
+    k = torch.tensor([1.0, 3.0, 3.0, 1.0])
+    k2 = torch.outer(k, k) / 64 * 4
+    ref = F.conv2d(F.pad(z, (2, 1, 2, 1)), k2.expand(3, 1, 4, 4), groups=3)
+    up = upsample2d(x)
+    assert up.shape == (2, 3, 16, 16)
+    torch.testing.assert_close(up[:, :, 1:-1, 1:-1], ref[:, :, 1:-1, 1:-1], atol=1e-5, rtol=1e-5)
+    # Blur: preserves constants away from the border, size S -> S-1, gain as asked.
+    b = fir_blur(torch.full((1, 2, 8, 8), 3.0))
+    assert b.shape == (1, 2, 7, 7)
+    torch.testing.assert_close(b[:, :, 1:-1, 1:-1], torch.full((1, 2, 5, 5), 3.0))
+    torch.testing.assert_close(fir_blur(torch.ones(1, 1, 6, 6), gain=4.0)[0, 0, 2, 2], torch.tensor(4.0))
     ramp = torch.arange(8.0).view(1, 1, 1, 8).expand(1, 1, 8, 8)
-    d = downsample2d(ramp)
-    assert d[0, 0, 0, 1].item() == pytest.approx((1 + 3 * 2 + 3 * 3 + 4) / 8)
-    with pytest.raises(ValueError):
-        downsample2d(torch.randn(1, 1, 7, 8))
+    # Output m is centred at input m + 1/2: a ramp maps to m + 0.5 (interior).
+    assert fir_blur(ramp)[0, 0, 3, 3].item() == pytest.approx(3.5)
+
+
+def test_up_and_down_layers_keep_alignment() -> None:
+    # A fresh generator's upsampling conv and the discriminator's downsampling conv keep the
+    # spatial layout: a blob's centre of mass stays at the same relative position.
+    from gandl_core.stylegan2 import EqualizedConv2d
+
+    down = EqualizedConv2d(1, 1, 3, bias=False, down=True)
+    down.weight.data.zero_()
+    down.weight.data[0, 0, 1, 1] = 3.0  # identity tap (weight gain 1/3)
+    x = torch.zeros(1, 1, 16, 16)
+    x[0, 0, 4:8, 10:14] = 1.0  # centre (5.5, 11.5); output j covers inputs 2j, 2j+1 -> (2.5, 5.5)
+    y = down(x)[0, 0]
+    assert y.shape == (8, 8)
+    grid = torch.arange(8.0)
+    cy = float((y.sum(1) * grid).sum() / y.sum())
+    cx = float((y.sum(0) * grid).sum() / y.sum())
+    assert cy == pytest.approx(2.5, abs=0.05) and cx == pytest.approx(5.5, abs=0.05)
+    # Upsampling: input pixel p covers output pixels 2p, 2p+1 (centre 2p + 0.5); mass x4 preserved.
+    up = ModulatedConv2d(1, 1, 3, 4, up=True, demodulate=False)
+    up.affine.weight.data.zero_()  # style = bias = 1
+    up.weight.data.zero_()
+    up.weight.data[0, 0, 1, 1] = 3.0
+    small = torch.zeros(1, 1, 8, 8)
+    small[0, 0, 2, 5] = 1.0
+    big = up(small, torch.zeros(1, 4))[0, 0].detach()
+    assert big.shape == (16, 16)
+    grid = torch.arange(16.0)
+    assert float((big.sum(1) * grid).sum() / big.sum()) == pytest.approx(4.5, abs=1e-4)
+    assert float((big.sum(0) * grid).sum() / big.sum()) == pytest.approx(10.5, abs=1e-4)
+    assert float(big.sum()) == pytest.approx(4.0, rel=1e-5)
 
 
 def test_generator_bad_latent_shape() -> None:
