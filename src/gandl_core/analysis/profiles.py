@@ -1,0 +1,285 @@
+"""Per-well profiles: aggregate site features, normalize each plate to its controls, sphere.
+
+pycytominer-compatible functions on tables (``Metadata_*`` columns + numeric features); they
+return new frames and do no file I/O:
+
+* :func:`aggregate` -- one row per well (median or mean of its sites), keeping the metadata that
+  is constant within the well and adding ``Metadata_Sites`` (number of sites aggregated);
+* :func:`normalize_plates` -- each plate against its own control wells: ``"standardize"``
+  (controls end at mean 0, sd 1 on every plate), ``"mad"`` (median 0, 1.4826 x MAD = 1, robust to
+  outlier wells) or ``"none"``;
+* :func:`sphere` -- whitening (ZCA or PCA) fitted on the control wells, the "typical variation
+  normalization" of Ando et al. 2017: directions in which controls vary by chance are damped.
+
+The usual chain is ``sphere(normalize_plates(aggregate(sites), controls=Q), controls=Q)``, which
+``gandl-core profile`` runs. Controls are a pandas query on the metadata, e.g.
+``"Metadata_Role == 'negative'"`` (RxRx19a infected, untreated) or
+``"Metadata_pert_type == 'control'"`` (DMSO wells of a LINCS Cell Painting plate).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ConfigError, DataError
+from ..tables import check_features, metadata_columns
+
+#: 1.4826 x MAD estimates the standard deviation of normally distributed data.
+MAD_SCALE = 1.4826
+
+
+def _strata(df: pd.DataFrame, strata: Sequence[str], option: str = "strata") -> list[str]:
+    strata = [strata] if isinstance(strata, str) else list(strata)
+    missing = [s for s in strata if s not in df.columns]
+    if missing:
+        raise DataError(f"{option}: column(s) {missing} are not in the table; it has metadata "
+                        f"{metadata_columns(df)}.")
+    return strata
+
+
+def aggregate(
+    df: pd.DataFrame,
+    *,
+    strata: Sequence[str] = ("Metadata_Plate", "Metadata_Well"),
+    features: Sequence[str] | None = None,
+    method: str = "median",
+) -> pd.DataFrame:
+    """One row per stratum (well): the median or mean of its rows' features.
+
+    Parameters
+    ----------
+    df
+        Site-level table.
+    strata
+        Columns defining a group (default plate and well).
+    features
+        Feature columns (default every non-metadata column).
+    method
+        ``"median"`` (robust to a bad site) or ``"mean"``.
+
+    Returns
+    -------
+    pd.DataFrame
+        Strata columns, then every other metadata column that is constant within each group
+        (NaN counts as a value), then ``Metadata_Sites`` (rows aggregated), then the features.
+        Groups appear in order of first occurrence.
+
+    Raises
+    ------
+    ConfigError
+        Unknown ``method``.
+    DataError
+        Missing strata columns, no or non-numeric features.
+    """
+    if method not in ("median", "mean"):
+        raise ConfigError(f"--aggregate {method!r}: choose 'median' or 'mean'.")
+    strata = _strata(df, strata)
+    features = check_features(df, features)
+    grouped = df.groupby(strata, sort=False, dropna=False)
+    agg = getattr(grouped[features], method)()
+    # A metadata column survives only if it has one value in every group (e.g. treatment, dose).
+    others = [c for c in metadata_columns(df) if c not in strata and c != "Metadata_Sites"]
+    keep = [c for c in others if (grouped[c].nunique(dropna=False) <= 1).all()]
+    meta = grouped[keep].first() if keep else pd.DataFrame(index=agg.index)
+    sites = grouped.size().rename("Metadata_Sites")
+    out = pd.concat([meta, sites, agg], axis=1).reset_index()
+    for c in features:
+        if c in out.columns and df[c].dtype == np.float32:
+            out[c] = out[c].astype(np.float32)
+    out.attrs = {}
+    return out
+
+
+def _query_columns(query: str, df: pd.DataFrame) -> list[str]:
+    names = set(re.findall(r"`([^`]+)`|\b([A-Za-z_]\w*)\b", query))
+    flat = {a or b for a, b in names}
+    return [c for c in df.columns if c in flat]
+
+
+def _control_mask(df: pd.DataFrame, controls: str | None) -> np.ndarray:
+    if controls is None:
+        return np.ones(len(df), dtype=bool)
+    if not isinstance(controls, str) or not controls.strip():
+        raise ConfigError(f"--controls {controls!r}: give a pandas query such as "
+                          "\"Metadata_Role == 'negative'\".")
+    try:
+        hit = df.eval(controls)
+    except Exception as exc:  # noqa: BLE001 - re-raised naming the query and the columns
+        raise DataError(f"--controls {controls!r} cannot be evaluated on this table ({exc}). "
+                        f"Metadata columns: {metadata_columns(df)}; quote text values, e.g. "
+                        "\"Metadata_Condition == 'Mock'\".") from exc
+    hit = np.asarray(hit)
+    if hit.dtype != bool or hit.shape != (len(df),):
+        raise DataError(f"--controls {controls!r} is not a condition (true/false per row); use a "
+                        "comparison such as \"Metadata_Role == 'negative'\".")
+    return hit
+
+
+def _describe_values(df: pd.DataFrame, controls: str) -> str:
+    cols = _query_columns(controls, df)
+    bits = []
+    for c in cols:
+        vals = pd.unique(df[c].astype(str))
+        shown = ", ".join(repr(v) for v in vals[:8]) + (" ..." if len(vals) > 8 else "")
+        bits.append(f"{c} has {shown}")
+    return "; ".join(bits) if bits else f"metadata columns are {metadata_columns(df)}"
+
+
+def normalize_plates(
+    df: pd.DataFrame,
+    *,
+    controls: str | None,
+    method: str = "standardize",
+    strata: Sequence[str] = ("Metadata_Plate",),
+    features: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Normalize every plate's features against that plate's control rows.
+
+    Parameters
+    ----------
+    df
+        Well- (or site-) level table.
+    controls
+        pandas query selecting the control rows (e.g. ``"Metadata_Role == 'negative'"``);
+        ``None`` uses all rows of the plate.
+    method
+        ``"standardize"``: ``(x - mean_c) / sd_c`` (sd with ddof=0, as sklearn's StandardScaler);
+        ``"mad"``: ``(x - median_c) / (1.4826 * MAD_c)``; ``"none"``: unchanged copy.
+    strata
+        Columns defining a plate (a normalization batch).
+    features
+        Feature columns (default every non-metadata column).
+
+    Returns
+    -------
+    pd.DataFrame
+        Same rows, columns and order; features normalized (float32 stays float32).
+        A feature whose spread over a plate's controls is 0 is set to 0 on that plate
+        (a warning lists it) instead of becoming inf/NaN. For ``"mad"`` a zero MAD with a non-zero
+        sd falls back to the sd (features with many tied values).
+
+    Raises
+    ------
+    DataError
+        A plate without control rows (names the plate, the query and the values present),
+        an invalid query, missing columns or non-numeric features.
+    ConfigError
+        Unknown ``method``.
+    """
+    if method not in ("standardize", "mad", "none"):
+        raise ConfigError(f"--method {method!r}: choose 'standardize', 'mad' or 'none'.")
+    strata = _strata(df, strata)
+    features = check_features(df, features)
+    out = df.copy()
+    out.attrs = {}
+    if method == "none":
+        return out
+    mask = _control_mask(df, controls)
+    x = df[features].to_numpy(np.float64)
+    y = np.empty_like(x)
+    constant: dict[str, list[str]] = {}
+    for key, rows in df.groupby(strata, sort=False, dropna=False).indices.items():
+        ctrl = rows[mask[rows]]
+        label = key if not isinstance(key, tuple) or len(key) > 1 else key[0]
+        if len(ctrl) == 0:
+            raise DataError(f"plate {label!r} ({', '.join(strata)}) has no control rows matching "
+                            f"--controls {controls!r}: on that plate {_describe_values(df.iloc[rows], controls)}. "
+                            "Fix the query, or normalize without controls (controls=None).")
+        c = x[ctrl]
+        if method == "standardize":
+            center = np.nanmean(c, axis=0)
+            scale = np.nanstd(c, axis=0)
+        else:
+            center = np.nanmedian(c, axis=0)
+            scale = MAD_SCALE * np.nanmedian(np.abs(c - center), axis=0)
+            scale = np.where(scale > 0, scale, np.nanstd(c, axis=0))
+        zero = ~(scale > 0)
+        if zero.any():
+            constant[str(label)] = [features[i] for i in np.flatnonzero(zero)]
+        z = (x[rows] - center) / np.where(zero, 1.0, scale)
+        z[:, zero] = 0.0
+        y[rows] = z
+    if constant:
+        listing = "; ".join(f"plate {p}: {len(v)} ({', '.join(v[:5])}{' ...' if len(v) > 5 else ''})"
+                            for p, v in list(constant.items())[:5])
+        warnings.warn(f"features constant over the control rows were set to 0: {listing}.", stacklevel=2)
+    for j, f in enumerate(features):
+        out[f] = y[:, j].astype(df[f].dtype if df[f].dtype == np.float32 else np.float64)
+    return out
+
+
+def sphere(
+    df: pd.DataFrame,
+    *,
+    controls: str | None,
+    features: Sequence[str] | None = None,
+    epsilon: float = 1e-6,
+    method: str = "zca",
+) -> pd.DataFrame:
+    """Whiten features with a transform fitted on the control rows (typical variation normalization).
+
+    With mean ``m`` and covariance ``C = V diag(lam) V^T`` of the controls, ``"zca"`` maps
+    ``x -> (x - m) V diag(1/sqrt(lam + epsilon)) V^T`` (stays in feature space, keeps feature
+    names meaningful) and ``"pca"`` maps ``x -> (x - m) V diag(1/sqrt(lam + epsilon))``
+    (components sorted by decreasing control variance; columns keep the input names).
+    Controls end with covariance ~identity where they span the space. Directions in which the
+    controls do not vary at all (fewer controls than features) are scaled by ``1/sqrt(epsilon)``:
+    raise ``epsilon`` to damp them.
+
+    Parameters
+    ----------
+    df
+        Profile table (usually after :func:`normalize_plates`).
+    controls
+        pandas query selecting the rows to fit on; ``None`` = all rows.
+    features
+        Feature columns (default every non-metadata column).
+    epsilon
+        Added to the eigenvalues (> 0).
+    method
+        ``"zca"`` or ``"pca"``.
+
+    Returns
+    -------
+    pd.DataFrame
+        Same rows and metadata, whitened features (float64).
+
+    Raises
+    ------
+    DataError
+        Fewer than 2 control rows, invalid query, non-finite features.
+    ConfigError
+        Bad ``epsilon`` or ``method``.
+    """
+    if method not in ("zca", "pca"):
+        raise ConfigError(f"sphere method {method!r}: choose 'zca' or 'pca'.")
+    if not epsilon > 0:
+        raise ConfigError(f"sphere epsilon {epsilon}: must be > 0.")
+    features = check_features(df, features)
+    mask = _control_mask(df, controls)
+    if mask.sum() < 2:
+        raise DataError(f"--controls {controls!r} selects {int(mask.sum())} row(s); sphering needs at "
+                        f"least 2 (better: more than the {len(features)} features). "
+                        f"{_describe_values(df, controls) if controls else ''}")
+    x = df[features].to_numpy(np.float64)
+    if not np.isfinite(x).all():
+        raise DataError("sphere: the table has NaN/inf features; normalize or drop them first.")
+    c = x[mask]
+    m = c.mean(axis=0)
+    cov = np.cov(c - m, rowvar=False, ddof=1).reshape(len(features), len(features))
+    lam, v = np.linalg.eigh(cov)
+    lam = np.clip(lam, 0.0, None)[::-1]
+    v = v[:, ::-1]
+    w = v / np.sqrt(lam + epsilon)
+    if method == "zca":
+        w = w @ v.T
+    out = df[metadata_columns(df)].copy()
+    z = pd.DataFrame((x - m) @ w, columns=features, index=df.index)
+    out = pd.concat([out, z], axis=1)
+    out.attrs = {}
+    return out
