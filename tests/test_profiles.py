@@ -173,3 +173,28 @@ def test_real_lincs_plate_normalized_to_dmso(shared_data) -> None:
     # 24 controls span at most 23 directions: their whitened covariance has ~23 unit eigenvalues.
     ev = np.linalg.eigvalsh(np.cov(sd, rowvar=False))
     assert np.sum(ev > 0.5) == 23
+
+
+def test_profile_cli(tmp_path) -> None:
+    from gandl_core.cli import main
+    from gandl_core.tables import read_table, write_table
+
+    sites = _sites(wells=("B02", "B03", "B04", "C02", "C03"))
+    src = tmp_path / "emb.parquet"
+    write_table(sites, src, metadata={"field_mode": "tiles", "rows": [[0, 30]]})
+    out = tmp_path / "prof.parquet"
+    rc = main(["profile", str(src), "-o", str(out), "--controls", "Metadata_Role == 'negative'"])
+    assert rc == 0
+    prof = read_table(out)
+    assert len(prof) == 10 and (prof.Metadata_Sites == 3).all()
+    ctrl = prof[(prof.Metadata_Plate == "P2") & (prof.Metadata_Role == "negative")]["GAN_000"]
+    assert ctrl.mean() == pytest.approx(0, abs=1e-5) and ctrl.std(ddof=0) == pytest.approx(1, abs=1e-5)
+    md = prof.attrs["gandl"]
+    assert md["source_metadata"]["field_mode"] == "tiles" and md["controls"] == "Metadata_Role == 'negative'"
+    # Existing output and a query matching nothing: exit code 2 with the culprit named.
+    assert main(["profile", str(src), "-o", str(out)]) == 2
+    assert main(["profile", str(src), "-o", str(tmp_path / "x.parquet"),
+                 "--controls", "Metadata_Role == 'mock'"]) == 2
+    rc = main(["profile", str(src), "-o", str(out), "--overwrite", "--controls", "Metadata_Role == 'negative'",
+               "--method", "mad", "--aggregate", "mean", "--sphere", "--epsilon", "0.1"])
+    assert rc == 0 and read_table(out).attrs["gandl"]["sphere"] is True
