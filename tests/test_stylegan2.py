@@ -282,3 +282,44 @@ def test_generator_bad_latent_shape() -> None:
         G(torch.randn(2, 16))
     with pytest.raises(ValueError, match="ws"):
         G.synthesis(torch.randn(2, 3, 32))
+
+
+def test_channels_last_gives_same_outputs() -> None:
+    G = Generator(16, 5, **GTINY).eval()
+    D = Discriminator(16, 5, **TINY).eval()
+    z = torch.randn(4, 32)
+    with torch.no_grad():
+        img = G(z, noise_mode="const")
+        f = D.features(img)
+        G.to(memory_format=torch.channels_last)
+        D.to(memory_format=torch.channels_last)
+        img_cl = G(z, noise_mode="const")
+        f_cl = D.features(img.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(img_cl, img, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(f_cl, f, atol=1e-4, rtol=1e-4)
+
+
+def test_benchmark_script_runs_tiny_config(tmp_path) -> None:
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_train.py"
+    spec = importlib.util.spec_from_file_location("bench_train", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    # Analytic FLOPs of one conv: 2 * N * Cout * H * W * Cin * k * k.
+    x, w = torch.randn(2, 3, 8, 8), torch.randn(4, 3, 3, 3)
+    assert bench.count_flops(lambda: F.conv2d(x, w, padding=1)) == 2 * 2 * 4 * 8 * 8 * 3 * 9
+    out = tmp_path / "b.json"
+    args = ["--resolution", "8", "--channels", "2", "--batch", "4", "--channel-base", "32", "--channel-max", "8",
+            "--z-dim", "16", "--matmul-sizes", "64", "--repeats", "1", "--threads", "1", "--with-reg",
+            "--augment-p", "0.5", "--json", str(out)]
+    assert bench.main(args) == 0
+    r = json.loads(out.read_text())
+    assert r["peak_gflops"] > 0
+    for key in ("d_forward", "train_step"):
+        assert r[key]["images_per_s"] > 0 and r[key]["gflop_per_image"] > 0
+        assert r[key]["fraction_of_peak"] == pytest.approx(r[key]["gflops"] / r["peak_gflops"])
+    # A training step does more work per image than a D forward pass (G, backward passes).
+    assert r["train_step"]["gflop_per_image"] > 3 * r["d_forward"]["gflop_per_image"]
