@@ -84,12 +84,70 @@ def _fake_plates() -> types.ModuleType:
             c, h, w = x.shape
             return torch.stack([x[:, a:a + r, b:b + r] for a in range(0, h - r + 1, r) for b in range(0, w - r + 1, r)])
 
+    def build_index(source, *, channels=None, skip_missing=False, validate=True):
+        index = pd.read_parquet(source)
+        if channels is not None:
+            keep = [c for c in index.columns if not c.startswith("Path_")]
+            index = index[keep + [f"Path_{c}" for c in channels]]
+        return index
+
     from gandl_core.errors import DataError
 
     m.DataError = DataError
+    m.build_index = build_index
     m.channel_columns, m.channel_names, m.read_site = channel_columns, channel_names, read_site
     m.IntensityNormalizer, m.PlateDataset = IntensityNormalizer, PlateDataset
     return m
+
+
+def _fake_checkpoint(plates) -> types.ModuleType:
+    """The checkpoint contract's load_discriminator, for use until gandl_core.checkpoint lands."""
+    m = types.ModuleType("gandl_core.checkpoint")
+
+    def save_checkpoint(path, state):
+        torch.save(state, path)
+
+    def load_checkpoint(path):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+    def load_discriminator(path, device="cpu"):
+        ck = load_checkpoint(path)
+        cfg = ck["config"]
+        D = Discriminator(cfg["resolution"], cfg["channels"], channel_base=cfg["channel_base"],
+                          channel_max=cfg["channel_max"], mbstd_group=cfg.get("mbstd_group", 4),
+                          feature_dim=cfg.get("feature_dim", 512))
+        D.load_state_dict(ck["D"])
+        norm = plates.IntensityNormalizer()
+        norm.lo, norm.hi = np.array(ck["normalizer"]["lo"]), np.array(ck["normalizer"]["hi"])
+        norm.channels = ck["normalizer"]["channels"]
+        return D.to(device), norm, {"channel_names": ck["channel_names"], "kimg": ck.get("kimg")}
+
+    m.save_checkpoint, m.load_checkpoint, m.load_discriminator = save_checkpoint, load_checkpoint, load_discriminator
+    return m
+
+
+@pytest.fixture()
+def ckpt_mod(plates, monkeypatch):
+    try:
+        import gandl_core.checkpoint as real
+
+        return real
+    except ImportError:
+        fake = _fake_checkpoint(plates)
+        monkeypatch.setitem(sys.modules, "gandl_core.checkpoint", fake)
+        return fake
+
+
+def write_checkpoint(ckpt_mod, path: Path, fz: GanFeaturizer, channels=CHANNELS) -> Path:
+    """A minimal checkpoint per docs/architecture.md (config, D, normalizer, channel_names)."""
+    D = fz.module
+    cfg = {"resolution": D.resolution, "channels": D.channels, "channel_base": TINY["channel_base"],
+           "channel_max": TINY["channel_max"], "mbstd_group": 4, "feature_dim": D.feature_dim}
+    state = {"format": "gandl-checkpoint", "version": 1, "kind": "stylegan2", "config": cfg,
+             "channel_names": list(channels), "normalizer": fz.normalizer.to_dict(),
+             "D": {k: v.contiguous() for k, v in D.state_dict().items()}, "kimg": 1.5, "step": 3}
+    ckpt_mod.save_checkpoint(path, state)
+    return path
 
 
 @pytest.fixture()
@@ -374,3 +432,53 @@ def test_shards_merge_to_the_single_process_table(plate, tmp_path) -> None:
     for bad in ("4/4", "x", "1/0"):
         with pytest.raises(ConfigError, match="--shard"):
             parse_shard(bad)
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------
+
+
+def test_cli_embed_checkpoint_shards_and_errors(plate, ckpt_mod, tmp_path, capsys) -> None:
+    from gandl_core.cli import main
+    from gandl_core.tables import read_table
+
+    index, fz = plate
+    idx = tmp_path / "index.parquet"
+    index.to_parquet(idx)
+    ck = write_checkpoint(ckpt_mod, tmp_path / "ckpt.pt", fz)
+    out = tmp_path / "emb.parquet"
+    assert main(["embed", str(idx), "--checkpoint", str(ck), "-o", str(out), "--workers", "0",
+                 "--batch-size", "5"]) == 0
+    df = read_table(out)
+    ref = run_to_end(embed_iter(index, fz))
+    np.testing.assert_allclose(df[FEATS].to_numpy(), ref[FEATS].to_numpy(), rtol=1e-5, atol=1e-6)
+    md = df.attrs["gandl"]
+    import hashlib
+
+    assert md["checkpoint"]["sha256"] == hashlib.sha256(ck.read_bytes()).hexdigest()
+    assert md["checkpoint"]["kimg"] == 1.5 and md["checkpoint"]["path"] == str(ck.resolve())
+    assert "wrote" in capsys.readouterr().out
+    # Existing output: refused with exit code 2 and the fix in the message.
+    assert main(["embed", str(idx), "--checkpoint", str(ck), "-o", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    # Array-job shards, then --merge.
+    out2 = tmp_path / "sharded.parquet"
+    for k in range(2):
+        assert main(["embed", str(idx), "-c", str(ck), "-o", str(out2), "--shard", f"{k}/2", "--workers", "0"]) == 0
+        assert shard_path(out2, k, 2).is_file()
+    assert main(["embed", "--merge", "-o", str(out2)]) == 0
+    np.testing.assert_allclose(read_table(out2)[FEATS].to_numpy(), ref[FEATS].to_numpy(), rtol=1e-5, atol=1e-6)
+    # Wells subset.
+    out3 = tmp_path / "wells.parquet"
+    assert main(["embed", str(idx), "-c", str(ck), "-o", str(out3), "--wells", "B02,P2:C03", "--workers", "0"]) == 0
+    assert len(read_table(out3)) == 6
+    # Channel order differs from the checkpoint's: the fix is --channels.
+    ck2 = write_checkpoint(ckpt_mod, tmp_path / "ckpt2.pt", fz, channels=["ER", "DNA", "Actin"])
+    assert main(["embed", str(idx), "-c", str(ck2), "-o", str(tmp_path / "x.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert "['ER', 'DNA', 'Actin']" in err and "--channels ER,DNA,Actin" in err
+    assert main(["embed", str(idx), "-c", str(ck2), "-o", str(tmp_path / "x.parquet"), "--workers", "0",
+                 "--channels", "ER,DNA,Actin"]) == 0
+    assert main(["embed", str(idx), "-c", str(tmp_path / "nope.pt"), "-o", str(tmp_path / "y.parquet")]) == 2
+    assert "nope.pt" in capsys.readouterr().err
