@@ -324,10 +324,10 @@ def test_interrupt_then_resume_skips_finished_parts(plate, tmp_path) -> None:
     index, fz = plate
     ref = run_to_end(embed_iter(index, fz))
     out = tmp_path / "emb.parquet"
-    gen = embed_iter(index, fz, out=out, batch_size=2, part_size=4)
+    gen = embed_iter(index, fz, out=out, batch_size=2, part_size=4, num_workers=1)
     for _ in range(5):  # start report + 4 batches of 2 = 8 sites = parts 0 and 1
         next(gen)
-    gen.close()
+    gen.close()  # stops the loader's worker process too
     pdir = parts_dir(out)
     assert sorted(p.name for p in pdir.glob("part-*.parquet")) == ["part-000000.parquet", "part-000001.parquet"]
     assert not out.exists()

@@ -506,7 +506,7 @@ def embed_iter(
             pin = str(getattr(featurizer, "device", "cpu")).startswith("cuda")
             loader = DataLoader(items, batch_size=int(batch_size), shuffle=False,
                                 num_workers=int(num_workers), collate_fn=_collate, pin_memory=pin,
-                                prefetch_factor=4 if num_workers else None,
+                                prefetch_factor=2 if num_workers else None,
                                 persistent_workers=False)
             for batch in loader:
                 good = [(pos, x) for pos, x, err in batch if err is None]
