@@ -172,6 +172,83 @@ def rss_child(args: argparse.Namespace) -> None:
                       "rss_worker_max_mib": kids}))
 
 
+def separation(df: pd.DataFrame, *, positive: str = "Metadata_Role == 'positive'",
+               negative: str = "Metadata_Role == 'negative'", seed: int = 0) -> dict:
+    """How well C+ and C- controls separate: linear-SVM accuracy with whole wells held out.
+
+    ``site_acc``: sites classified, GroupKFold by well (no well in both train and test).
+    ``well_acc``: well profiles (median of sites, each plate standardized to all its wells),
+    leave-one-well-out. ``effect``: distance of the two classes' mean well profiles divided by the
+    pooled within-class sd along that direction (a multivariate Cohen's d).
+    """
+    from sklearn.model_selection import GroupKFold, LeaveOneOut, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+
+    from gandl_core.analysis.profiles import aggregate, normalize_plates
+
+    pos, neg = df.eval(positive).to_numpy(), df.eval(negative).to_numpy()
+    sites = df[pos | neg]
+    feats = [c for c in df.columns if not c.startswith("Metadata_")]
+    y = pos[pos | neg].astype(int)
+    groups = (sites.Metadata_Plate.astype(str) + "/" + sites.Metadata_Well.astype(str)).to_numpy()
+    clf = make_pipeline(StandardScaler(), LinearSVC(C=0.1, max_iter=20000, random_state=seed))
+    n_groups = len(set(groups))
+    site_acc = cross_val_score(clf, sites[feats].to_numpy(), y, groups=groups,
+                               cv=GroupKFold(n_splits=min(5, n_groups))).mean()
+    wells = normalize_plates(aggregate(df), controls=None)
+    wp, wn = wells.eval(positive).to_numpy(), wells.eval(negative).to_numpy()
+    w = wells[wp | wn]
+    wy = wp[wp | wn].astype(int)
+    well_acc = cross_val_score(clf, w[feats].to_numpy(), wy, cv=LeaveOneOut()).mean()
+    x = w[feats].to_numpy(np.float64)
+    d = x[wy == 1].mean(0) - x[wy == 0].mean(0)
+    u = d / (np.linalg.norm(d) + 1e-12)
+    proj = x @ u
+    sd = np.sqrt((proj[wy == 1].var(ddof=1) + proj[wy == 0].var(ddof=1)) / 2)
+    return {"site_acc": float(site_acc), "well_acc": float(well_acc), "effect": float(np.linalg.norm(d) / (sd + 1e-12)),
+            "n_pos_wells": int(wy.sum()), "n_neg_wells": int((wy == 0).sum()), "n_sites": int(len(sites))}
+
+
+def separation_main(args: argparse.Namespace) -> dict:
+    """Field mode x (trained, random-weight) discriminator: C+/C- separation on a screen."""
+    import copy
+
+    import torch
+
+    from gandl_core.embed import embed_iter
+    from gandl_core.featurizers.base import GanFeaturizer
+    from gandl_core.plates import build_index
+    from gandl_core.progress import run_to_end
+
+    torch.set_num_threads(args.threads)
+    index = build_index(args.screen)
+    trained = GanFeaturizer.from_checkpoint(args.separation)
+    D_rand = copy.deepcopy(trained.module).to(memory_format=torch.contiguous_format)
+    torch.manual_seed(args.seed)
+    for m in D_rand.modules():  # fresh N(0,1) weights / zero biases, as at initialization
+        for name, prm in m.named_parameters(recurse=False):
+            with torch.no_grad():
+                prm.normal_() if name == "weight" else prm.zero_()
+        for name, buf in m.named_buffers(recurse=False):
+            if name == "running_std":
+                buf.zero_()  # an untrained D has seen no minibatch statistic
+    rand = GanFeaturizer.from_discriminator(D_rand, trained.normalizer, trained.channels, prefix="RandD_")
+    res = {"screen": str(args.screen), "checkpoint": str(args.separation), "sites": len(index)}
+    modes = [m for m in args.modes.split(",") if m]
+    for name, fz in (("trained", trained), ("random", rand)):
+        for mode in modes:
+            t = time.perf_counter()
+            df = run_to_end(embed_iter(index, fz, field_mode=mode, batch_size=args.batch_size,
+                                       num_workers=args.workers))
+            r = separation(df)
+            r["embed_s"] = time.perf_counter() - t
+            res[f"{name}/{mode}"] = r
+            print(name, mode, json.dumps(r), flush=True)
+    return res
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sites", type=int, default=256, help="sites of the end-to-end run")
@@ -188,6 +265,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats-e2e", type=int, default=2)
     p.add_argument("--rss-sites", default="", help="comma list of plate sizes for the peak-RSS runs")
     p.add_argument("--json", help="write the results here too")
+    p.add_argument("--separation", metavar="CKPT", help="instead of timing: C+/C- separation of this checkpoint's "
+                   "discriminator vs the same network with random weights, per field mode, on --screen")
+    p.add_argument("--screen", help="synthetic screen folder for --separation")
+    p.add_argument("--modes", default="tiles,resize")
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rss-child", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--data-dir", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -196,6 +278,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.rss_child:
         rss_child(args)
+        return 0
+    if args.separation:
+        res = separation_main(args)
+        if args.json:
+            Path(args.json).write_text(json.dumps(res, indent=1))
         return 0
     torch.set_num_threads(args.threads)
     res: dict = {"cpu": _cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
