@@ -482,3 +482,15 @@ def test_cli_embed_checkpoint_shards_and_errors(plate, ckpt_mod, tmp_path, capsy
                  "--channels", "ER,DNA,Actin"]) == 0
     assert main(["embed", str(idx), "-c", str(tmp_path / "nope.pt"), "-o", str(tmp_path / "y.parquet")]) == 2
     assert "nope.pt" in capsys.readouterr().err
+
+
+def test_output_formats(plate, tmp_path) -> None:
+    index, fz = plate
+    csv = tmp_path / "emb.csv"
+    df = run_to_end(embed_iter(index, fz, out=csv, wells=["B02"]))
+    back = pd.read_csv(csv)
+    np.testing.assert_allclose(back[FEATS].to_numpy(), df[FEATS].to_numpy(), rtol=1e-6)
+    with pytest.raises(ConfigError, match="emb.txt"):
+        run_to_end(embed_iter(index, fz, out=tmp_path / "emb.txt"))
+    with pytest.raises(ConfigError, match="Parquet"):
+        run_to_end(embed_iter(index, fz, out=tmp_path / "e.csv", shard="0/2"))

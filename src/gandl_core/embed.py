@@ -380,6 +380,12 @@ def embed_iter(
         raise ConfigError("--resume and --overwrite exclude each other: resume keeps finished work, "
                           "overwrite discards it. Pick one.")
     shard = parse_shard(shard)
+    if out is not None and Path(out).suffix.lower() not in (".parquet", ".csv", ".tsv"):
+        raise ConfigError(f"-o {out}: the output must end in .parquet (or .csv/.tsv).")
+    if out is not None and Path(out).suffix.lower() != ".parquet" and (
+            shard is not None or int(os.environ.get("WORLD_SIZE", "1") or 1) > 1):
+        raise ConfigError(f"-o {out}: shards record their rows in Parquet metadata; write .parquet "
+                          "and convert the merged table afterwards.")
 
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     distributed = shard is None and world > 1
