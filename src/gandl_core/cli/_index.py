@@ -1,0 +1,54 @@
+"""``gandl-core index DATA -o index.parquet``: validate a plate and write its site index."""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+
+from ._common import add_data_argument
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``index`` subcommand."""
+    p = subparsers.add_parser(
+        "index", help="index a plate (one row per site) and check every image",
+        description="Index a plate: one row per site with Metadata_* and Path_<Channel> columns. Every "
+        "image header is checked (missing, truncated, odd-sized files) before anything is written.")
+    add_data_argument(p)
+    p.add_argument("-o", "--output", required=True, metavar="INDEX.parquet",
+                   help="where to write the index (.parquet, or .csv)")
+    p.add_argument("--channels", metavar="A,B,...", default=None,
+                   help="keep these channels, in this order (e.g. DNA,ER,Actin,RNA,Golgi)")
+    p.add_argument("--names", metavar="A,B,...", default=None,
+                   help="rename the source's channels, one name per channel in source order")
+    p.add_argument("--pattern", metavar="REGEX", default=None,
+                   help="TIFF folders: file-name regex with named groups well (or row+column), site, "
+                   "plate, channel")
+    p.add_argument("--skip-missing", action="store_true",
+                   help="leave out sites with missing/unreadable/odd-sized images (listed) instead of failing")
+    p.add_argument("--no-validate", action="store_true", help="skip the file checks (trusted input only)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build, validate and write the index; print a one-line summary. Returns 0."""
+    from ..plates import build_index, channel_names
+    from ..plates._images import plane_shape
+    from ..tables import write_table
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        index = build_index(args.data, channels=args.channels, skip_missing=args.skip_missing,
+                            validate=not args.no_validate, pattern=args.pattern, names=args.names)
+    for w in caught:
+        print(f"warning: {w.message}")
+    skipped = index.attrs.get("skipped", [])
+    names = channel_names(index)
+    (h, w), dtype, _ = plane_shape(str(index.iloc[0]["Path_" + names[0]]))
+    index.attrs.clear()  # attrs are not part of the table; skipped sites go into the file metadata
+    out = write_table(index, args.output, metadata={"source": str(args.data), "skipped": skipped})
+    wells = index[["Metadata_Plate", "Metadata_Well"]].drop_duplicates().shape[0]
+    print(f"{out}: {len(index)} sites, {wells} wells, {index['Metadata_Plate'].nunique()} plates, "
+          f"{len(names)} channels ({','.join(names)}), {h}x{w} {dtype}"
+          + (f", {len(skipped)} sites skipped" if skipped else ""))
+    return 0

@@ -1,0 +1,246 @@
+"""Pixel I/O for one site: cheap header checks and raw-intensity reads.
+
+Files are PNG (8- or 16-bit grey, read with Pillow) or TIFF (read with tifffile, which returns the
+stored values: palette TIFFs with an identity grey map stay single-channel instead of being expanded
+to RGB as Pillow would). A path ``"<file>::<k>"`` names frame ``k`` (0-based) of a multichannel TIFF
+stack; the channel axis of a 3-D stack is the smaller of the first and last axis (and <= 16).
+Nothing here keeps a file open after it returns, so the functions are safe in DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from ..errors import DataError
+
+PATH_PREFIX = "Path_"
+STACK_SEP = "::"
+MAX_STACK_CHANNELS = 16
+_TIFF_SUFFIXES = {".tif", ".tiff"}
+
+
+def split_stack_path(path: str) -> tuple[str, int | None]:
+    """Split ``"file::k"`` into ``("file", k)``; a plain path gives ``(path, None)``."""
+    path = str(path)
+    head, sep, tail = path.rpartition(STACK_SEP)
+    if sep and tail.isdigit():
+        return head, int(tail)
+    return path, None
+
+
+def channel_axis(shape: Sequence[int], where: str = "") -> tuple[int | None, int]:
+    """Return (channel axis or None for a 2-D plane, channel count) for an image of ``shape``.
+
+    Singleton axes are ignored. A 3-D image has its channels on the smaller of the first and last
+    axis, which must be at most 16 (why: fields are hundreds of pixels wide, stains are few).
+
+    Raises
+    ------
+    DataError
+        If the shape is not 2-D or 3-D after dropping singleton axes, or no axis looks like channels.
+    """
+    dims = [int(s) for s in shape if int(s) != 1]
+    if len(dims) == 2:
+        return None, 1
+    if len(dims) != 3:
+        raise DataError(f"{where}: image has shape {tuple(shape)}; expected a 2-D plane [H,W] or a "
+                        f"stack [C,H,W] / [H,W,C] with C <= {MAX_STACK_CHANNELS}. Re-save it as one "
+                        "of those.")
+    first, last = dims[0], dims[-1]
+    if first <= last and first <= MAX_STACK_CHANNELS:
+        return 0, first
+    if last <= MAX_STACK_CHANNELS:
+        return 2, last
+    raise DataError(f"{where}: cannot tell the channel axis of a stack of shape {tuple(shape)} "
+                    f"(neither the first nor the last axis is <= {MAX_STACK_CHANNELS}). Save it as "
+                    "[C,H,W].")
+
+
+def image_header(path: str | os.PathLike) -> tuple[tuple[int, ...], str]:
+    """Shape and dtype of an image file read from its header only (no pixel decoding).
+
+    Also checks cheaply that the file is complete: a PNG must end with its IEND chunk; a TIFF's
+    image data must lie inside the file. Raises DataError naming the file otherwise.
+
+    Returns
+    -------
+    (shape, dtype)
+        ``shape`` as stored (e.g. ``(H, W)`` or ``(C, H, W)``), ``dtype`` a numpy dtype name.
+    """
+    p = Path(path)
+    try:
+        if p.suffix.lower() in _TIFF_SUFFIXES:
+            import tifffile
+
+            size = p.stat().st_size
+            with tifffile.TiffFile(p) as tif:
+                series = tif.series[0]
+                shape, dtype = tuple(int(s) for s in series.shape), str(series.dtype)
+                for page in series.pages:
+                    if page is None:
+                        continue
+                    ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts)]
+                    if ends and max(ends) > size:
+                        raise ValueError(f"image data ends at byte {max(ends)} but the file has "
+                                         f"{size} bytes (truncated)")
+            return shape, dtype
+        from PIL import Image
+
+        with open(p, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            n = fh.tell()
+            fh.seek(max(0, n - 12))
+            tail = fh.read()
+            fh.seek(0)
+            with Image.open(fh) as im:
+                if im.format == "PNG" and b"IEND" not in tail:
+                    raise ValueError("no IEND chunk at the end (truncated)")
+                mode, (w, h) = im.mode, im.size
+                bands = len(im.getbands())
+        dtype = {"L": "uint8", "P": "uint8", "1": "bool", "I;16": "uint16", "I;16B": "uint16",
+                 "I": "int32", "F": "float32"}.get(mode, "uint8")
+        return ((h, w) if bands == 1 else (h, w, bands)), dtype
+    except DataError:
+        raise
+    except FileNotFoundError as exc:
+        raise DataError(f"{p}: no such file. Fix the path in the index/CSV or restore the file.") from exc
+    except Exception as exc:  # noqa: BLE001 - any decoder error becomes a named DataError
+        raise DataError(f"{p}: cannot read this image ({exc}). Re-export the file, or build the "
+                        "index with skip_missing=True to leave this site out.") from exc
+
+
+def read_plane(path: str | os.PathLike) -> np.ndarray:
+    """Decode a whole image file to a numpy array of its stored values (2-D or 3-D).
+
+    Raises
+    ------
+    DataError
+        Naming the file if it is missing, truncated or not an image.
+    """
+    p = Path(path)
+    try:
+        if p.suffix.lower() in _TIFF_SUFFIXES:
+            import tifffile
+
+            # tifffile returns stored values; palette images are NOT mapped through the colormap.
+            return np.asarray(tifffile.imread(p))
+        from PIL import Image
+
+        with Image.open(p) as im:
+            im.load()
+            if im.mode in ("RGB", "RGBA", "LA"):
+                arr = np.asarray(im)
+                grey = arr[..., 0]
+                if not all(np.array_equal(grey, arr[..., k]) for k in range(1, min(arr.shape[-1], 3))):
+                    raise ValueError(f"colour image (mode {im.mode}); expected one grey channel per file")
+                return grey
+            # "P" gives palette indices (raw values), "I;16" gives uint16, "I" int32.
+            return np.asarray(im)
+    except DataError:
+        raise
+    except FileNotFoundError as exc:
+        raise DataError(f"{p}: no such file. Fix the path in the index/CSV or restore the file.") from exc
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"{p}: cannot read this image ({exc}). Re-export the file, or build the "
+                        "index with skip_missing=True to leave this site out.") from exc
+
+
+def _frame(stack: np.ndarray, k: int, where: str) -> np.ndarray:
+    axis, n = channel_axis(stack.shape, where)
+    squeezed = stack.reshape([s for s in stack.shape if s != 1]) if stack.ndim > 2 else stack
+    if axis is None:
+        if k != 0:
+            raise DataError(f"{where}: asks for frame {k} but the file has one plane.")
+        return squeezed
+    if not 0 <= k < n:
+        raise DataError(f"{where}: asks for frame {k} but the stack has {n} channels (0..{n - 1}).")
+    return squeezed[k] if axis == 0 else squeezed[..., k]
+
+
+def _paths_of(row_or_paths: object, channels: Sequence[str] | None) -> list[str]:
+    if isinstance(row_or_paths, (str, os.PathLike)):
+        return [str(row_or_paths)]
+    if isinstance(row_or_paths, Mapping) or hasattr(row_or_paths, "index") and hasattr(row_or_paths, "get"):
+        keys = list(row_or_paths.keys())
+        cols = [k for k in keys if str(k).startswith(PATH_PREFIX)]
+        if not cols:
+            raise DataError(f"read_site: the row has no '{PATH_PREFIX}<channel>' entries (keys: "
+                            f"{[str(k) for k in keys][:8]}). Pass a row of an index from build_index.")
+        if channels is not None:
+            missing = [c for c in channels if PATH_PREFIX + c not in cols]
+            if missing:
+                raise DataError(f"read_site: channel(s) {missing} not in this row; available: "
+                                f"{[c[len(PATH_PREFIX):] for c in cols]}.")
+            cols = [PATH_PREFIX + c for c in channels]
+        return [str(row_or_paths[c]) for c in cols]
+    paths = [str(p) for p in row_or_paths]  # type: ignore[union-attr]
+    if channels is not None:
+        raise DataError("read_site: channels= needs an index row (named Path_ columns), not a list of paths.")
+    return paths
+
+
+def read_site(row_or_paths: object, channels: Sequence[str] | None = None) -> np.ndarray:
+    """Read one site as a float32 array [C,H,W] of raw intensities (no normalization).
+
+    Parameters
+    ----------
+    row_or_paths
+        A row of an index (``pd.Series`` or dict with ``Path_<Channel>`` entries, in channel order),
+        or a sequence of paths (one per channel, ``"file::k"`` for frame k of a stack).
+    channels
+        Channel names to read, in this order (only with a row); default all ``Path_`` entries.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 [C,H,W]; 8-bit files give 0..255, 16-bit files 0..65535.
+
+    Raises
+    ------
+    DataError
+        If a file is missing, truncated or unreadable (the message names it), or the channels
+        differ in size.
+    """
+    paths = _paths_of(row_or_paths, channels)
+    cache: dict[str, np.ndarray] = {}  # a stack is decoded once per site, not once per channel
+    planes = []
+    for path in paths:
+        file, k = split_stack_path(path)
+        if file not in cache:
+            cache[file] = read_plane(file)
+        arr = cache[file]
+        plane = _frame(arr, k or 0, path) if (k is not None or arr.ndim > 2) else arr
+        if plane.ndim != 2:
+            raise DataError(f"{path}: expected one 2-D plane, got shape {arr.shape}. Index a stack "
+                            "as '<file>::<k>' per channel (a folder of multichannel TIFFs does this).")
+        planes.append(plane)
+    shapes = {p.shape for p in planes}
+    if len(shapes) > 1:
+        detail = ", ".join(f"{path} {p.shape}" for path, p in zip(paths, planes))
+        raise DataError(f"channels of one site differ in size: {detail}. All channels of a site must "
+                        "have the same height and width.")
+    return np.stack([p.astype(np.float32, copy=False) for p in planes])
+
+
+def plane_shape(path: str) -> tuple[tuple[int, int], str, int]:
+    """((H, W), dtype, channels-in-file) of the plane ``path`` names, from the header only."""
+    file, k = split_stack_path(path)
+    shape, dtype = image_header(file)
+    axis, n = channel_axis(shape, path)
+    dims = [s for s in shape if s != 1]
+    if axis is None:
+        hw = (dims[0], dims[1])
+        if k not in (None, 0):
+            raise DataError(f"{path}: asks for frame {k} but the file has one plane.")
+    else:
+        hw = (dims[1], dims[2]) if axis == 0 else (dims[0], dims[1])
+        if k is None:
+            raise DataError(f"{file}: holds {n} channels, but the index names the file without "
+                            "'::<k>'. Index it as a folder of multichannel TIFFs.")
+        if not 0 <= k < n:
+            raise DataError(f"{path}: asks for frame {k} but the stack has {n} channels (0..{n - 1}).")
+    return hw, dtype, n

@@ -1,0 +1,293 @@
+"""build_index: any supported plate layout -> one validated table, one row per site.
+
+Columns: the ``Metadata_*`` names of docs/architecture.md first (Plate, Well, Site, then the rest),
+then ``Path_<Channel>`` per channel in channel order (absolute POSIX paths; ``"<file>::<k>"`` for
+frame k of a multichannel TIFF). Rows are sorted by plate, well, site, so the same plate stored in
+any layout gives the same index.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError
+from ._images import PATH_PREFIX, plane_shape, read_site, split_stack_path
+from ._sources import (detect, read_loaddata, read_parquet_index, read_rxrx, read_tiff_folder,
+                       sequence_of)
+
+KEY = ["Metadata_Plate", "Metadata_Well", "Metadata_Site"]
+_FIRST = KEY + ["Metadata_Experiment", "Metadata_CellType", "Metadata_Condition", "Metadata_Treatment",
+                "Metadata_Concentration", "Metadata_Role", "Metadata_SiteId", "Metadata_WellId"]
+_STR_COLS = ["Metadata_Plate", "Metadata_Well", "Metadata_Experiment", "Metadata_CellType",
+             "Metadata_Condition", "Metadata_Treatment", "Metadata_Role", "Metadata_SiteId", "Metadata_WellId"]
+# disease_condition values that make an untreated well a healthy-like control (GAN-DL's C+):
+# mock-infected and UV-inactivated virus. Active virus, untreated, is the C- (infected) control.
+POSITIVE_CONDITIONS = {"mock", "uv inactivated sars-cov-2"}
+NEGATIVE_CONDITIONS = {"active sars-cov-2"}
+DECODE_SAMPLE = 8  # sites fully decoded during validation (headers are checked for every site)
+
+
+def channel_columns(index: pd.DataFrame) -> list[str]:
+    """The ``Path_<Channel>`` columns of an index, in channel order."""
+    return [c for c in index.columns if str(c).startswith(PATH_PREFIX)]
+
+
+def channel_names(index: pd.DataFrame) -> list[str]:
+    """Channel names of an index (``Path_DNA`` -> ``DNA``), in channel order."""
+    return [c[len(PATH_PREFIX):] for c in channel_columns(index)]
+
+
+def select_channels(index: pd.DataFrame, names: Sequence[str] | Mapping[str, str] | str) -> pd.DataFrame:
+    """Keep, reorder or rename channels by name.
+
+    Parameters
+    ----------
+    index
+        A site index.
+    names
+        Channel names to keep, in the wanted order (a list, or ``"DNA,ER"``); or a mapping
+        ``{existing: new}`` that keeps and renames those channels in the mapping's order. Matching
+        is exact, then case-insensitive.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A new index with the Metadata columns unchanged and the chosen ``Path_`` columns.
+
+    Raises
+    ------
+    DataError
+        If a name is not a channel of the index (the message lists the available names), or a
+        name is given twice.
+    """
+    have = channel_names(index)
+    if isinstance(names, Mapping):
+        pairs = [(str(k), str(v)) for k, v in names.items()]
+    else:
+        pairs = [(n, None) for n in sequence_of(names) or []]
+    if not pairs:
+        raise DataError(f"no channels selected; available channels: {have}.")
+    lower = {h.lower(): h for h in have}
+    out = index[[c for c in index.columns if not str(c).startswith(PATH_PREFIX)]].copy()
+    for want, new in pairs:
+        src = want if want in have else lower.get(want.lower())
+        if src is None:
+            raise DataError(f"channel {want!r} is not in this plate; available channels: {have}. "
+                            "Pick names from that list (CLI: --channels A,B,...).")
+        col = PATH_PREFIX + (new or src)
+        if col in out.columns:
+            raise DataError(f"channel {new or src!r} is selected twice; give each channel once.")
+        out[col] = index[PATH_PREFIX + src].values
+    return out
+
+
+def _rename(paths: pd.DataFrame, names: Sequence[str] | str | None, where: str) -> pd.DataFrame:
+    names = sequence_of(names)
+    if names is None:
+        return paths
+    if len(names) != paths.shape[1] or len(set(names)) != len(names):
+        raise DataError(f"names={names} must give {paths.shape[1]} distinct names, one per channel of "
+                        f"{where} (found channels {[c[len(PATH_PREFIX):] for c in paths.columns]}).")
+    return paths.set_axis([PATH_PREFIX + n for n in names], axis=1)
+
+
+def standardize_metadata(meta: pd.DataFrame) -> pd.DataFrame:
+    """Types and derived columns: strings for ids, int site, float concentration, empty-string
+    treatment for untreated, and ``Metadata_Role`` from condition/treatment when absent."""
+    meta = meta.copy()
+    for c in _STR_COLS:
+        if c in meta.columns:
+            meta[c] = meta[c].fillna("").astype(str).str.strip()
+    meta["Metadata_Site"] = meta["Metadata_Site"].astype("int64")
+    if "Metadata_Concentration" in meta.columns:
+        meta["Metadata_Concentration"] = pd.to_numeric(meta["Metadata_Concentration"].replace("", np.nan),
+                                                       errors="coerce").astype("float64")
+    if "Metadata_Treatment" in meta.columns:
+        meta["Metadata_Treatment"] = meta["Metadata_Treatment"].replace({"nan": "", "None": "", "DMSO": "DMSO"})
+    if "Metadata_Role" not in meta.columns and ("Metadata_Condition" in meta.columns
+                                                or "Metadata_Treatment" in meta.columns):
+        cond = meta.get("Metadata_Condition", pd.Series([""] * len(meta))).str.lower().to_numpy()
+        treat = meta.get("Metadata_Treatment", pd.Series([""] * len(meta))).to_numpy()
+        role = np.where(treat != "", "treated",
+                        np.where(np.isin(cond, list(POSITIVE_CONDITIONS)), "positive",
+                                 np.where(np.isin(cond, list(NEGATIVE_CONDITIONS)), "negative", "other")))
+        meta["Metadata_Role"] = role.astype(object)
+    order = [c for c in _FIRST if c in meta.columns] + sorted(c for c in meta.columns if c not in _FIRST)
+    return meta[order]
+
+
+def build_index(source: str | os.PathLike, *, channels: Sequence[str] | str | None = None,
+                skip_missing: bool = False, validate: bool = True, pattern: str | None = None,
+                names: Sequence[str] | str | None = None) -> pd.DataFrame:
+    """Index a plate: one row per site with ``Metadata_*`` and ``Path_<Channel>`` columns.
+
+    Parameters
+    ----------
+    source
+        One of:
+
+        * an RxRx-layout folder: ``metadata.csv`` (site_id, well_id, cell_type, experiment, plate,
+          well, site, disease_condition, treatment, treatment_conc; other columns pass through as
+          ``Metadata_<CamelCase>``) and ``images/<experiment>/Plate<plate>/<well>_s<site>_w<k>.png``.
+          5 channels are named DNA, ER, Actin, RNA, Golgi (RxRx19a), 6 channels DNA, ER, Actin, RNA,
+          Mito, Golgi (RxRx1), other counts w1..wN. Metadata_Plate is ``<experiment>_Plate<plate>``
+          (plate numbers repeat across experiments); the number is kept in Metadata_PlateNumber.
+          Metadata_Role: untreated Mock / UV Inactivated SARS-CoV-2 = ``positive`` (C+), untreated
+          Active SARS-CoV-2 = ``negative`` (C-), any treatment = ``treated``, else ``other``.
+        * a CellProfiler LoadData CSV (``FileName_<Ch>``/``PathName_<Ch>``; PathName absolute or
+          relative to the CSV's folder; ``Metadata_*`` columns pass through).
+        * a folder of TIFFs: one multichannel stack per site named ``<plate>_<well>_s<site>.tif``
+          or ``<well>_s<site>.tif`` (plate = folder name), channel axis first or last; or one file
+          per channel (``<plate>_<well>_s<site>_w<k>.tif``, ``..._site<s>_Ch<k>.tif``,
+          ``Channel <k>-<n>-<row>-<col>-<field>.tif``); or any naming via ``pattern``. An optional
+          ``metadata.csv`` beside the images is joined on plate/well/site.
+        * an index ``.parquet`` written earlier (validated again unless ``validate=False``).
+    channels
+        Channel names to keep, in this order (e.g. 5 of the 6 RxRx1 stains); see
+        :func:`select_channels`.
+    skip_missing
+        Leave out sites with a missing, unreadable or odd-sized image instead of raising. The
+        skipped sites are listed in a warning and in ``df.attrs["skipped"]`` (list of dicts with
+        plate, well, site, file and reason): nothing is dropped silently.
+    validate
+        Check every file's header (exists, complete, same channel count and size everywhere) and
+        fully decode a few sites. ``False`` skips all file checks (fast, for trusted indexes).
+    pattern
+        TIFF folders only: a regular expression matched against file names, with named groups
+        ``well`` (or ``row`` and ``column``), optional ``site``, ``plate`` and ``channel``.
+    names
+        New channel names, one per channel in source order (e.g. ``["NFkB", "DNA"]`` for BBBC014's
+        w1, w2), applied before ``channels``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The index, sorted by plate, well and site.
+
+    Raises
+    ------
+    DataError
+        Missing or unreadable files, metadata rows without images, duplicate sites, differing
+        channel counts or image sizes, empty folders; the message names the file or CSV line.
+    ConfigError
+        An invalid ``pattern``.
+    """
+    src = Path(source).expanduser()
+    kind = detect(src)
+    orphans: list[dict] = []
+    if kind == "rxrx":
+        meta, paths, origin, orphans = read_rxrx(src)
+    elif kind == "loaddata":
+        meta, paths, origin = read_loaddata(src)
+    elif kind == "parquet":
+        meta, paths, origin = read_parquet_index(src)
+    else:
+        meta, paths, origin = read_tiff_folder(src, pattern)
+    if pattern and kind != "tiff":
+        from ..errors import ConfigError
+
+        raise ConfigError(f"pattern= applies to folders of TIFFs only; {src} is a {kind} source.")
+    paths = _rename(paths, names, str(src))
+
+    meta = standardize_metadata(meta)
+    dup = meta.duplicated(KEY, keep=False).to_numpy()
+    if dup.any():
+        i, *rest = np.flatnonzero(dup)
+        j = next(k for k in rest if (meta.loc[k, KEY] == meta.loc[i, KEY]).all())
+        p, w, s = meta.loc[i, KEY]
+        raise DataError(f"duplicate site plate={p} well={w} site={s}: {origin[i]} and {origin[j]}. "
+                        "Keep one row per site (or give the sites different site numbers).")
+    index = pd.concat([meta.reset_index(drop=True), paths.reset_index(drop=True)], axis=1)
+    index["_origin"] = origin
+    index = index.sort_values(KEY, kind="stable").reset_index(drop=True)
+    if channels is not None:
+        index = select_channels(index, channels)
+    skipped: list[dict] = []
+    if validate:
+        index, skipped = _validate(index, skip_missing)
+    if orphans:
+        warnings.warn(f"{src}: {len(orphans)} image site(s) have no metadata.csv row and are not indexed, "
+                      f"e.g. {orphans[:3]}. Add rows for them if they belong to the plate.", stacklevel=2)
+    index = index.drop(columns="_origin")
+    if index.empty:
+        raise DataError(f"{src}: no usable sites left (skipped {len(skipped)}: "
+                        f"{[s['reason'] for s in skipped[:3]]}).")
+    index.attrs["skipped"] = skipped
+    if skipped:
+        listing = "; ".join(f"{s['plate']}/{s['well']}/s{s['site']}: {s['reason']}" for s in skipped[:20])
+        more = f" (and {len(skipped) - 20} more)" if len(skipped) > 20 else ""
+        warnings.warn(f"{src}: skipped {len(skipped)} of {len(index) + len(skipped)} sites: {listing}{more}",
+                      stacklevel=2)
+    return index
+
+
+def _validate(index: pd.DataFrame, skip: bool) -> tuple[pd.DataFrame, list[dict]]:
+    """Header-check every plane, decode a sample; return (kept rows, skipped sites)."""
+    cols = channel_columns(index)
+    bad: dict[int, tuple[str, str]] = {}  # row -> (file, reason)
+    shapes: dict[int, tuple[int, int]] = {}
+    header_cache: dict[str, tuple] = {}
+
+    def fail(i: int, file: str, reason: str) -> None:
+        if not skip:
+            raise DataError(f"{index.at[i, '_origin']}: {reason}. Fix or remove the file, or pass "
+                            "skip_missing=True (CLI --skip-missing) to leave this site out.")
+        bad.setdefault(i, (file, reason))
+
+    for i in range(len(index)):
+        files = [str(index.at[i, c]) for c in cols]
+        exists = [os.path.isfile(split_stack_path(f)[0]) for f in files]
+        if not any(exists):
+            fail(i, files[0], f"no image files for this site (metadata row without images; first "
+                              f"expected file: {split_stack_path(files[0])[0]})")
+            continue
+        site_shape = None
+        for f, ok, col in zip(files, exists, cols):
+            if not ok:
+                fail(i, f, f"missing file for channel {col[len(PATH_PREFIX):]}: {split_stack_path(f)[0]}")
+                break
+            try:
+                if f not in header_cache:
+                    header_cache[f] = plane_shape(f)
+                hw = header_cache[f][0]
+            except DataError as exc:
+                fail(i, f, str(exc))
+                break
+            if site_shape is None:
+                site_shape = hw
+            elif hw != site_shape:
+                fail(i, f, f"{f} is {hw[0]}x{hw[1]} but the site's other channels are "
+                           f"{site_shape[0]}x{site_shape[1]}")
+                break
+        else:
+            shapes[i] = site_shape
+    # One image size for the whole plate: the most common one; others are errors.
+    if shapes:
+        common, _ = Counter(shapes.values()).most_common(1)[0]
+        for i, hw in shapes.items():
+            if hw != common:
+                fail(i, str(index.at[i, cols[0]]), f"image size {hw[0]}x{hw[1]} differs from the plate's "
+                                                   f"{common[0]}x{common[1]} ({index.at[i, cols[0]]})")
+    # Decode a spread-out sample fully: catches corrupt data that headers cannot show.
+    good = [i for i in range(len(index)) if i not in bad]
+    if good:
+        picks = sorted({good[int(k)] for k in np.linspace(0, len(good) - 1, min(DECODE_SAMPLE, len(good)))})
+        for i in picks:
+            try:
+                img = read_site(index.iloc[i])
+                if img.shape[1:] != shapes[i]:
+                    raise DataError(f"decoded size {img.shape[1:]} differs from its header {shapes[i]}")
+            except DataError as exc:
+                fail(i, str(index.at[i, cols[0]]), str(exc))
+    skipped = [{"plate": index.at[i, "Metadata_Plate"], "well": index.at[i, "Metadata_Well"],
+                "site": int(index.at[i, "Metadata_Site"]), "file": f, "reason": r, "origin": index.at[i, "_origin"]}
+               for i, (f, r) in sorted(bad.items())]
+    keep = index.drop(index=list(bad)).reset_index(drop=True)
+    return keep, skipped
