@@ -176,7 +176,7 @@ def test_channel_count_differs_between_stacks(tmp_path) -> None:
 
     st = write_stacks(tmp_path / "st", site_arrays(seed=5, h=16, w=16))
     f = sorted(st.glob("*.tif"))[1]
-    tifffile.imwrite(f, np.zeros((4, 16, 16), np.uint16))
+    tifffile.imwrite(f, np.zeros((4, 16, 16), np.uint16), photometric="minisblack")
     with pytest.raises(DataError, match=f"{f}.*frame 4 but the stack has 4 channels"):
         build_index(st)
 
