@@ -273,6 +273,13 @@ def test_validate_false_skips_file_checks(rxrx5) -> None:
         read_site(ix.iloc[2])
 
 
+def test_plates_not_downloaded_are_left_out_with_warning(rxrx5) -> None:
+    shutil.rmtree(rxrx5 / "images" / "HRCE-1" / "Plate2")
+    with pytest.warns(UserWarning, match=r"1 rows belong to 1 plate\(s\) with no image folder .*HRCE-1/Plate2"):
+        ix = build_index(rxrx5)
+    assert set(ix["Metadata_Plate"]) == {"HRCE-1_Plate1"} and len(ix) == 5
+
+
 def test_orphan_images_warned(rxrx5) -> None:
     lines = (rxrx5 / "metadata.csv").read_text().splitlines()
     (rxrx5 / "metadata.csv").write_text("\n".join(lines[:-1]) + "\n")

@@ -86,6 +86,7 @@ def read_rxrx(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[str], list[d
 
     Returns meta, paths, origin and ``orphans`` (image sites with no metadata row, reported later).
     """
+    root = Path(root).resolve()
     csv = root / "metadata.csv"
     try:
         raw = pd.read_csv(csv, dtype=str, keep_default_na=False)
@@ -142,6 +143,21 @@ def read_rxrx(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[str], list[d
         rows.append([got.get(k, (base / f"{w}_s{s}_w{k}.png").as_posix()) for k in range(1, n_channels + 1)])
     paths = pd.DataFrame(rows, columns=[PATH_PREFIX + n for n in names])
     orphans = [dict(zip(("experiment", "plate", "well", "site"), k)) for k in sorted(found) if k not in keys]
+    # RxRx metadata.csv lists every experiment of the release; people download a few plates. Rows
+    # of plates with no image folder at all are left out with a warning (a missing file inside a
+    # plate folder that exists is an error, raised by validation).
+    on_disk = np.array([(images / e / f"Plate{p}").is_dir() for e, p in zip(raw["experiment"], raw["plate"])])
+    if not on_disk.all():
+        absent = sorted({f"{e}/Plate{p}" for e, p, ok in zip(raw["experiment"], raw["plate"], on_disk) if not ok})
+        import warnings
+
+        warnings.warn(f"{csv}: {int((~on_disk).sum())} rows belong to {len(absent)} plate(s) with no image "
+                      f"folder under {images} ({', '.join(absent[:5])}{', ...' if len(absent) > 5 else ''}); "
+                      "they are not indexed. Download those plates to include them.", stacklevel=3)
+        keep = np.flatnonzero(on_disk)
+        meta = meta.iloc[keep].reset_index(drop=True)
+        paths = paths.iloc[keep].reset_index(drop=True)
+        origin = [origin[i] for i in keep]
     return meta, paths, origin, orphans
 
 
