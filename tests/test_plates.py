@@ -311,3 +311,38 @@ def test_cli_index_writes_parquet_and_summary(rxrx5, tmp_path, capsys) -> None:
     assert not (tmp_path / "bad.parquet").exists()
     assert main(["index", str(rxrx5), "-o", str(tmp_path / "skip.parquet"), "--skip-missing"]) == 0
     assert "5 sites" in capsys.readouterr().out and len(read_table(tmp_path / "skip.parquet")) == 5
+
+
+def test_stack_with_extra_channels_named(tmp_path) -> None:
+    import tifffile
+
+    st = write_stacks(tmp_path / "st", site_arrays(seed=8, h=16, w=16))
+    f = sorted(st.glob("*.tif"))[3]
+    tifffile.imwrite(f, np.zeros((6, 16, 16), np.uint16), photometric="minisblack")
+    with pytest.raises(DataError, match=f"{f} holds 6 channel\\(s\\) but the plate's other files hold 5"):
+        build_index(st)
+
+
+def test_stack_folder_metadata_rows_and_images_must_match(tmp_path) -> None:
+    st = write_stacks(tmp_path / "st", site_arrays(seed=10, h=16, w=16))
+    gone = st / "HRCE-1_Plate1_C02_s1.tif"
+    gone.unlink()
+    # metadata.csv line 5 = 4th data row = C02 site 1 (SITES order)
+    with pytest.raises(DataError, match=r"metadata.csv line 5 \(header = line 1\): no image files .*HRCE-1_Plate1_C02_s1.tif"):
+        build_index(st)
+    with pytest.warns(UserWarning, match="skipped 1 of 6 sites: HRCE-1_Plate1/C02/s1"):
+        ix = build_index(st, skip_missing=True)
+    assert len(ix) == 5 and ix.attrs["skipped"][0]["origin"].endswith("metadata.csv line 5 (header = line 1)")
+    lines = (st / "metadata.csv").read_text().splitlines()
+    (st / "metadata.csv").write_text("\n".join(lines[:2] + lines[3:4]) + "\n")  # rows for 2 sites only
+    with pytest.warns(UserWarning, match=r"3 image site\(s\) have no row here"):
+        ix = build_index(st)
+    assert len(ix) == 5 and (ix["Metadata_Condition"] == "").sum() == 3
+
+
+def test_import_does_not_load_torch() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, gandl_core.plates as p; assert 'torch' not in sys.modules; p.PlateDataset; assert 'torch' in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

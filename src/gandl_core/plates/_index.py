@@ -233,6 +233,7 @@ def _validate(index: pd.DataFrame, skip: bool) -> tuple[pd.DataFrame, list[dict]
     cols = channel_columns(index)
     bad: dict[int, tuple[str, str]] = {}  # row -> (file, reason)
     shapes: dict[int, tuple[int, int]] = {}
+    depth: dict[int, tuple[int, ...]] = {}  # channels held by each file of a site
     header_cache: dict[str, tuple] = {}
 
     def fail(i: int, file: str, reason: str) -> None:
@@ -268,6 +269,17 @@ def _validate(index: pd.DataFrame, skip: bool) -> tuple[pd.DataFrame, list[dict]
                 break
         else:
             shapes[i] = site_shape
+            depth[i] = tuple(header_cache[f][2] for f in files)
+    # Same number of channels in every file (a 6-channel stack among 5-channel ones is an error,
+    # even though its first 5 frames could be read).
+    if depth:
+        common_depth, _ = Counter(depth.values()).most_common(1)[0]
+        for i, d in depth.items():
+            if d != common_depth:
+                k = next(k for k in range(len(d)) if d[k] != common_depth[k])
+                f = split_stack_path(str(index.at[i, cols[k]]))[0]
+                fail(i, f, f"{f} holds {d[k]} channel(s) but the plate's other files hold {common_depth[k]}")
+                shapes.pop(i, None)
     # One image size for the whole plate: the most common one; others are errors.
     if shapes:
         common, _ = Counter(shapes.values()).most_common(1)[0]

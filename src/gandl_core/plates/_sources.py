@@ -313,18 +313,45 @@ def read_tiff_folder(root: Path, pattern: str | None) -> tuple[pd.DataFrame, pd.
         names = [f"w{int(c)}" if c.isdigit() else c for c in labels]
         rows = [[sites[k].get(c, _missing_name(first_file[k], c)) for c in labels] for k in keys]
     else:
-        shape, _ = image_header(first_file[keys[0]])
-        _, n = channel_axis(shape, str(first_file[keys[0]]))
+        n = _stack_channels([first_file[k] for k in keys])
         names = [f"w{k}" for k in range(1, n + 1)]
         rows = [[f"{sites[k]['']}{STACK_SEP}{c}" for c in range(n)] for k in keys]
-    paths = pd.DataFrame(rows, columns=[PATH_PREFIX + n for n in names])
     meta = pd.DataFrame({"Metadata_Plate": [k[0] for k in keys], "Metadata_Well": [k[1] for k in keys],
                          "Metadata_Site": [k[2] for k in keys]})
     origin = [str(first_file[k]) for k in keys]
     extra = root / "metadata.csv"
     if extra.is_file():
-        meta = _join_metadata(meta, extra)
+        meta, lonely = _join_metadata(meta, extra)
+        # Metadata rows with no image become index rows whose files are missing, so validation
+        # reports them (or skip_missing leaves them out) like any other site without images.
+        for line, row in lonely:
+            meta = pd.concat([meta, row.to_frame().T], ignore_index=True)
+            p, w, s_ = row["Metadata_Plate"], row["Metadata_Well"], row["Metadata_Site"]
+            stem = (root / f"{p}_{w}_s{s_}.tif").resolve().as_posix()
+            rows.append([f"{stem}{STACK_SEP}{c}" if not per_channel else
+                         (root / f"<no file for plate {p} well {w} site {s_} channel {c}>").as_posix()
+                         for c in (range(len(names)) if not per_channel else labels)])
+            origin.append(line)
+        meta["Metadata_Site"] = meta["Metadata_Site"].astype("int64")
+    paths = pd.DataFrame(rows, columns=[PATH_PREFIX + n for n in names])
     return meta, paths, origin
+
+
+def _stack_channels(files: list[Path]) -> int:
+    """Channel count of the stacks: the most common among the first few readable headers."""
+    from collections import Counter
+
+    counts: Counter = Counter()
+    error: DataError | None = None
+    for f in files[:16]:
+        try:
+            shape, _ = image_header(f)
+            counts[channel_axis(shape, str(f))[1]] += 1
+        except DataError as exc:  # an unreadable file is reported by validation; look at others
+            error = error or exc
+    if not counts:
+        raise error or DataError(f"{files[0]}: cannot read any stack header.")
+    return counts.most_common(1)[0][0]
 
 
 def _missing_name(example: Path, channel: str) -> str:
@@ -332,8 +359,14 @@ def _missing_name(example: Path, channel: str) -> str:
     return (example.parent / f"<missing channel {channel} for {example.name}>").as_posix()
 
 
-def _join_metadata(meta: pd.DataFrame, csv: Path) -> pd.DataFrame:
-    raw = pd.read_csv(csv, dtype=str, keep_default_na=False)
+def _join_metadata(meta: pd.DataFrame, csv: Path) -> tuple[pd.DataFrame, list[tuple[str, pd.Series]]]:
+    """Left-join metadata.csv rows to the image sites; return (joined, csv rows that match no image)."""
+    import warnings
+
+    try:
+        raw = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"{csv}: cannot parse this CSV ({exc}).") from exc
     ren = {c: (c if c.startswith("Metadata_") else RXRX_COLUMNS.get(c, "Metadata_" + camel(c))) for c in raw.columns}
     ren.update({c: "Metadata_Plate" for c in raw.columns if c == "plate"})
     extra = raw.rename(columns=ren)
@@ -342,13 +375,29 @@ def _join_metadata(meta: pd.DataFrame, csv: Path) -> pd.DataFrame:
         raise DataError(f"{csv}: needs a 'well' (or Metadata_Well) column to join to the images.")
     extra["Metadata_Well"] = [normalize_well(w, line_of(i, csv)) for i, w in enumerate(extra["Metadata_Well"])]
     if "Metadata_Site" in on:
-        extra["Metadata_Site"] = extra["Metadata_Site"].astype(int)
+        bad = [i for i, v in enumerate(extra["Metadata_Site"]) if not str(v).strip().isdigit()]
+        if bad:
+            raise DataError(f"{line_of(bad[0], csv)}: site {extra['Metadata_Site'][bad[0]]!r} is not a whole number.")
+        extra["Metadata_Site"] = extra["Metadata_Site"].astype("int64")
     dup = extra.duplicated(on, keep=False)
     if dup.any():
-        i = int(np.flatnonzero(dup.to_numpy())[0])
-        raise DataError(f"{line_of(i, csv)}: another row has the same {on}. Keep one row per site.")
-    out = meta.merge(extra, on=on, how="left", validate="many_to_one")
-    return out
+        i, j = (int(k) for k in np.flatnonzero(dup.to_numpy())[:2])
+        raise DataError(f"{line_of(i, csv)} and line {j + 2}: same {', '.join(on)}. Keep one row per site.")
+    out = meta.merge(extra.assign(_line=range(len(extra))), on=on, how="left", validate="many_to_one")
+    no_meta = out["_line"].isna().to_numpy()
+    if no_meta.any():
+        ex = out.loc[no_meta, ["Metadata_Plate", "Metadata_Well", "Metadata_Site"]].head(3).values.tolist()
+        warnings.warn(f"{csv}: {int(no_meta.sum())} image site(s) have no row here (e.g. {ex}); their "
+                      "metadata columns are empty. Add rows for them.", stacklevel=4)
+    used = set(out["_line"].dropna().astype(int))
+    lonely = []
+    for i in range(len(extra)):
+        if i in used:
+            continue
+        if on != ["Metadata_Plate", "Metadata_Well", "Metadata_Site"]:
+            raise DataError(f"{line_of(i, csv)}: matches no image file (joined on {on}). Remove the row or add the image.")
+        lonely.append((line_of(i, csv), extra.iloc[i]))
+    return out.drop(columns="_line"), lonely
 
 
 def read_parquet_index(path: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
