@@ -68,14 +68,17 @@ def _fake_plates() -> types.ModuleType:
             return {"lo": self.lo.tolist(), "hi": self.hi.tolist(), "channels": self.channels}
 
     class PlateDataset(torch.utils.data.Dataset):
-        def __init__(self, index, normalizer, resolution, mode="random_crop", seed=0):
+        def __init__(self, index, normalizer, resolution, mode="random_crop", seed=0, scale=1.0):
             self.index, self.norm, self.res, self.mode = index.reset_index(drop=True), normalizer, resolution, mode
+            self.scale = scale
 
         def __len__(self):
             return len(self.index)
 
         def __getitem__(self, i):
             x = torch.from_numpy(self.norm.transform(read_site(self.index.iloc[i])))
+            if self.scale != 1.0:
+                x = torch.nn.functional.interpolate(x[None], scale_factor=self.scale, mode="area")[0]
             r = self.res
             if self.mode == "full":
                 return x
@@ -494,3 +497,14 @@ def test_output_formats(plate, tmp_path) -> None:
         run_to_end(embed_iter(index, fz, out=tmp_path / "emb.txt"))
     with pytest.raises(ConfigError, match="Parquet"):
         run_to_end(embed_iter(index, fz, out=tmp_path / "e.csv", shard="0/2"))
+
+
+def test_scale_of_training_is_applied(plate, plates) -> None:
+    index, fz = plate
+    if "scale" not in plates.PlateDataset.__init__.__code__.co_varnames:
+        pytest.skip("this PlateDataset has no scale option")
+    fz.scale = 0.5  # trained on fields downscaled 2x: a 32 px field is one 16 px tile
+    counting = Counting(fz)
+    counting.scale = 0.5
+    df = run_to_end(embed_iter(index, counting))
+    assert counting.images == 16 and df.attrs["gandl"]["scale"] == 0.5

@@ -437,6 +437,7 @@ def embed_iter(
         "field_mode": field_mode,
         "channels": channels,
         "resolution": featurizer.resolution,
+        "scale": float(getattr(featurizer, "scale", 1.0) or 1.0),
         "normalizer": normalizer.to_dict() if hasattr(normalizer, "to_dict") else None,
         "package": "napari-gandl",
         "package_version": __version__,
@@ -507,7 +508,10 @@ def embed_iter(
 
             from .plates import PlateDataset
 
-            dataset = PlateDataset(index, normalizer, featurizer.resolution, mode=mode)
+            # A network trained on downscaled fields (PlateDataset scale < 1) must embed at that scale.
+            scale = float(getattr(featurizer, "scale", 1.0) or 1.0)
+            kw = {"scale": scale} if scale != 1.0 else {}
+            dataset = PlateDataset(index, normalizer, featurizer.resolution, mode=mode, **kw)
             items = _SiteItems(dataset, index, todo, path_cols)
             pin = str(getattr(featurizer, "device", "cpu")).startswith("cuda")
             loader = DataLoader(items, batch_size=int(batch_size), shuffle=False,

@@ -136,6 +136,9 @@ class ModuleFeaturizer:
         Extra JSON-able entries for :meth:`identity` (name, checkpoint, ...).
     device
         ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; batches are moved there, features come back on CPU.
+    scale
+        Fields are downscaled by this factor before tiling/resizing (1 = native pixels); a
+        network trained on downscaled fields must see them at the same scale.
     channels_last
         Run convolutions in NHWC memory format: ~1.4x faster discriminator forward on CPU
         (docs/benchmarks_embed.md); the numbers differ from NCHW only by float round-off.
@@ -154,11 +157,14 @@ class ModuleFeaturizer:
         info: dict | None = None,
         device: str = "cpu",
         channels_last: bool = True,
+        scale: float = 1.0,
     ) -> None:
         import torch
 
         self.device = torch.device(device)
         self.channels_last = bool(channels_last)
+        # Downscale factor applied to fields before tiling (the training data's PlateDataset scale).
+        self.scale = float(scale)
         self.module = module.to(self.device).eval()
         if self.channels_last:
             self.module = self.module.to(memory_format=torch.channels_last)
@@ -173,7 +179,7 @@ class ModuleFeaturizer:
     def identity(self) -> dict:
         """Name, prefix, width, channels and resolution plus the ``info`` given at construction."""
         out = {"name": type(self).__name__, "prefix": self.prefix, "n_features": self.n_features,
-               "channels": self.channels, "resolution": self.resolution}
+               "channels": self.channels, "resolution": self.resolution, "scale": self.scale}
         out.update(self._info)
         return out
 
@@ -254,19 +260,21 @@ class GanFeaturizer(ModuleFeaturizer):
                            "kimg": _jsonable(info.get("kimg")), "step": _jsonable(info.get("step")),
                            "kind": info.get("kind", "stylegan2")},
         }
+        cfg = info.get("config") if isinstance(info.get("config"), dict) else {}
+        scale = info.get("scale") or cfg.get("scale") or 1.0
         return cls(D, prefix=prefix, n_features=int(D.feature_dim), channels=list(names),
                    resolution=int(D.resolution), normalizer=normalizer,
-                   forward=_discriminator_features, info=ident, device=device)
+                   forward=_discriminator_features, info=ident, device=device, scale=float(scale))
 
     @classmethod
     def from_discriminator(cls, discriminator: "torch.nn.Module", normalizer: Any,
                            channels: Sequence[str], *, prefix: str = "GAN_", device: str = "cpu",
-                           info: dict | None = None) -> "GanFeaturizer":
+                           info: dict | None = None, scale: float = 1.0) -> "GanFeaturizer":
         """Wrap an in-memory discriminator (e.g. during training, or random weights)."""
         return cls(discriminator, prefix=prefix, n_features=int(discriminator.feature_dim),
                    channels=list(channels), resolution=int(discriminator.resolution),
                    normalizer=normalizer, forward=_discriminator_features,
-                   info={"name": "gan-dl", **(info or {})}, device=device)
+                   info={"name": "gan-dl", **(info or {})}, device=device, scale=scale)
 
 
 def _jsonable(v: Any) -> Any:
