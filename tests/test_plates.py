@@ -61,8 +61,26 @@ def test_png_8_and_16_bit(tmp_path) -> None:
     assert (img[0] == a8).all() and (img[1] == a16).all() and img[1].max() == 119 * 500 + 7
 
 
+def test_stack_frames_and_plane_errors(tmp_path) -> None:
+    import tifffile
+
+    stack = np.arange(3 * 5 * 4, dtype=np.uint16).reshape(3, 5, 4)
+    f = tmp_path / "P_B02_s1.tif"
+    tifffile.imwrite(f, stack, photometric="minisblack")
+    got = read_site([f"{f}::2", f"{f}::0"])
+    assert (got[0] == stack[2]).all() and (got[1] == stack[0]).all()
+    with pytest.raises(DataError, match=r"P_B02_s1.tif: holds 3 channels .*'<file>::<k>'"):
+        read_site([f])
+    with pytest.raises(DataError, match=r"P_B02_s1.tif::3: asks for frame 3 but the stack has 3 channels"):
+        read_site([f"{f}::3"])
+    tifffile.imwrite(tmp_path / "big.tif", np.zeros((6, 4), np.uint8))
+    with pytest.raises(DataError, match=r"channels of one site differ in size: .*P_B02_s1.tif::0 \(5, 4\), .*big.tif \(6, 4\)"):
+        read_site([f"{f}::0", tmp_path / "big.tif"])
+
+
 def test_shared_bbbc022_and_bbbc014_load(shared_data) -> None:
     ix = build_index(shared_data / "bbbc022_cellpainting_sample" / "load_data.csv")
+    pd.testing.assert_frame_equal(ix, build_index(shared_data / "bbbc022_cellpainting_sample"))
     assert len(ix) == 10 and ix["Metadata_Well"].nunique() == 5 and len(channel_names(ix)) == 5
     assert read_site(ix.iloc[0]).shape == (5, 520, 696)
     ix2 = build_index(shared_data / "bbbc014_two_wells")

@@ -213,10 +213,11 @@ def read_site(row_or_paths: object, channels: Sequence[str] | None = None) -> np
         if file not in cache:
             cache[file] = read_plane(file)
         arr = cache[file]
+        if k is None and arr.ndim > 2 and channel_axis(arr.shape, path)[0] is not None:
+            raise DataError(f"{path}: holds {channel_axis(arr.shape, path)[1]} channels (shape {arr.shape}) "
+                            "but is named as one plane. Index a stack as '<file>::<k>' per channel (a "
+                            "folder of multichannel TIFFs does this).")
         plane = _frame(arr, k or 0, path) if (k is not None or arr.ndim > 2) else arr
-        if plane.ndim != 2:
-            raise DataError(f"{path}: expected one 2-D plane, got shape {arr.shape}. Index a stack "
-                            "as '<file>::<k>' per channel (a folder of multichannel TIFFs does this).")
         planes.append(plane)
     shapes = {p.shape for p in planes}
     if len(shapes) > 1:

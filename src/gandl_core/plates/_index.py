@@ -80,7 +80,8 @@ def select_channels(index: pd.DataFrame, names: Sequence[str] | Mapping[str, str
         src = want if want in have else lower.get(want.lower())
         if src is None:
             raise DataError(f"channel {want!r} is not in this plate; available channels: {have}. "
-                            "Pick names from that list (CLI: --channels A,B,...).")
+                            "Pick names from that list (CLI: --channels A,B,...), or first rename the "
+                            "source's channels with names= (CLI: --names A,B,...).")
         col = PATH_PREFIX + (new or src)
         if col in out.columns:
             raise DataError(f"channel {new or src!r} is selected twice; give each channel once.")
@@ -142,7 +143,8 @@ def build_index(source: str | os.PathLike, *, channels: Sequence[str] | str | No
           Metadata_Role: untreated Mock / UV Inactivated SARS-CoV-2 = ``positive`` (C+), untreated
           Active SARS-CoV-2 = ``negative`` (C-), any treatment = ``treated``, else ``other``.
         * a CellProfiler LoadData CSV (``FileName_<Ch>``/``PathName_<Ch>``; PathName absolute or
-          relative to the CSV's folder; ``Metadata_*`` columns pass through).
+          relative to the CSV's folder; ``Metadata_*`` columns pass through), or a folder holding
+          one named ``load_data.csv``.
         * a folder of TIFFs: one multichannel stack per site named ``<plate>_<well>_s<site>.tif``
           or ``<well>_s<site>.tif`` (plate = folder name), channel axis first or last; or one file
           per channel (``<plate>_<well>_s<site>_w<k>.tif``, ``..._site<s>_Ch<k>.tif``,
@@ -182,6 +184,8 @@ def build_index(source: str | os.PathLike, *, channels: Sequence[str] | str | No
     src = Path(source).expanduser()
     kind = detect(src)
     orphans: list[dict] = []
+    if kind == "loaddata" and src.is_dir():
+        src = src / "load_data.csv"
     if kind == "rxrx":
         meta, paths, origin, orphans = read_rxrx(src)
     elif kind == "loaddata":

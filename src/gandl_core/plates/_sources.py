@@ -432,6 +432,8 @@ def detect(source: Path) -> str:
                         ".parquet, or a folder.")
     if (source / "metadata.csv").is_file() and (source / "images").is_dir():
         return "rxrx"
+    if (source / "load_data.csv").is_file():  # a folder shipped with its LoadData CSV: use its names
+        return "loaddata"
     return "tiff"
 
 
