@@ -163,6 +163,9 @@ def test_adaptive_p_moves_toward_target() -> None:
     for _ in range(2):
         b.update(torch.ones(10))
     assert a.p == pytest.approx(b.p) == pytest.approx(0.02)
+    nan = AdaptiveAugment(p=0.5, speed_kimg=0.1, interval=1)
+    nan.update(torch.tensor([float("nan"), 1.0, 1.0, float("inf")]))
+    assert nan.r_t == 1.0 and nan.p == pytest.approx(0.5 + 3 / 100)  # NaN skipped, +inf counts as real
     fixed = AdaptiveAugment(p=0.3, target=None)
     for _ in range(8):
         fixed.update(confident)

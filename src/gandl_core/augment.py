@@ -272,6 +272,7 @@ class AdaptiveAugment:
         if self.target is None:
             return self.p
         s = real_scores.detach().flatten()
+        s = s[~torch.isnan(s)]  # a NaN score must not poison r_t (it compares as neither side)
         self._sign_sum += float(torch.sign(s).sum())
         self._count += s.numel()
         self._calls += 1

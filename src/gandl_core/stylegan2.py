@@ -29,11 +29,20 @@ CPU speed: the networks are fastest in ``channels_last`` memory format
 benchmarks/bench_train.py and docs/benchmarks_train.md.
 
 Tensor layout is [N, C, H, W] everywhere; ``channels`` is the number of image channels (stains).
+
+Example::
+
+    G = Generator(64, 5, channel_base=4096, channel_max=256)
+    D = Discriminator(64, 5, channel_base=4096, channel_max=256)
+    fakes = G(torch.randn(8, G.z_dim))        # [8, 5, 64, 64], about [-1, 1]
+    scores = D(fakes)                         # [8, 1] logits (train mode: minibatch-std of the batch)
+    emb = D.eval().features(fakes)            # [8, 512] batch-invariant GAN-DL embedding
 """
 
 from __future__ import annotations
 
 import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
