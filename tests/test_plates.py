@@ -231,6 +231,30 @@ def test_loaddata_needs_plate_well_and_site(tmp_path) -> None:
         build_index(tmp_path / "ld" / "nofiles.csv")
 
 
+def test_loaddata_url_columns_and_relative_parquet_paths(test_data, tmp_path) -> None:
+    from gandl_core.tables import write_table
+
+    src = test_data / "bbbc022_crop"
+    ref = build_index(src / "load_data.csv")
+    df = pd.read_csv(src / "load_data.csv", dtype=str)
+    for n in ["DNA", "ER", "RNA", "AGP", "Mito"]:
+        df[f"URL_{n}"] = [(src / f).resolve().as_uri() for f in df.pop(f"FileName_{n}")]
+        df.pop(f"PathName_{n}")
+    df.to_csv(tmp_path / "urls.csv", index=False)
+    pd.testing.assert_frame_equal(build_index(tmp_path / "urls.csv"), ref)
+    df.iloc[:1].assign(URL_DNA="s3://bucket/x.tif").to_csv(tmp_path / "s3.csv", index=False)
+    with pytest.raises(DataError, match=r"s3.csv line 2 \(header = line 1\), column URL_DNA: 's3://bucket/x.tif' is not a local file"):
+        build_index(tmp_path / "s3.csv")
+    # an index whose paths are relative to its own folder
+    rel = ref.copy()
+    for c in [c for c in ref.columns if c.startswith("Path_")]:
+        rel[c] = ["imgs/" + Path(v).name for v in ref[c]]
+    shutil.copytree(src, tmp_path / "moved" / "imgs")
+    write_table(rel, tmp_path / "moved" / "index.parquet")
+    back = build_index(tmp_path / "moved" / "index.parquet")
+    assert (read_site(back.iloc[1]) == read_site(ref.iloc[1])).all()
+
+
 def test_empty_and_unknown_sources(tmp_path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match=f"{tmp_path / 'empty'}: no .tif/.tiff files"):

@@ -184,6 +184,9 @@ def read_loaddata(csv: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     if raw.empty:
         raise DataError(f"{csv}: has a header but no rows. Add one row per site.")
     names = [c[len("FileName_"):] for c in raw.columns if c.startswith("FileName_")]
+    # CellProfiler 4 may write URL_<Ch> (file:// URLs) instead of FileName_/PathName_.
+    url_names = [c[len("URL_"):] for c in raw.columns if c.startswith("URL_") and c[4:] not in names]
+    names += url_names
     if not names:
         raise DataError(f"{csv}: no FileName_<Channel> columns, so this is not a LoadData CSV "
                         f"(columns: {list(raw.columns)[:12]}). Add FileName_<Channel> and PathName_<Channel>.")
@@ -224,6 +227,9 @@ def read_loaddata(csv: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     for i in range(len(raw)):
         row = []
         for n in names:
+            if n in url_names:
+                row.append(Path(_abspath(_url_path(raw.at[i, f"URL_{n}"], f"{origin[i]}, column URL_{n}", csv))).as_posix())
+                continue
             fname = raw.at[i, f"FileName_{n}"]
             if not fname:
                 raise DataError(f"{origin[i]}: column FileName_{n} is empty. Give the image file name.")
@@ -235,6 +241,17 @@ def read_loaddata(csv: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
         rows.append(row)
     paths = pd.DataFrame(rows, columns=[PATH_PREFIX + n for n in names])
     return meta.reset_index(drop=True), paths, origin
+
+
+def _url_path(url: str, where: str, csv: Path) -> Path:
+    from urllib.parse import unquote, urlparse
+
+    u = urlparse(url)
+    if u.scheme not in ("", "file"):
+        raise DataError(f"{where}: {url!r} is not a local file URL; download the images and give file:// "
+                        "URLs or FileName_/PathName_ columns.")
+    p = Path(unquote(u.path))
+    return p if p.is_absolute() else csv.parent / p
 
 
 def _abspath(p: Path) -> str:
@@ -414,7 +431,11 @@ def read_parquet_index(path: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[str
             raise DataError(f"{path}: lacks column {c}. Rebuild the index with 'gandl-core index'.")
     meta = df[[c for c in df.columns if str(c).startswith("Metadata_")]].reset_index(drop=True)
     origin = [f"{path} row {i} (0-based)" for i in range(len(df))]
-    return meta, df[cols].astype(str).reset_index(drop=True), origin
+    paths = df[cols].astype(str).reset_index(drop=True)
+    # Relative paths (a hand-made or moved index) are taken relative to the index file's folder.
+    base = path.resolve().parent
+    paths = paths.apply(lambda col: [v if Path(v).is_absolute() else (base / v).as_posix() for v in col])
+    return meta, paths, origin
 
 
 def detect(source: Path) -> str:
