@@ -118,7 +118,9 @@ def test_rxrx1_names_and_channel_selection(rxrx6) -> None:
 
 
 def test_names_must_match_channel_count(rxrx6) -> None:
-    with pytest.raises(DataError, match="must give 6 distinct names"):
+    with pytest.raises(ConfigError, match="pattern= applies to folders of TIFFs only; .* is a rxrx source"):
+        build_index(rxrx6, pattern=r"(?P<well>\w+)")
+    with pytest.raises(ConfigError, match=r"names=\['a', 'b'\] must give 6 distinct names"):
         build_index(rxrx6, names=["a", "b"])
 
 

@@ -94,7 +94,9 @@ def _rename(paths: pd.DataFrame, names: Sequence[str] | str | None, where: str) 
     if names is None:
         return paths
     if len(names) != paths.shape[1] or len(set(names)) != len(names):
-        raise DataError(f"names={names} must give {paths.shape[1]} distinct names, one per channel of "
+        from ..errors import ConfigError
+
+        raise ConfigError(f"names={names} must give {paths.shape[1]} distinct names, one per channel of "
                         f"{where} (found channels {[c[len(PATH_PREFIX):] for c in paths.columns]}).")
     return paths.set_axis([PATH_PREFIX + n for n in names], axis=1)
 
@@ -111,7 +113,7 @@ def standardize_metadata(meta: pd.DataFrame) -> pd.DataFrame:
         meta["Metadata_Concentration"] = pd.to_numeric(meta["Metadata_Concentration"].replace("", np.nan),
                                                        errors="coerce").astype("float64")
     if "Metadata_Treatment" in meta.columns:
-        meta["Metadata_Treatment"] = meta["Metadata_Treatment"].replace({"nan": "", "None": "", "DMSO": "DMSO"})
+        meta["Metadata_Treatment"] = meta["Metadata_Treatment"].replace({"nan": "", "None": ""})
     if "Metadata_Role" not in meta.columns and ("Metadata_Condition" in meta.columns
                                                 or "Metadata_Treatment" in meta.columns):
         cond = meta.get("Metadata_Condition", pd.Series([""] * len(meta))).str.lower().to_numpy()
@@ -179,11 +181,15 @@ def build_index(source: str | os.PathLike, *, channels: Sequence[str] | str | No
         Missing or unreadable files, metadata rows without images, duplicate sites, differing
         channel counts or image sizes, empty folders; the message names the file or CSV line.
     ConfigError
-        An invalid ``pattern``.
+        An invalid ``pattern``, or ``names`` of the wrong length.
     """
     src = Path(source).expanduser()
     kind = detect(src)
     orphans: list[dict] = []
+    if pattern and kind != "tiff":
+        from ..errors import ConfigError
+
+        raise ConfigError(f"pattern= applies to folders of TIFFs only; {src} is a {kind} source.")
     if kind == "loaddata" and src.is_dir():
         src = src / "load_data.csv"
     if kind == "rxrx":
@@ -194,10 +200,6 @@ def build_index(source: str | os.PathLike, *, channels: Sequence[str] | str | No
         meta, paths, origin = read_parquet_index(src)
     else:
         meta, paths, origin = read_tiff_folder(src, pattern)
-    if pattern and kind != "tiff":
-        from ..errors import ConfigError
-
-        raise ConfigError(f"pattern= applies to folders of TIFFs only; {src} is a {kind} source.")
     paths = _rename(paths, names, str(src))
 
     meta = standardize_metadata(meta)
