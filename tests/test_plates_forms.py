@@ -161,3 +161,18 @@ def test_channels_last_stacks(tmp_path) -> None:
     assert channel_names(st) == ["w1", "w2", "w3"]
     first = read_site(st.iloc[0])
     assert first.shape == (3, 24, 20) and (first == arrays[0]).all()
+
+
+def test_synthetic_screen_indexes_with_its_roles(tmp_path) -> None:
+    synth = pytest.importorskip("gandl_core.synth")
+    root = synth.make_screen(tmp_path / "screen", seed=0, image_size=32, compounds=3, controls=2, replicates=1)
+    ix = build_index(root)
+    assert channel_names(ix) == CH5
+    assert ix["Metadata_Plate"].str.match(r"^(HRCE|VERO)-1_Plate\d+$").all()
+    wells = pd.read_csv(root / "wells.csv", dtype=str, keep_default_na=False)
+    wells["Metadata_Plate"] = wells["experiment"] + "_Plate" + wells["plate"]
+    merged = ix.merge(wells.rename(columns={"well": "Metadata_Well"}), on=["Metadata_Plate", "Metadata_Well"])
+    assert len(merged) == len(ix)
+    assert (merged["Metadata_Role"] == merged["role"]).all()
+    img = read_site(ix.iloc[0])
+    assert img.shape == (5, 32, 32) and img.max() > 255  # 16-bit PNG values kept
