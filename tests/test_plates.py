@@ -78,6 +78,17 @@ def test_stack_frames_and_plane_errors(tmp_path) -> None:
         read_site([f"{f}::0", tmp_path / "big.tif"])
 
 
+def test_grey_saved_as_rgb_png_reads_and_colour_png_is_refused(tmp_path) -> None:
+    from PIL import Image
+
+    g = np.arange(30, dtype=np.uint8).reshape(5, 6)
+    Image.fromarray(np.stack([g, g, g], -1)).save(tmp_path / "grey_rgb.png")
+    assert (read_site([tmp_path / "grey_rgb.png"])[0] == g).all()
+    Image.fromarray(np.stack([g, g + 1, g], -1)).save(tmp_path / "colour.png")
+    with pytest.raises(DataError, match=r"colour.png: cannot read this image \(colour image \(mode RGB\)"):
+        read_site([tmp_path / "colour.png"])
+
+
 def test_shared_bbbc022_and_bbbc014_load(shared_data) -> None:
     ix = build_index(shared_data / "bbbc022_cellpainting_sample" / "load_data.csv")
     pd.testing.assert_frame_equal(ix, build_index(shared_data / "bbbc022_cellpainting_sample"))

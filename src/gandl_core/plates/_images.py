@@ -100,10 +100,10 @@ def image_header(path: str | os.PathLike) -> tuple[tuple[int, ...], str]:
                 if im.format == "PNG" and b"IEND" not in tail:
                     raise ValueError("no IEND chunk at the end (truncated)")
                 mode, (w, h) = im.mode, im.size
-                bands = len(im.getbands())
         dtype = {"L": "uint8", "P": "uint8", "1": "bool", "I;16": "uint16", "I;16B": "uint16",
                  "I": "int32", "F": "float32"}.get(mode, "uint8")
-        return ((h, w) if bands == 1 else (h, w, bands)), dtype
+        # RGB/LA PNGs are read as one grey plane (read_plane refuses them if the bands differ).
+        return (h, w), dtype
     except DataError:
         raise
     except FileNotFoundError as exc:
