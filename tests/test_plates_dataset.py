@@ -149,6 +149,8 @@ def test_dataset_errors(ramp, tmp_path) -> None:
         PlateDataset(ix, norm, 16, scale=2)
     with pytest.raises(DataError, match=r"field 40x56 .* smaller than resolution 64"):
         PlateDataset(ix, norm, 64, mode="tiles")[0]
+    with pytest.raises(ConfigError, match="normalizer is not fitted"):
+        PlateDataset(ix, IntensityNormalizer(), 16)
     two = IntensityNormalizer().fit(np.ones((1, 2, 4, 4), np.float32) * np.arange(4))
     with pytest.raises(ConfigError, match=r"index has 3 channels \['DNA', 'ER', 'Actin'\] but the normalizer has 2"):
         PlateDataset(ix, two, 16)

@@ -70,7 +70,9 @@ class PlateDataset(torch.utils.data.Dataset):
         cols = channel_columns(index)
         if not cols:
             raise DataError("PlateDataset: the index has no Path_<Channel> columns; build it with build_index.")
-        nc = len(normalizer.to_dict()["lo"])
+        if getattr(normalizer, "lo", None) is None:
+            raise ConfigError("PlateDataset: the normalizer is not fitted; call IntensityNormalizer().fit(index).")
+        nc = len(np.asarray(normalizer.lo).reshape(-1))
         if nc != len(cols):
             raise ConfigError(f"PlateDataset: the index has {len(cols)} channels {channel_names(index)} but the "
                               f"normalizer has {nc} ({normalizer.channels}). Select matching channels.")
