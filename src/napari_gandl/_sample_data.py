@@ -1,0 +1,58 @@
+"""File > Open Sample > napari-gandl: a small synthetic screen, generated on the fly (no download).
+
+The screen is written once with :func:`gandl_core.synth.make_screen` into a cache folder
+(``$NAPARI_GANDL_CACHE`` or ``~/.cache/napari-gandl``) and then opened exactly like the reader
+opens a plate: the first site (one layer per stain) with the plate map beside it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+SAMPLE_NAME = "synthetic-screen-v1"
+SAMPLE_KWARGS = {"plates": 2, "seed": 0, "image_size": 96}
+
+
+def cache_dir() -> Path:
+    """Folder holding generated sample data (``$NAPARI_GANDL_CACHE`` overrides the default)."""
+    return Path(os.environ.get("NAPARI_GANDL_CACHE", Path.home() / ".cache" / "napari-gandl")).expanduser()
+
+
+def sample_screen_path() -> Path:
+    """Path of the synthetic sample screen, generating it on first use.
+
+    Generation writes to a temporary folder beside the target and renames it into place, so an
+    interrupted run never leaves a half-written screen that later calls would trust.
+
+    Returns
+    -------
+    Path
+        An RxRx-layout folder (``metadata.csv`` + ``images/``).
+    """
+    target = cache_dir() / SAMPLE_NAME
+    if (target / "metadata.csv").is_file():
+        return target
+    from gandl_core.synth import make_screen
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".sample-", dir=target.parent))
+    try:
+        made = Path(make_screen(tmp / "screen", **SAMPLE_KWARGS))
+        try:
+            os.replace(made, target)
+        except OSError:  # another process won the race: use its copy
+            if not (target / "metadata.csv").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def make_sample_screen() -> list[tuple]:
+    """npe2 sample-data command: layers of the synthetic screen (first site + plate map)."""
+    from ._reader import read_plate_layers
+
+    return read_plate_layers(str(sample_screen_path()))

@@ -1,0 +1,49 @@
+"""Tiny plates for the napari tests, built in tmp folders (seconds, no synth needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+STAINS = 5
+SIZE = 32
+# (well, condition, treatment, concentration): 2 positive (Mock), 2 negative (Active), 4 treated.
+WELLS = [
+    ("B02", "Mock", "", 0.0), ("B03", "Mock", "", 0.0),
+    ("C02", "Active SARS-CoV-2", "", 0.0), ("C03", "Active SARS-CoV-2", "", 0.0),
+    ("B04", "Active SARS-CoV-2", "cmpA", 0.1), ("B05", "Active SARS-CoV-2", "cmpA", 1.0),
+    ("C04", "Active SARS-CoV-2", "cmpA", 10.0), ("C05", "Active SARS-CoV-2", "cmpA", 100.0),
+]
+
+
+def write_rxrx(root: Path, *, plates: int = 2, sites: int = 2, size: int = SIZE, seed: int = 0) -> Path:
+    """An RxRx-layout folder: Mock wells have bright round nuclei, Active wells dim speckle."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    yy, xx = np.mgrid[:size, :size]
+    for p in range(1, plates + 1):
+        folder = root / "images" / "EXP-1" / f"Plate{p}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for well, cond, treat, conc in WELLS:
+            healthy = 1.0 if cond == "Mock" else (np.log10(conc) + 1) / 3 if treat else 0.0
+            for s in range(1, sites + 1):
+                cy, cx = rng.uniform(8, size - 8, 2)
+                blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * (3 + 3 * healthy) ** 2))
+                for k in range(1, STAINS + 1):
+                    img = 2000 + 30000 * blob * (0.3 + healthy) * (k / STAINS) + rng.normal(0, 500, (size, size))
+                    Image.fromarray(np.clip(img, 0, 65535).astype(np.uint16)).save(folder / f"{well}_s{s}_w{k}.png")
+                rows.append({"site_id": f"EXP-1_{p}_{well}_{s}", "well_id": f"EXP-1_{p}_{well}",
+                             "cell_type": "HRCE", "experiment": "EXP-1", "plate": p, "well": well, "site": s,
+                             "disease_condition": cond, "treatment": treat, "treatment_conc": conc})
+    pd.DataFrame(rows).to_csv(root / "metadata.csv", index=False)
+    return root
+
+
+@pytest.fixture
+def tiny_rxrx(tmp_path: Path) -> Path:
+    return write_rxrx(tmp_path / "screen")
