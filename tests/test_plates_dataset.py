@@ -163,3 +163,14 @@ def test_dataset_on_rxrx_png_plate(tmp_path) -> None:
     norm = IntensityNormalizer().fit(ix)
     ds = PlateDataset(ix, norm, 16, mode="tiles")
     assert len(ds) == 6 and ds[5].shape == (4, 5, 16, 16)
+
+
+def test_normalizer_subsamples_big_fields_close_to_exact() -> None:
+    rng = np.random.default_rng(0)
+    imgs = rng.gamma(2.0, 100.0, size=(3, 2, 300, 300)).astype(np.float32)  # 90000 px > 65536 per site
+    norm = IntensityNormalizer(low=1, high=99).fit(imgs, seed=0, channels=["a", "b"])
+    exact_hi = np.percentile(imgs[:, 1], 99)
+    assert norm.channels == ["a", "b"]
+    assert abs(norm.hi_[1] - exact_hi) / exact_hi < 0.02
+    assert abs(norm.lo_[0] - np.percentile(imgs[:, 0], 1)) < 3.0
+    assert IntensityNormalizer(low=1, high=99).fit(imgs, seed=0).to_dict()["hi"] == norm.to_dict()["hi"]
