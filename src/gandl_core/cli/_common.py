@@ -41,14 +41,15 @@ def follow(gen: Generator[Progress, None, T], desc: str = "", *, quiet: bool = F
             if bar is None or (p.total is not None and bar.total != p.total):
                 if bar is not None:
                     bar.close()
+                # Not a terminal (CI logs, pipes): redraw at most every 5 s instead of every step.
+                tty = sys.stderr.isatty()
                 bar = tqdm(total=p.total, desc=desc or p.stage, unit=p.unit, file=sys.stderr,
-                           dynamic_ncols=True, leave=True)
-            bar.n = p.done
+                           dynamic_ncols=True, leave=True, mininterval=0.2 if tty else 5.0)
             if p.metrics:
                 bar.set_postfix({k: _fmt(v) for k, v in list(p.metrics.items())[:6]}, refresh=False)
             if p.message:
                 bar.write(p.message, file=sys.stderr)
-            bar.refresh()
+            bar.update(p.done - bar.n)  # tqdm throttles redraws by mininterval
     except KeyboardInterrupt:
         gen.close()
         raise
