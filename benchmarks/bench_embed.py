@@ -298,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         res.update(forward_only(index, fz, args))
         res.update(end_to_end(index, fz, args, tmp))
         res["e2e_over_forward"] = res["e2e_sites_per_s"] / res["forward_sites_per_s"]
+        # Other users of the cores slow the 2-process end-to-end run more than the 1-thread forward.
+        res["loadavg_1min_after"] = os.getloadavg()[0]
         rss = []
         for n in [int(s) for s in args.rss_sites.split(",") if s.strip()]:
             cmd = [sys.executable, __file__, "--rss-child", str(n), "--data-dir", str(tmp / "data"),
