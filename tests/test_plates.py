@@ -365,7 +365,12 @@ def test_cli_index_writes_parquet_and_summary(rxrx5, tmp_path, capsys) -> None:
     assert "B03_s1_w1.png" in capsys.readouterr().err
     assert not (tmp_path / "bad.parquet").exists()
     assert main(["index", str(rxrx5), "-o", str(tmp_path / "skip.parquet"), "--skip-missing"]) == 0
-    assert "5 sites" in capsys.readouterr().out and len(read_table(tmp_path / "skip.parquet")) == 5
+    cap = capsys.readouterr()
+    assert "5 sites" in cap.out and "1 sites skipped" in cap.out and len(read_table(tmp_path / "skip.parquet")) == 5
+    assert "warning: " in cap.err and "HRCE-1_Plate1/B03/s1: missing file for channel DNA" in cap.err
+    from gandl_core.tables import read_table_metadata
+
+    assert read_table_metadata(tmp_path / "skip.parquet")["skipped"][0]["well"] == "B03"
 
 
 def test_stack_with_extra_channels_named(tmp_path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import warnings
 
 from ._common import add_data_argument
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         index = build_index(args.data, channels=args.channels, skip_missing=args.skip_missing,
                             validate=not args.no_validate, pattern=args.pattern, names=args.names)
     for w in caught:
-        print(f"warning: {w.message}")
+        print(f"gandl-core index: warning: {w.message}", file=sys.stderr)
     skipped = index.attrs.get("skipped", [])
     names = channel_names(index)
     (h, w), dtype, _ = plane_shape(str(index.iloc[0]["Path_" + names[0]]))
