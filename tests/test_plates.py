@@ -406,3 +406,26 @@ def test_import_does_not_load_torch() -> None:
 
     code = "import sys, gandl_core.plates as p; assert 'torch' not in sys.modules; p.PlateDataset; assert 'torch' in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_build_index_iter_reports_progress(tmp_path) -> None:
+    from gandl_core.plates import build_index_iter
+    from gandl_core.plates import _index as mod
+    from gandl_core.progress import Progress
+
+    root = write_rxrx(tmp_path / "rx", site_arrays(seed=12, h=8, w=8))
+    old, mod.PROGRESS_EVERY = mod.PROGRESS_EVERY, 2
+    try:
+        gen = build_index_iter(root)
+        reports = []
+        while True:
+            try:
+                reports.append(next(gen))
+            except StopIteration as stop:
+                index = stop.value
+                break
+    finally:
+        mod.PROGRESS_EVERY = old
+    assert all(isinstance(r, Progress) and r.stage == "index" and r.total == 6 for r in reports)
+    assert [r.done for r in reports] == [0, 2, 4, 6]
+    pd.testing.assert_frame_equal(index, build_index(root))

@@ -33,14 +33,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build, validate and write the index; print a one-line summary. Returns 0."""
-    from ..plates import build_index, channel_names
+    from ..plates import build_index_iter, channel_names
     from ..plates._images import plane_shape
     from ..tables import write_table
+    from ._common import follow
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        index = build_index(args.data, channels=args.channels, skip_missing=args.skip_missing,
-                            validate=not args.no_validate, pattern=args.pattern, names=args.names)
+        index = follow(build_index_iter(args.data, channels=args.channels, skip_missing=args.skip_missing,
+                                        validate=not args.no_validate, pattern=args.pattern,
+                                        names=args.names), desc="index")
     for w in caught:
         print(f"gandl-core index: warning: {w.message}", file=sys.stderr)
     skipped = index.attrs.get("skipped", [])

@@ -10,11 +10,11 @@ embedding read through (imported lazily: importing this package does not import 
 from __future__ import annotations
 
 from ._images import image_header, read_site, split_stack_path
-from ._index import build_index, channel_columns, channel_names, select_channels
+from ._index import build_index, build_index_iter, channel_columns, channel_names, select_channels
 from ._normalize import IntensityNormalizer
 from ._sources import RXRX_CHANNELS
 
-__all__ = ["build_index", "channel_columns", "channel_names", "select_channels", "read_site",
+__all__ = ["build_index", "build_index_iter", "channel_columns", "channel_names", "select_channels", "read_site",
            "image_header", "split_stack_path", "IntensityNormalizer", "PlateDataset", "RXRX_CHANNELS"]
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
+from ..progress import Progress, ProgressGenerator, run_to_end
 from ._images import PATH_PREFIX, plane_shape, read_site, split_stack_path
 from ._sources import (detect, read_loaddata, read_parquet_index, read_rxrx, read_tiff_folder,
                        sequence_of)
@@ -32,6 +33,7 @@ _STR_COLS = ["Metadata_Plate", "Metadata_Well", "Metadata_Experiment", "Metadata
 POSITIVE_CONDITIONS = {"mock", "uv inactivated sars-cov-2"}
 NEGATIVE_CONDITIONS = {"active sars-cov-2"}
 DECODE_SAMPLE = 8  # sites fully decoded during validation (headers are checked for every site)
+PROGRESS_EVERY = 256  # sites between progress reports
 
 
 def channel_columns(index: pd.DataFrame) -> list[str]:
@@ -129,6 +131,14 @@ def standardize_metadata(meta: pd.DataFrame) -> pd.DataFrame:
 def build_index(source: str | os.PathLike, *, channels: Sequence[str] | str | None = None,
                 skip_missing: bool = False, validate: bool = True, pattern: str | None = None,
                 names: Sequence[str] | str | None = None) -> pd.DataFrame:
+    """Index a plate: :func:`build_index_iter` run to its end (same parameters, returns, raises)."""
+    return run_to_end(build_index_iter(source, channels=channels, skip_missing=skip_missing,
+                                       validate=validate, pattern=pattern, names=names))
+
+
+def build_index_iter(source: str | os.PathLike, *, channels: Sequence[str] | str | None = None,
+                     skip_missing: bool = False, validate: bool = True, pattern: str | None = None,
+                     names: Sequence[str] | str | None = None) -> ProgressGenerator[pd.DataFrame]:
     """Index a plate: one row per site with ``Metadata_*`` and ``Path_<Channel>`` columns.
 
     Parameters
@@ -170,10 +180,15 @@ def build_index(source: str | os.PathLike, *, channels: Sequence[str] | str | No
         New channel names, one per channel in source order (e.g. ``["NFkB", "DNA"]`` for BBBC014's
         w1, w2), applied before ``channels``.
 
+    Yields
+    ------
+    Progress
+        ``stage="index"``, ``unit="sites"``: sites checked so far (every 256 sites).
+
     Returns
     -------
     pandas.DataFrame
-        The index, sorted by plate, well and site.
+        The index, sorted by plate, well and site (the generator's return value).
 
     Raises
     ------
@@ -217,7 +232,7 @@ def build_index(source: str | os.PathLike, *, channels: Sequence[str] | str | No
         index = select_channels(index, channels)
     skipped: list[dict] = []
     if validate:
-        index, skipped = _validate(index, skip_missing)
+        index, skipped = yield from _validate(index, skip_missing)
     if orphans:
         warnings.warn(f"{src}: {len(orphans)} image site(s) have no metadata.csv row and are not indexed, "
                       f"e.g. {orphans[:3]}. Add rows for them if they belong to the plate.", stacklevel=2)
@@ -234,8 +249,8 @@ def build_index(source: str | os.PathLike, *, channels: Sequence[str] | str | No
     return index
 
 
-def _validate(index: pd.DataFrame, skip: bool) -> tuple[pd.DataFrame, list[dict]]:
-    """Header-check every plane, decode a sample; return (kept rows, skipped sites)."""
+def _validate(index: pd.DataFrame, skip: bool) -> ProgressGenerator[tuple[pd.DataFrame, list[dict]]]:
+    """Header-check every plane, decode a sample; yield progress; return (kept rows, skipped sites)."""
     cols = channel_columns(index)
     bad: dict[int, tuple[str, str]] = {}  # row -> (file, reason)
     shapes: dict[int, tuple[int, int]] = {}
@@ -248,7 +263,11 @@ def _validate(index: pd.DataFrame, skip: bool) -> tuple[pd.DataFrame, list[dict]
                             "skip_missing=True (CLI --skip-missing) to leave this site out.")
         bad.setdefault(i, (file, reason))
 
-    for i in range(len(index)):
+    n_sites = len(index)
+    yield Progress(0, n_sites, unit="sites", stage="index", message="checking image headers")
+    for i in range(n_sites):
+        if i and i % PROGRESS_EVERY == 0:
+            yield Progress(i, n_sites, unit="sites", stage="index", metrics={"bad": len(bad)})
         files = [str(index.at[i, c]) for c in cols]
         exists = [os.path.isfile(split_stack_path(f)[0]) for f in files]
         if not any(exists):
@@ -308,4 +327,5 @@ def _validate(index: pd.DataFrame, skip: bool) -> tuple[pd.DataFrame, list[dict]
                 "site": int(index.at[i, "Metadata_Site"]), "file": f, "reason": r, "origin": index.at[i, "_origin"]}
                for i, (f, r) in sorted(bad.items())]
     keep = index.drop(index=list(bad)).reset_index(drop=True)
+    yield Progress(n_sites, n_sites, unit="sites", stage="index", metrics={"bad": len(bad)})
     return keep, skipped
