@@ -128,6 +128,16 @@ def test_rxrx1_names_and_channel_selection(rxrx6) -> None:
         select_channels(ix, ["DNA", "dna"])
 
 
+def test_unselected_channels_are_not_validated_and_other_counts_get_w_names(rxrx6, tmp_path) -> None:
+    (rxrx6 / "images" / "HRCE-1" / "Plate1" / "B03_s1_w5.png").unlink()  # a Mito file is missing
+    with pytest.raises(DataError, match="missing file for channel Mito"):
+        build_index(rxrx6)
+    five = build_index(rxrx6, channels="DNA,ER,Actin,RNA,Golgi")  # Mito not used: not checked
+    assert len(five) == len(SITES)
+    four = build_index(write_rxrx(tmp_path / "rx4", site_arrays(seed=13, h=8, w=8, c=4)))
+    assert channel_names(four) == ["w1", "w2", "w3", "w4"]
+
+
 def test_names_must_match_channel_count(rxrx6) -> None:
     with pytest.raises(ConfigError, match="pattern= applies to folders of TIFFs only; .* is a rxrx source"):
         build_index(rxrx6, pattern=r"(?P<well>\w+)")
