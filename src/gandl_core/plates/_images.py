@@ -78,12 +78,22 @@ def image_header(path: str | os.PathLike) -> tuple[tuple[int, ...], str]:
 
             size = p.stat().st_size
             with tifffile.TiffFile(p) as tif:
-                series = tif.series[0]
-                shape, dtype = tuple(int(s) for s in series.shape), str(series.dtype)
-                for page in series.pages:
-                    if page is None:
-                        continue
-                    ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts)]
+                # Parse only the first and last IFD (a series parses every page: ~5x slower on
+                # stacks). Plain stacks are one 2-D page per channel; ImageJ hyperstacks in one
+                # IFD and OME files take the general (series) path.
+                pages = tif.pages
+                n = len(pages)
+                first = pages[0]
+                if tif.is_ome or (tif.is_imagej and n == 1 and (tif.imagej_metadata or {}).get("images", 1) > 1):
+                    series = tif.series[0]
+                    shape, dtype = tuple(int(s) for s in series.shape), str(series.dtype)
+                    check = [pg for pg in series.pages if pg is not None]
+                else:
+                    shape = tuple(int(s) for s in first.shape) if n == 1 else (n, *map(int, first.shape))
+                    dtype = str(first.dtype)
+                    check = [first] if n == 1 else [first, pages[n - 1]]
+                for page in check:
+                    ends = [o + c for o, c in zip(page.dataoffsets, page.databytecounts)]
                     if ends and max(ends) > size:
                         raise ValueError(f"image data ends at byte {max(ends)} but the file has "
                                          f"{size} bytes (truncated)")
@@ -227,10 +237,18 @@ def read_site(row_or_paths: object, channels: Sequence[str] | None = None) -> np
     return np.stack([p.astype(np.float32, copy=False) for p in planes])
 
 
-def plane_shape(path: str) -> tuple[tuple[int, int], str, int]:
-    """((H, W), dtype, channels-in-file) of the plane ``path`` names, from the header only."""
+def plane_shape(path: str, cache: dict | None = None) -> tuple[tuple[int, int], str, int]:
+    """((H, W), dtype, channels-in-file) of the plane ``path`` names, from the header only.
+
+    ``cache`` (file -> header) lets the channels of one stack share a single header read.
+    """
     file, k = split_stack_path(path)
-    shape, dtype = image_header(file)
+    if cache is not None and file in cache:
+        shape, dtype = cache[file]
+    else:
+        shape, dtype = image_header(file)
+        if cache is not None:
+            cache[file] = (shape, dtype)
     axis, n = channel_axis(shape, path)
     dims = [s for s in shape if s != 1]
     if axis is None:

@@ -255,7 +255,8 @@ def _validate(index: pd.DataFrame, skip: bool) -> ProgressGenerator[tuple[pd.Dat
     bad: dict[int, tuple[str, str]] = {}  # row -> (file, reason)
     shapes: dict[int, tuple[int, int]] = {}
     depth: dict[int, tuple[int, ...]] = {}  # channels held by each file of a site
-    header_cache: dict[str, tuple] = {}
+    header_cache: dict[str, tuple] = {}  # path (maybe "file::k") -> plane shape
+    file_headers: dict[str, tuple] = {}  # file -> header, shared by the frames of a stack
 
     def fail(i: int, file: str, reason: str) -> None:
         if not skip:
@@ -264,11 +265,12 @@ def _validate(index: pd.DataFrame, skip: bool) -> ProgressGenerator[tuple[pd.Dat
         bad.setdefault(i, (file, reason))
 
     n_sites = len(index)
+    all_paths = index[cols].astype(str).values.tolist()  # plain lists: pandas .at per cell is slow
     yield Progress(0, n_sites, unit="sites", stage="index", message="checking image headers")
     for i in range(n_sites):
         if i and i % PROGRESS_EVERY == 0:
             yield Progress(i, n_sites, unit="sites", stage="index", metrics={"bad": len(bad)})
-        files = [str(index.at[i, c]) for c in cols]
+        files = all_paths[i]
         exists = [os.path.isfile(split_stack_path(f)[0]) for f in files]
         if not any(exists):
             fail(i, files[0], f"no image files for this site (metadata row without images; first "
@@ -281,7 +283,7 @@ def _validate(index: pd.DataFrame, skip: bool) -> ProgressGenerator[tuple[pd.Dat
                 break
             try:
                 if f not in header_cache:
-                    header_cache[f] = plane_shape(f)
+                    header_cache[f] = plane_shape(f, file_headers)
                 hw = header_cache[f][0]
             except DataError as exc:
                 fail(i, f, str(exc))
