@@ -439,3 +439,24 @@ def test_build_index_iter_reports_progress(tmp_path) -> None:
     assert all(isinstance(r, Progress) and r.stage == "index" and r.total == 6 for r in reports)
     assert [r.done for r in reports] == [0, 2, 4, 6]
     pd.testing.assert_frame_equal(index, build_index(root))
+
+
+def test_excel_style_csv_bom_spaces_and_tsv(test_data, tmp_path) -> None:
+    src = test_data / "bbbc022_crop"
+    ref = build_index(src / "load_data.csv")
+    text = (src / "load_data.csv").read_text()
+    lines = text.splitlines()
+    header = ", ".join(lines[0].split(","))  # spaces after commas in the header
+    body = [",".join(f" {v} " if k < 3 else v for k, v in enumerate(line.split(","))) for line in lines[1:]]
+    (src_copy := tmp_path / "copy").mkdir()
+    for f in src.glob("*.tif"):
+        shutil.copy(f, src_copy / f.name)
+    (src_copy / "excel.csv").write_bytes(("\ufeff" + "\r\n".join([header] + body) + "\r\n").encode("utf-8"))
+    got = build_index(src_copy / "excel.csv")
+    pd.testing.assert_frame_equal(got.drop(columns=[c for c in got if c.startswith("Path_")]),
+                                  ref.drop(columns=[c for c in ref if c.startswith("Path_")]))
+    (src_copy / "tabs.tsv").write_text("\n".join(line.replace(",", "\t") for line in lines) + "\n")
+    assert len(build_index(src_copy / "tabs.tsv")) == 2
+    (src_copy / "empty.csv").write_text("")
+    with pytest.raises(DataError, match="empty.csv: cannot parse this CSV"):
+        build_index(src_copy / "empty.csv")

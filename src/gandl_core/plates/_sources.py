@@ -56,6 +56,20 @@ DEFAULT_PATTERNS = [
 ]
 
 
+def read_csv_text(csv: Path) -> pd.DataFrame:
+    """Read a CSV/TSV as text: BOM of Excel exports dropped, column names stripped, cells stripped.
+
+    Raises DataError naming the file when it cannot be parsed.
+    """
+    try:
+        raw = pd.read_csv(csv, dtype=str, keep_default_na=False, encoding="utf-8-sig",
+                          sep="\t" if csv.suffix.lower() == ".tsv" else ",")
+    except Exception as exc:  # noqa: BLE001 - any parser error becomes a named DataError
+        raise DataError(f"{csv}: cannot parse this CSV ({exc}). Save it as comma-separated UTF-8 text.") from exc
+    raw.columns = [str(c).strip() for c in raw.columns]
+    return raw.apply(lambda col: col.str.strip())
+
+
 def camel(name: str) -> str:
     """``treatment_conc`` -> ``TreatmentConc``; ``SMILES`` stays ``SMILES``."""
     parts = [p for p in re.split(r"[_\s\-]+", str(name)) if p]
@@ -88,10 +102,7 @@ def read_rxrx(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[str], list[d
     """
     root = Path(root).resolve()
     csv = root / "metadata.csv"
-    try:
-        raw = pd.read_csv(csv, dtype=str, keep_default_na=False)
-    except Exception as exc:  # noqa: BLE001
-        raise DataError(f"{csv}: cannot parse this CSV ({exc}).") from exc
+    raw = read_csv_text(csv)
     need = ["experiment", "plate", "well", "site"]
     missing = [c for c in need if c not in raw.columns]
     if missing:
@@ -177,10 +188,7 @@ def read_loaddata(csv: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     ``Metadata_Row`` + ``Metadata_Col``/``Metadata_Column``); site: ``Metadata_Site`` (or
     ``Metadata_Field``), or 1 when every well has a single row.
     """
-    try:
-        raw = pd.read_csv(csv, dtype=str, keep_default_na=False)
-    except Exception as exc:  # noqa: BLE001
-        raise DataError(f"{csv}: cannot parse this CSV ({exc}).") from exc
+    raw = read_csv_text(csv)
     if raw.empty:
         raise DataError(f"{csv}: has a header but no rows. Add one row per site.")
     names = [c[len("FileName_"):] for c in raw.columns if c.startswith("FileName_")]
@@ -380,10 +388,7 @@ def _join_metadata(meta: pd.DataFrame, csv: Path) -> tuple[pd.DataFrame, list[tu
     """Left-join metadata.csv rows to the image sites; return (joined, csv rows that match no image)."""
     import warnings
 
-    try:
-        raw = pd.read_csv(csv, dtype=str, keep_default_na=False)
-    except Exception as exc:  # noqa: BLE001
-        raise DataError(f"{csv}: cannot parse this CSV ({exc}).") from exc
+    raw = read_csv_text(csv)
     ren = {c: (c if c.startswith("Metadata_") else RXRX_COLUMNS.get(c, "Metadata_" + camel(c))) for c in raw.columns}
     ren.update({c: "Metadata_Plate" for c in raw.columns if c == "plate"})
     extra = raw.rename(columns=ren)
