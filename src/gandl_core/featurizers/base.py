@@ -256,12 +256,13 @@ class GanFeaturizer(ModuleFeaturizer):
             names = list(raw.get("channel_names") or [])
         ident = {
             "name": "gan-dl",
-            "checkpoint": {"path": str(path.resolve()), "sha256": file_sha256(path),
+            "checkpoint": {"path": str(path.resolve()), "sha256": info.get("sha256") or file_sha256(path),
                            "kimg": _jsonable(info.get("kimg")), "step": _jsonable(info.get("step")),
                            "kind": info.get("kind", "stylegan2")},
         }
         cfg = info.get("config") if isinstance(info.get("config"), dict) else {}
-        scale = info.get("scale") or cfg.get("scale") or 1.0
+        # TrainConfig.field_scale: fields were downscaled before cropping in training.
+        scale = cfg.get("field_scale") or cfg.get("scale") or info.get("scale") or 1.0
         return cls(D, prefix=prefix, n_features=int(D.feature_dim), channels=list(names),
                    resolution=int(D.resolution), normalizer=normalizer,
                    forward=_discriminator_features, info=ident, device=device, scale=float(scale))
