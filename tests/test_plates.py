@@ -369,6 +369,9 @@ def test_cli_index_writes_parquet_and_summary(rxrx5, tmp_path, capsys) -> None:
     back = read_table(out)
     assert channel_names(back) == ["DNA", "Golgi"] and len(back) == 6
     pd.testing.assert_frame_equal(back, build_index(out))
+    pd.testing.assert_frame_equal(back, build_index(back))  # an index DataFrame is re-validated too
+    with pytest.raises(DataError, match=r"<index DataFrame>: lacks column Metadata_Site"):
+        build_index(back.drop(columns="Metadata_Site"))
 
     _site_file(rxrx5, 1, "B03", 1, 1).unlink()
     assert main(["index", str(rxrx5), "-o", str(tmp_path / "bad.parquet")]) == 2

@@ -128,7 +128,7 @@ def standardize_metadata(meta: pd.DataFrame) -> pd.DataFrame:
     return meta[order]
 
 
-def build_index(source: str | os.PathLike, *, channels: Sequence[str] | str | None = None,
+def build_index(source: str | os.PathLike | pd.DataFrame, *, channels: Sequence[str] | str | None = None,
                 skip_missing: bool = False, validate: bool = True, pattern: str | None = None,
                 names: Sequence[str] | str | None = None) -> pd.DataFrame:
     """Index a plate: :func:`build_index_iter` run to its end (same parameters, returns, raises)."""
@@ -136,7 +136,7 @@ def build_index(source: str | os.PathLike, *, channels: Sequence[str] | str | No
                                        validate=validate, pattern=pattern, names=names))
 
 
-def build_index_iter(source: str | os.PathLike, *, channels: Sequence[str] | str | None = None,
+def build_index_iter(source: str | os.PathLike | pd.DataFrame, *, channels: Sequence[str] | str | None = None,
                      skip_missing: bool = False, validate: bool = True, pattern: str | None = None,
                      names: Sequence[str] | str | None = None) -> ProgressGenerator[pd.DataFrame]:
     """Index a plate: one row per site with ``Metadata_*`` and ``Path_<Channel>`` columns.
@@ -162,7 +162,8 @@ def build_index_iter(source: str | os.PathLike, *, channels: Sequence[str] | str
           per channel (``<plate>_<well>_s<site>_w<k>.tif``, ``..._site<s>_Ch<k>.tif``,
           ``Channel <k>-<n>-<row>-<col>-<field>.tif``); or any naming via ``pattern``. An optional
           ``metadata.csv`` beside the images is joined on plate/well/site.
-        * an index ``.parquet`` written earlier (validated again unless ``validate=False``).
+        * an index ``.parquet`` written earlier, or an index DataFrame (validated again unless
+          ``validate=False``).
     channels
         Channel names to keep, in this order (e.g. 5 of the 6 RxRx1 stains); see
         :func:`select_channels`.
@@ -198,8 +199,14 @@ def build_index_iter(source: str | os.PathLike, *, channels: Sequence[str] | str
     ConfigError
         An invalid ``pattern``, or ``names`` of the wrong length.
     """
-    src = Path(source).expanduser()
-    kind = detect(src)
+    if isinstance(source, pd.DataFrame):  # an index in memory: check it like a .parquet
+        from ._sources import split_index_frame
+
+        src, kind = Path("<index DataFrame>"), "frame"
+        meta, paths, origin = split_index_frame(source, str(src), None)
+    else:
+        src = Path(source).expanduser()
+        kind = detect(src)
     orphans: list[dict] = []
     if pattern and kind != "tiff":
         from ..errors import ConfigError
@@ -213,6 +220,8 @@ def build_index_iter(source: str | os.PathLike, *, channels: Sequence[str] | str
         meta, paths, origin = read_loaddata(src)
     elif kind == "parquet":
         meta, paths, origin = read_parquet_index(src)
+    elif kind == "frame":
+        pass
     else:
         meta, paths, origin = read_tiff_folder(src, pattern)
     paths = _rename(paths, names, str(src))

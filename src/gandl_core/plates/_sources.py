@@ -426,20 +426,24 @@ def read_parquet_index(path: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[str
     """An index written by ``build_index``/``gandl-core index``."""
     from ..tables import read_table
 
-    df = read_table(path)
+    # Relative paths (a hand-made or moved index) are taken relative to the index file's folder.
+    return split_index_frame(read_table(path), str(path), path.resolve().parent)
+
+
+def split_index_frame(df: pd.DataFrame, where: str, base: Path | None) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """(meta, paths, origin) of an index table; relative paths joined to ``base`` when given."""
     cols = [c for c in df.columns if str(c).startswith(PATH_PREFIX)]
     if not cols:
-        raise DataError(f"{path}: has no Path_<Channel> columns, so it is not a site index. Build one "
+        raise DataError(f"{where}: has no Path_<Channel> columns, so it is not a site index. Build one "
                         "with 'gandl-core index DATA -o index.parquet'.")
     for c in ("Metadata_Plate", "Metadata_Well", "Metadata_Site"):
         if c not in df.columns:
-            raise DataError(f"{path}: lacks column {c}. Rebuild the index with 'gandl-core index'.")
+            raise DataError(f"{where}: lacks column {c}. Rebuild the index with 'gandl-core index'.")
     meta = df[[c for c in df.columns if str(c).startswith("Metadata_")]].reset_index(drop=True)
-    origin = [f"{path} row {i} (0-based)" for i in range(len(df))]
+    origin = [f"{where} row {i} (0-based)" for i in range(len(df))]
     paths = df[cols].astype(str).reset_index(drop=True)
-    # Relative paths (a hand-made or moved index) are taken relative to the index file's folder.
-    base = path.resolve().parent
-    paths = paths.apply(lambda col: [v if Path(v).is_absolute() else (base / v).as_posix() for v in col])
+    if base is not None:
+        paths = paths.apply(lambda col: [v if Path(v).is_absolute() else (base / v).as_posix() for v in col])
     return meta, paths, origin
 
 
