@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
+
+# tests/conftest.py's pytest_configure runs before pytest-xvfb's, so it sets the 'offscreen'
+# platform (no OpenGL) even though Xvfb then provides a DISPLAY. Undo that here (collection time,
+# before any QApplication exists) so viewers and screenshots get a real GL context.
+if os.environ.get("DISPLAY") and os.environ.get("QT_QPA_PLATFORM") == "offscreen":
+    del os.environ["QT_QPA_PLATFORM"]
 
 STAINS = 5
 SIZE = 32
