@@ -159,6 +159,20 @@ def _site_file(root: Path, plate: int, well: str, site: int, k: int) -> Path:
     return root / "images" / "HRCE-1" / f"Plate{plate}" / f"{well}_s{site}_w{k}.png"
 
 
+def test_rxrx_metadata_problems_named(rxrx5, tmp_path) -> None:
+    meta = pd.read_csv(rxrx5 / "metadata.csv", dtype=str, keep_default_na=False)
+    meta.drop(columns="site").to_csv(rxrx5 / "metadata.csv", index=False)
+    with pytest.raises(DataError, match=r"metadata.csv: missing column\(s\) \['site'\]"):
+        build_index(rxrx5)
+    meta.assign(site=["1", "2", "1", "one", "1", "1"]).to_csv(rxrx5 / "metadata.csv", index=False)
+    with pytest.raises(DataError, match=r"metadata.csv line 5 \(header = line 1\): site 'one' is not a whole number"):
+        build_index(rxrx5)
+    (tmp_path / "only_csv").mkdir()
+    meta.to_csv(tmp_path / "only_csv" / "metadata.csv", index=False)
+    with pytest.raises(DataError, match="has metadata.csv but no images/ folder"):
+        build_index(tmp_path / "only_csv")
+
+
 def test_missing_channel_file_names_file_and_line(rxrx5) -> None:
     f = _site_file(rxrx5, 1, "B03", 1, 4)
     f.unlink()

@@ -286,6 +286,9 @@ def read_tiff_folder(root: Path, pattern: str | None) -> tuple[pd.DataFrame, pd.
     """
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in (".tif", ".tiff"))
     if not files:
+        if (root / "metadata.csv").is_file():
+            raise DataError(f"{root}: has metadata.csv but no images/ folder (RxRx layout: images/<experiment>/"
+                            "Plate<plate>/<well>_s<site>_w<k>.png) and no TIFFs. Put the images beside it.")
         raise DataError(f"{root}: no .tif/.tiff files, no metadata.csv + images/ (RxRx layout). Point "
                         "DATA at a plate folder, a LoadData CSV or an index .parquet.")
     candidates = [pattern] if pattern else DEFAULT_PATTERNS
