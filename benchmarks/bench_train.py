@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> dict:
         "threads": threads,
         "torch": torch.__version__,
         "mkldnn": bool(torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled),
-        "config": {k: getattr(args, k) for k in ("resolution", "channels", "batch", "channel_base", "channel_max",
+        "config": {k: getattr(args, k) for k in ("preset", "resolution", "channels", "batch", "channel_base", "channel_max",
                                                   "mapping_layers", "z_dim", "channels_last", "augment_p",
                                                   "with_reg", "repeats")},
         "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
@@ -247,7 +247,7 @@ def render(result: dict) -> str:
     c = result["config"]
     lines = [
         f"CPU: {result['cpu']}  threads: {result['threads']}  torch {result['torch']}  mkldnn: {result['mkldnn']}",
-        f"config: {c['resolution']}x{c['resolution']}, {c['channels']} channels, batch {c['batch']}, "
+        f"config: {('preset ' + c['preset'] + ', ') if c['preset'] else ''}{c['resolution']}x{c['resolution']}, {c['channels']} channels, batch {c['batch']}, "
         f"channel_base {c['channel_base']}, channel_max {c['channel_max']}, channels_last {c['channels_last']}, "
         f"augment_p {c['augment_p']}, with_reg {c['with_reg']}",
         f"params: G {result['params_G'] / 1e6:.2f} M, D {result['params_D'] / 1e6:.2f} M",
@@ -266,11 +266,11 @@ def render(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--resolution", type=int, default=64)
+    p.add_argument("--resolution", type=int, default=None, help="default 64 (or the preset's)")
     p.add_argument("--channels", type=int, default=5)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--preset", default=None, help="take channel_base/channel_max/mapping_layers/z_dim from "
-                   "gandl_core.train.PRESETS[NAME] (explicit options still override)")
+    p.add_argument("--batch", type=int, default=None, help="default 16 (or the preset's)")
+    p.add_argument("--preset", default=None, help="take resolution/batch/channel_base/channel_max/mapping_layers/"
+                   "z_dim from the training presets (gandl_core.train_config.PRESETS); explicit options override")
     p.add_argument("--channel-base", type=int, default=None, help="default 16384 (or the preset's)")
     p.add_argument("--channel-max", type=int, default=None, help="default 512 (or the preset's)")
     p.add_argument("--mapping-layers", type=int, default=None, help="default 3 (or the preset's)")
@@ -286,18 +286,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
 
-    sizes = {"channel_base": 16384, "channel_max": 512, "mapping_layers": 3, "z_dim": 512}
+    sizes = {"resolution": 64, "batch": 16, "channel_base": 16384, "channel_max": 512, "mapping_layers": 3,
+             "z_dim": 512}
     if args.preset:
-        from gandl_core.train import PRESETS  # only when asked: the training module may be absent
-
-        preset = PRESETS[args.preset]
-        preset = preset if isinstance(preset, dict) else preset.to_dict() if hasattr(preset, "to_dict") else vars(preset)
+        # Only when asked: the training modules are another engineer's and may move.
+        try:
+            from gandl_core.train_config import PRESETS
+        except ImportError:
+            from gandl_core.train import PRESETS
+        if args.preset not in PRESETS:
+            p.error(f"--preset {args.preset!r}: choose one of {sorted(PRESETS)}")
+        preset = dict(PRESETS[args.preset])
         for key in sizes:
             if key in preset:
                 sizes[key] = preset[key]
     for key, default in sizes.items():
         if getattr(args, key) is None:
             setattr(args, key, default)
+    args.preset_name = args.preset or ""
 
     result = run(args)
     print(render(result))
