@@ -477,3 +477,10 @@ def test_excel_style_csv_bom_spaces_and_tsv(test_data, tmp_path) -> None:
     (src_copy / "empty.csv").write_text("")
     with pytest.raises(DataError, match="empty.csv: cannot parse this CSV"):
         build_index(src_copy / "empty.csv")
+
+
+def test_symlinked_images_keep_the_given_folder(rxrx5, tmp_path) -> None:
+    link = tmp_path / "linked_plate"
+    link.symlink_to(rxrx5, target_is_directory=True)
+    ix = build_index(link)
+    assert all(p.startswith(link.as_posix() + "/") for p in ix["Path_DNA"])

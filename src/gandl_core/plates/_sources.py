@@ -100,7 +100,9 @@ def read_rxrx(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[str], list[d
 
     Returns meta, paths, origin and ``orphans`` (image sites with no metadata row, reported later).
     """
-    root = Path(root).resolve()
+    # Absolute but not symlink-resolved: paths stay under the folder the user gave (datasets are
+    # often symlinked into place).
+    root = Path(_abspath(root))
     csv = root / "metadata.csv"
     raw = read_csv_text(csv)
     need = ["experiment", "plate", "well", "site"]
@@ -124,7 +126,7 @@ def read_rxrx(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[str], list[d
                 m = _RXRX_FILE.match(f.name)
                 if m:
                     key = (exp_dir.name, pm.group(1), normalize_well(m["well"], str(f)), int(m["site"]))
-                    found.setdefault(key, {})[int(m["channel"])] = f.resolve().as_posix()
+                    found.setdefault(key, {})[int(m["channel"])] = f.as_posix()
     n_channels = max((max(v) for v in found.values()), default=0)
     if n_channels == 0:
         raise DataError(f"{images}: no images named <well>_s<site>_w<k>.png under "
@@ -333,7 +335,7 @@ def read_tiff_folder(root: Path, pattern: str | None) -> tuple[pd.DataFrame, pd.
         if ch in chans:
             raise DataError(f"{f}: same plate/well/site{'/channel' if per_channel else ''} as {chans[ch]}. "
                             "Remove one, or make pattern= tell them apart.")
-        chans[ch] = f.resolve().as_posix()
+        chans[ch] = Path(_abspath(f)).as_posix()
 
     keys = sorted(sites)
     if per_channel:
@@ -355,7 +357,7 @@ def read_tiff_folder(root: Path, pattern: str | None) -> tuple[pd.DataFrame, pd.
         for line, row in lonely:
             meta = pd.concat([meta, row.to_frame().T], ignore_index=True)
             p, w, s_ = row["Metadata_Plate"], row["Metadata_Well"], row["Metadata_Site"]
-            stem = (root / f"{p}_{w}_s{s_}.tif").resolve().as_posix()
+            stem = Path(_abspath(root / f"{p}_{w}_s{s_}.tif")).as_posix()
             rows.append([f"{stem}{STACK_SEP}{c}" if not per_channel else
                          (root / f"<no file for plate {p} well {w} site {s_} channel {c}>").as_posix()
                          for c in (range(len(names)) if not per_channel else labels)])
@@ -430,7 +432,7 @@ def read_parquet_index(path: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[str
     from ..tables import read_table
 
     # Relative paths (a hand-made or moved index) are taken relative to the index file's folder.
-    return split_index_frame(read_table(path), str(path), path.resolve().parent)
+    return split_index_frame(read_table(path), str(path), Path(_abspath(path)).parent)
 
 
 def split_index_frame(df: pd.DataFrame, where: str, base: Path | None) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
