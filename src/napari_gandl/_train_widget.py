@@ -27,6 +27,8 @@ from ._workers import notify_error, start_generator
 DATA_FIELDS = ("data", "data_path", "source", "index_path", "dataset")
 OUT_FIELDS = ("out_dir", "outdir", "run_dir", "output", "out")
 RESUME_FIELDS = ("resume", "resume_from", "checkpoint")
+# Set from the data by the core, never by hand.
+DERIVED_FIELDS = ("channels", "channel_names", "preset")
 FAKES_PREFIX = "fakes"
 
 
@@ -138,7 +140,7 @@ class TrainWidget(QWidget):
         """Advanced fields = TrainConfig's own fields with the preset's values as defaults."""
         config_cls, _, _ = self._api
         cfg = config_cls.from_preset(self.preset.value)
-        skip = set(DATA_FIELDS + OUT_FIELDS + RESUME_FIELDS + ("preset",))
+        skip = set(DATA_FIELDS + OUT_FIELDS + RESUME_FIELDS + DERIVED_FIELDS)
         if not self._advanced:
             for f in dataclasses.fields(cfg):
                 value = getattr(cfg, f.name)
@@ -194,12 +196,17 @@ class TrainWidget(QWidget):
         data = str(self.data.value) if str(self.data.value) not in ("", ".") else ""
         index = session.index if (session is not None and not data) else None
         _, _, train = self._api
+        import inspect
+
+        kwargs = {"index": index}
+        if resume and "resume" in inspect.signature(train).parameters:
+            kwargs["resume"] = True  # core continues the run in out_dir from checkpoints/latest.pt
         if not resume:
             self.history.clear()
         self._t0, self._done0, self.progress_seen = time.monotonic(), None, 0
         self.info.setText("Starting (importing torch, reading the plate)...")
         self._set_running(True)
-        self.worker = start_generator(lambda: train(cfg, index=index), on_yield=self._on_progress,
+        self.worker = start_generator(lambda: train(cfg, **kwargs), on_yield=self._on_progress,
                                       on_return=self._on_done, on_finish=self._on_finish)
         return self.worker
 
@@ -264,6 +271,9 @@ class TrainWidget(QWidget):
 
     def _on_finish(self) -> None:
         self.redraw()
+        latest = Path(str(self.out.value)) / "checkpoints" / "latest.pt"
+        if self.result is None and latest.is_file():
+            self.last_checkpoint = latest  # written by the core when the generator was closed
         if self.result is None and self.last_checkpoint is not None:
             self.info.setText(f"Stopped; checkpoint: {self.last_checkpoint}")
         self._set_running(False)

@@ -74,7 +74,7 @@ class FakeConfig:
     batch_size: int = 4
     loss: str = "stylegan2"
     seed: int = 0
-    resume: str = ""
+    channels: int = 5
 
     @classmethod
     def from_preset(cls, name, **over):
@@ -83,8 +83,8 @@ class FakeConfig:
 
 
 def fake_train(calls):
-    def train(cfg, index=None):
-        calls.append((cfg, index))
+    def train(cfg, index=None, *, resume=False):
+        calls.append((cfg, index, resume))
         ckpt = Path(cfg.out_dir) / "checkpoints" / "latest.pt"
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         step = 0
@@ -126,7 +126,8 @@ def test_train_widget_runs_stops_and_resumes_with_fake_core(make_napari_viewer, 
     with qtbot.waitSignal(worker.finished, timeout=10000):
         w.stop()
     qtbot.waitUntil(lambda: not worker.is_running, timeout=5000)
-    cfg, index = calls[0]
+    cfg, index, resumed = calls[0]
+    assert not resumed
     assert cfg.seed == 7 and cfg.resolution == 16 and cfg.out_dir == str(tmp_path / "run")
     assert index is not None and len(index) == 32  # the open plate's index is trained on
     ckpt = tmp_path / "run" / "checkpoints" / "latest.pt"
@@ -146,7 +147,7 @@ def test_train_widget_runs_stops_and_resumes_with_fake_core(make_napari_viewer, 
     qtbot.waitUntil(lambda: len(calls) == 2, timeout=5000)
     with qtbot.waitSignal(worker.finished, timeout=10000):
         w.stop()
-    assert calls[1][0].resume == str(ckpt) and calls[1][0].seed == 7
+    assert calls[1][2] is True and calls[1][0].seed == 7 and calls[1][0].out_dir == str(tmp_path / "run")
 
 
 def test_fakes_grid_tiles_in_order() -> None:
@@ -221,3 +222,30 @@ def test_embed_without_checkpoint_names_the_field(make_napari_viewer, tiny_rxrx,
     w.checkpoint.value = "/nonexistent/ckpt.pt"
     assert w.start() is None
     assert "checkpoint" in shown[0] and "/nonexistent/ckpt.pt" in shown[0]
+
+
+def test_real_training_on_the_open_plate_stops_with_a_checkpoint(make_napari_viewer, tiny_rxrx, tmp_path,
+                                                                   qtbot) -> None:
+    pytest.importorskip("gandl_core.train")
+    from gandl_core.checkpoint import load_checkpoint
+
+    viewer = make_napari_viewer()
+    viewer.open(str(tiny_rxrx), plugin="napari-gandl")
+    w = dock(viewer, "Train GAN")
+    assert w.preset.value == "cpu-tiny"
+    w._advanced["kimg"].value = 5.0  # long enough that Stop, not the end, finishes it
+    w._advanced["quality_kimg"].value = 0.0
+    w.out.value = str(tmp_path / "run")
+    worker = w.start()
+    qtbot.waitUntil(lambda: w.progress_seen >= 2, timeout=60000)
+    with qtbot.waitSignal(worker.finished, timeout=60000):
+        w.stop()
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=10000)
+    latest = tmp_path / "run" / "checkpoints" / "latest.pt"
+    assert latest.is_file() and w.last_checkpoint == latest
+    state = load_checkpoint(latest)
+    assert 0 < state["kimg"] < 5.0
+    assert state["channel_names"] == ["DNA", "ER", "Actin", "RNA", "Golgi"]
+    assert "loss_G" in w.history and np.isfinite([v for _, v in w.history["loss_G"]]).all()
+    assert viewer.layers["fakes DNA"].data.ndim == 2
+    assert w.resume_btn.enabled
