@@ -1,0 +1,7 @@
+"""python -m gandl_core.cli == gandl-core (used by torchrun)."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

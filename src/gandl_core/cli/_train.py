@@ -1,0 +1,52 @@
+"""``gandl-core train DATA -o RUN_DIR``: train GAN-DL's StyleGAN2 on an unlabelled plate."""
+
+from __future__ import annotations
+
+import argparse
+
+from ._common import add_data_argument, follow
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train the StyleGAN2 (GAN-DL pretext task) on a plate",
+                       description="Train a StyleGAN2 on unlabelled multichannel images. Writes RUN_DIR/config.json, "
+                       "checkpoints/ (latest.pt + snapshots), fakes/*.png and metrics.jsonl. Works under torchrun "
+                       "for several processes/GPUs. Presets: cpu-tiny (tests), cpu-small (first look on a CPU, "
+                       "minutes), gpu-256, paper.")
+    add_data_argument(p)
+    p.add_argument("-o", "--out", required=True, metavar="RUN_DIR", help="run folder")
+    p.add_argument("--preset", default="cpu-small", help="cpu-tiny | cpu-small | gpu-256 | paper (default cpu-small)")
+    p.add_argument("--resolution", type=int, help="training crop size, power of two")
+    p.add_argument("--field-scale", type=float, help="downscale fields by this factor before cropping")
+    p.add_argument("--kimg", type=float, help="training length, thousands of real images")
+    p.add_argument("--batch", type=int, help="images per step (over all processes)")
+    p.add_argument("--loss", choices=["stylegan2", "wgan-gp"], help="GAN loss")
+    p.add_argument("--lr-g", type=float, dest="lr_g", help="generator learning rate")
+    p.add_argument("--lr-d", type=float, dest="lr_d", help="discriminator learning rate")
+    p.add_argument("--r1-gamma", type=float, dest="r1_gamma", help="R1 weight (default: ADA heuristic)")
+    p.add_argument("--augment", choices=["ada", "fixed", "none"], help="discriminator augmentation")
+    p.add_argument("--mapping-layers", type=int, dest="mapping_layers", help="mapping network depth (GAN-DL: 3)")
+    p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--workers", type=int, help="DataLoader worker processes")
+    p.add_argument("--minutes", type=float, help="stop after this many minutes (with a checkpoint)")
+    p.add_argument("--channels", help="comma-separated channel names to train on (selects/reorders)")
+    p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from checkpoints/latest.pt")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..plates import build_index
+    from ..train import TrainConfig, train
+
+    overrides = {k: getattr(args, k) for k in ("resolution", "kimg", "batch", "loss", "lr_g", "lr_d", "r1_gamma",
+                                              "augment", "mapping_layers", "seed", "device", "workers")}
+    overrides["field_scale"] = args.field_scale
+    if args.minutes is not None:
+        overrides["time_limit_s"] = args.minutes * 60.0
+    config = TrainConfig.from_preset(args.preset, data=str(args.data), out_dir=str(args.out), **overrides)
+    channels = [c.strip() for c in args.channels.split(",")] if args.channels else None
+    index = build_index(args.data, channels=channels)
+    ckpt = follow(train(config, index, resume=args.resume), "train")
+    print(f"checkpoint: {ckpt}\nfakes: {args.out}/fakes/latest.png\nmetrics: {args.out}/metrics.jsonl")
+    return 0
