@@ -31,6 +31,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import random
 import os
 import time
 from pathlib import Path
@@ -208,6 +209,44 @@ def _broadcast_module(module, world: int) -> None:
         dist.broadcast(t.data, 0)
 
 
+def _gather(t, world: int):
+    """Concatenate a same-shaped tensor from every rank (identity for one process)."""
+    import torch
+    import torch.distributed as dist
+
+    if world <= 1:
+        return t
+    parts = [torch.empty_like(t) for _ in range(world)]
+    dist.all_gather(parts, t.contiguous())
+    return torch.cat(parts)
+
+
+def _save_json(path: Path, obj: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def _np_state_list() -> list:
+    """numpy's global RNG state as plain lists/numbers (loadable with weights_only=True)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return [str(name), [int(k) for k in keys], int(pos), int(has_gauss), float(cached)]
+
+
+def _py_state_list() -> list:
+    version, internal, gauss = random.getstate()
+    return [int(version), [int(v) for v in internal], gauss]
+
+
+def _set_np_py_state(rng: dict) -> None:
+    if "numpy" in rng:
+        name, keys, pos, has_gauss, cached = rng["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), int(pos), int(has_gauss), float(cached)))
+    if "python" in rng:
+        version, internal, gauss = rng["python"]
+        random.setstate((int(version), tuple(int(v) for v in internal), gauss))
+
+
 def _checksum(module) -> float:
     return float(sum(p.detach().double().sum() for p in module.parameters()))
 
@@ -321,6 +360,7 @@ def train(config: TrainConfig, index=None, *, resume: bool = False) -> ProgressG
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         fakes_dir.mkdir(parents=True, exist_ok=True)
         config.save(out / "config.json")
+        _save_json(out / "normalizer.json", normalizer.to_dict())  # the run's intensity scaling, readable
 
     torch.manual_seed(config.seed)
     G = build_generator(config.to_dict()).to(device)
@@ -352,8 +392,11 @@ def train(config: TrainConfig, index=None, *, resume: bool = False) -> ProgressG
         step = int(state["step"])
         if rank == 0 or world == 1:
             torch.set_rng_state(state["rng"]["torch"])
+            _set_np_py_state(state["rng"])
     else:
         torch.manual_seed(config.seed + 7919 * rank)  # different latents per rank, same weights (below)
+        random.seed(config.seed + rank)
+        np.random.seed((config.seed + rank) % 2**32)
     _broadcast_module(G, world)
     _broadcast_module(D, world)
     _broadcast_module(G_ema, world)
@@ -392,7 +435,8 @@ def train(config: TrainConfig, index=None, *, resume: bool = False) -> ProgressG
             "normalizer": normalizer.to_dict(), "G": G.state_dict(), "D": D.state_dict(), "G_ema": G_ema.state_dict(),
             "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(), "augment": ada.state_dict(),
             "augment_p": float(ada.p), "pl_state": pl_state.state_dict(), "kimg": kimg_at(step), "step": step,
-            "rng": {"torch": torch.get_rng_state()}, "metrics": dict(acc),
+            "rng": {"torch": torch.get_rng_state(), "numpy": _np_state_list(), "python": _py_state_list()},
+            "metrics": dict(acc),
         }
         save_checkpoint(path, payload)
         save_checkpoint(ckpt_dir / "latest.pt", payload)
@@ -444,7 +488,8 @@ def train(config: TrainConfig, index=None, *, resume: bool = False) -> ProgressG
                 _allreduce_grads(D, world)
                 opt_D.step()
                 if config.augment == "ada":
-                    ada.update(real_scores)
+                    # Every rank must move p identically: feed the scores of the whole global batch.
+                    ada.update(_gather(real_scores.detach().float(), world))
                 # ---------------- G step ----------------
                 D.requires_grad_(False)
                 G.requires_grad_(True)
@@ -481,7 +526,8 @@ def train(config: TrainConfig, index=None, *, resume: bool = False) -> ProgressG
                 raise ConfigError(f"out of memory on {device}: lower --batch (now {config.batch}) or "
                                   f"--resolution (now {config.resolution}).") from exc
             step += 1
-            for k, v in (("loss_D", loss_D), ("loss_G", loss_G), ("reg_D", reg), ("pl", pl)):
+            reg_name = "r1" if config.loss == "stylegan2" else "gp"  # D regularizer: lazy R1 or WGAN-GP
+            for k, v in (("loss_D", loss_D), ("loss_G", loss_G), (reg_name, reg), ("pl", pl)):
                 acc[k] = acc.get(k, 0.0) + float(v.detach())
             n_acc += 1
             if not all(math.isfinite(v) for v in acc.values()):
@@ -513,7 +559,9 @@ def train(config: TrainConfig, index=None, *, resume: bool = False) -> ProgressG
                     if not metrics["ranks_in_sync"]:
                         raise RuntimeError(f"distributed training diverged between ranks: D checksums {sums}")
                 if qual_s and (step % qual_s == 0 or step == total_steps) and rank == 0 and real_probe is not None:
-                    metrics.update(_quality(G_ema, base, config, device))
+                    quality = _quality(G_ema, base, config, device)
+                    metrics.update(quality)
+                    artifacts["quality"] = quality
                 acc, n_acc = {}, 0
             if rank == 0 and (step % fakes_s == 0 or step == total_steps):
                 with torch.no_grad():
