@@ -30,6 +30,7 @@ def follow(gen: Generator[Progress, None, T], desc: str = "", *, quiet: bool = F
     from tqdm import tqdm
 
     bar = None
+    stage = None
     try:
         while True:
             try:
@@ -38,12 +39,14 @@ def follow(gen: Generator[Progress, None, T], desc: str = "", *, quiet: bool = F
                 return stop.value
             if quiet:
                 continue
-            if bar is None or (p.total is not None and bar.total != p.total):
+            if bar is None or (p.total is not None and bar.total != p.total) or p.stage != stage:
+                stage = p.stage
                 if bar is not None:
                     bar.close()
                 # Not a terminal (CI logs, pipes): redraw at most every 5 s instead of every step.
                 tty = sys.stderr.isatty()
-                bar = tqdm(total=p.total, desc=desc or p.stage, unit=p.unit, file=sys.stderr,
+                label = f"{desc}: {p.stage}" if desc and p.stage and p.stage != desc else (desc or p.stage)
+                bar = tqdm(total=p.total, desc=label, unit=p.unit, file=sys.stderr,
                            dynamic_ncols=True, leave=True, mininterval=0.2 if tty else 5.0)
             if p.metrics:
                 bar.set_postfix({k: _fmt(v) for k, v in list(p.metrics.items())[:6]}, refresh=False)
