@@ -8,9 +8,10 @@ like the true ones, are actives separated from inactives.
 
 Generative model (all intensities before plate effects are in arbitrary units around 1):
 
-* **Cell types.** ``HRCE`` stand-in: large, flat epithelial cells (cell/nucleus ratio ~2.6,
-  aspect ratio ~1.2, round nuclei). ``VERO`` stand-in: smaller spindle cells (aspect ~2.3,
-  elongated nuclei), denser.
+* **Cell types.** ``HRCE`` stand-in: large, flat epithelial cells (nucleus radius 4 px, cell/nucleus
+  ratio 2.9, aspect ratio 1.3, round nuclei, ~14 cells per 100x100 px). ``VERO`` stand-in: smaller
+  spindle cells (nucleus 2.9 px, aspect 2.6, elongated nuclei), denser (~30 per 100x100 px).
+  Cells are placed with a minimum spacing (they touch but rarely stack).
 * **Cells.** Positions are uniform in the field; each cell is an ellipse with an orientation. Stains
   (one channel each, RxRx19a order):
 
@@ -22,10 +23,12 @@ Generative model (all intensities before plate effects are in arbitrary units ar
 
 * **Infection phenotype** (C− wells; each cell is infected with probability ``q``): bright
   cytoplasmic RNA puncta (viral replication sites), rounder cells with few stress fibres,
-  fragmented Golgi scattered around the nucleus, swollen ER; infected wells also hold ~20% fewer
-  cells (cytopathic effect).
+  fragmented Golgi scattered around the nucleus, swollen ER; 15% of infected cells fuse into
+  enlarged syncytia with 2-4 nuclei; infected wells also hold ~20% fewer cells (cytopathic effect).
+  All of it survives downsampling to 32-64 px crops (puncta are ~2 px wide at 96 px fields).
 * **Controls.** ``Mock`` wells (C+, role ``positive``): q = 0. ``Active SARS-CoV-2`` untreated
-  wells (C−, role ``negative``): q = ``infection``.
+  wells (C−, role ``negative``): q = ``infection``. ``UV Inactivated SARS-CoV-2`` wells (C+,
+  role ``positive``, as RxRx19a treats them) look like Mock.
 * **Compounds** are added to infected cells at six half-log doses. The fraction of the phenotype
   rescued follows a Hill curve ``rescue(c) = efficacy * c^h / (c^h + EC50^h)`` and
   ``q = infection * (1 - rescue)``. Some compounds are inactive (efficacy 0), some toxic
@@ -40,7 +43,9 @@ Outputs (RxRx layout, readable by :func:`gandl_core.plates.build_index`)::
     OUT/images/<experiment>/Plate<plate>/<well>_s<site>_w<k>.png   16-bit grayscale
     OUT/ground_truth.csv     one row per compound: treatment, ec50_uM, hill, efficacy, active,
                              toxic, tc50_uM
-    OUT/wells.csv            one row per well: role, dose, true_rescue, true_infected_fraction,
+    OUT/wells.csv            one row per well: experiment, plate, well, cell_type,
+                             disease_condition, role (positive = C+, negative = C-, treated),
+                             treatment, treatment_conc, true_rescue, true_infected_fraction,
                              true_viability
     OUT/README.txt           this design, in words
 """
@@ -64,12 +69,13 @@ CHANNEL_NAMES = ["DNA", "ER", "Actin", "RNA", "Golgi"]
 CELL_TYPES = ("HRCE", "VERO")
 MOCK = "Mock"
 ACTIVE = "Active SARS-CoV-2"
+UV = "UV Inactivated SARS-CoV-2"
 
 # Shape parameters per cell type: nucleus radius (px), cell/nucleus size ratio, cell aspect ratio,
 # nucleus aspect ratio, cells per 100x100 px.
 _MORPHOLOGY = {
-    "HRCE": dict(r_nuc=3.6, ratio=2.6, aspect=1.25, nuc_aspect=1.1, density=20.0),
-    "VERO": dict(r_nuc=3.0, ratio=2.3, aspect=2.3, nuc_aspect=1.5, density=30.0),
+    "HRCE": dict(r_nuc=4.0, ratio=2.9, aspect=1.3, nuc_aspect=1.1, density=14.0),
+    "VERO": dict(r_nuc=2.9, ratio=2.3, aspect=2.6, nuc_aspect=1.6, density=30.0),
 }
 
 
@@ -111,7 +117,17 @@ def default_doses() -> list[float]:
 
 def make_compounds(n: int, doses: Sequence[float], rng: np.random.Generator) -> list[Compound]:
     """Draw ``n`` compounds: ~60% active with EC50s spread across the dose range, ~25% inactive,
-    ~15% toxic (and inactive). The two first actives are named like GAN-DL's reference drugs."""
+    ~15% toxic (and inactive), named ``cmpd-01`` .. in a shuffled order (the name says nothing).
+
+    Active compounds get log10(EC50) evenly spaced from 0.4 log units above the lowest dose to 0.4
+    below the highest (+-0.1 jitter), Hill slope U(1, 2) and efficacy U(0.7, 1): each EC50 sits inside
+    the tested range with a distinct rank. Toxic compounds get a TC50 inside the range.
+
+    Raises
+    ------
+    ConfigError
+        If ``n < 3``.
+    """
     if n < 3:
         raise ConfigError(f"option 'compounds' = {n}: need at least 3 (active, inactive and toxic examples).")
     lo, hi = np.log10(min(doses)), np.log10(max(doses))
@@ -151,6 +167,27 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float
     return n / (n.std() + 1e-8)
 
 
+def _place_cells(rng: np.random.Generator, n: int, size: int, min_dist: float) -> np.ndarray:
+    """Up to ``n`` cell centres, [k, 2] (y, x), at least ``min_dist`` apart.
+
+    Dart throwing with a fixed number of candidates: cells in a monolayer touch but rarely pile
+    up, and a crowded well saturates (fewer than ``n`` cells fit) like a confluent monolayer."""
+    cand = rng.uniform(0, size, (4 * n + 4, 2))
+    kept: list[np.ndarray] = []
+    for p in cand:
+        if len(kept) == n:
+            break
+        if not kept or np.min(np.sum((np.asarray(kept) - p) ** 2, axis=1)) >= min_dist**2:
+            kept.append(p)
+    return np.asarray(kept, dtype=np.float64).reshape(-1, 2)
+
+
+def _spots(u: np.ndarray, v: np.ndarray, pu: np.ndarray, pv: np.ndarray, sigma: float, amp) -> np.ndarray:
+    """Sum of isotropic Gaussian spots at cell-frame positions (pu, pv), vectorized over spots."""
+    d2 = (u[None] - pu[:, None, None]) ** 2 + (v[None] - pv[:, None, None]) ** 2
+    return np.tensordot(np.broadcast_to(np.asarray(amp, np.float64), pu.shape), np.exp(-d2 / (2 * sigma**2)), 1)
+
+
 def render_site(
     rng: np.random.Generator,
     *,
@@ -160,7 +197,29 @@ def render_site(
     viability: float = 1.0,
     infected_well: bool = False,
 ) -> np.ndarray:
-    """Render one 5-channel field, float32 [5, size, size], intensities ~0..2 before plate effects.
+    """Render one 5-channel field, float32 [5, size, size], intensities ~0..3 before plate effects.
+
+    The generative model, per field:
+
+    1. Cell count ~ Poisson(density x area), lowered by toxicity (``viability``) and, in wells
+       that got virus, by up to 20% (cytopathic effect); centres are placed by dart throwing with a
+       minimum spacing, so cells touch but rarely stack.
+    2. Each cell is an ellipse (semi-axes from the cell type's nucleus radius, cell/nucleus ratio
+       and aspect ratio, +-15% size jitter) at a random orientation, with a soft (logistic) edge.
+       Nucleus: a smaller ellipse near the centre. Infected cells (probability
+       ``infected_fraction``) round up (aspect ratio pulled towards 1) and swell by 15%; 15% of them
+       fuse into syncytia (cell 1.7x larger, 2-4 nuclei).
+    3. Stains, one per channel (RxRx19a order):
+       w1 DNA: nuclei with smooth-noise chromatin; toxic wells condense nuclei (smaller, brighter).
+       w2 ER: cytoplasm, brighter near the nucleus, reticular noise texture; 1.35x when infected.
+       w3 Actin: cortical ring plus 4-8 stress fibres (thin Gaussian lines roughly along the long
+       axis); infected cells keep 15% of the fibres.
+       w4 RNA: 2-3 nucleoli per nucleus and dim cytoplasm; infected cells add 5-9 bright cytoplasmic
+       puncta (viral replication sites), syncytia twice as many.
+       w5 Golgi: a compact ribbon beside the nucleus plus a faint membrane outline; infected cells
+       show it fragmented into 5-8 dots scattered through the cytoplasm.
+
+    Camera noise, plate gain/offset and illumination are added later (:func:`make_screen_iter`).
 
     Parameters
     ----------
@@ -171,28 +230,48 @@ def render_site(
     cell_type
         ``"HRCE"`` or ``"VERO"`` (see the module docstring for their morphology).
     infected_fraction
-        Probability that a cell shows the infection phenotype.
+        Probability that a cell shows the infection phenotype (0..1).
     viability
-        Fraction of cells left alive; below 1 also condenses nuclei (toxicity).
+        Fraction of cells left alive (0..1); below 1 also condenses nuclei (toxicity).
     infected_well
         Virus was added (cytopathic effect lowers the cell count by up to 20%).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 array [5, size, size], >= 0.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown ``cell_type`` or fractions outside 0..1.
     """
+    if cell_type not in _MORPHOLOGY:
+        raise ConfigError(f"cell_type {cell_type!r}: choose from {list(CELL_TYPES)}.")
+    for name, val in (("infected_fraction", infected_fraction), ("viability", viability)):
+        if not 0.0 <= val <= 1.0:
+            raise ConfigError(f"option '{name}' = {val} must be in [0, 1].")
     m = _MORPHOLOGY[cell_type]
     area = size * size / 1e4
     density = m["density"] * viability * (1.0 - 0.2 * infected_fraction if infected_well else 1.0)
-    n_cells = int(rng.poisson(max(density * area, 0.5)))
+    n_target = int(rng.poisson(max(density * area, 0.5)))
+    condense = 1.0 - 0.35 * (1.0 - viability)  # toxic: smaller, brighter nuclei
+    r_cell = m["r_nuc"] * m["ratio"]
+    centres = _place_cells(rng, n_target, size, min_dist=0.9 * r_cell)
     img = np.zeros((5, size, size), np.float64)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
     tex_chrom = _smooth_noise(rng, (size, size), 0.8)
     tex_er = _smooth_noise(rng, (size, size), 0.7)
-    condense = 1.0 - 0.35 * (1.0 - viability)  # toxic: smaller, brighter nuclei
-    for _ in range(n_cells):
-        cy, cx = rng.uniform(0, size, 2)
+    for cy, cx in centres:
         theta = rng.uniform(0, np.pi)
         infected = rng.random() < infected_fraction
-        r_n = m["r_nuc"] * rng.uniform(0.85, 1.15) * condense
+        syncytium = infected and rng.random() < 0.15
+        jitter = rng.uniform(0.85, 1.15)
+        r_n = m["r_nuc"] * jitter * condense
         aspect = 1.0 + (m["aspect"] - 1.0) * (0.35 if infected else 1.0)  # infected cells round up
-        r_c = r_n / condense * m["ratio"] * (1.15 if infected else 1.0)
+        r_c = m["r_nuc"] * jitter * m["ratio"] * (1.15 if infected else 1.0) * (1.7 if syncytium else 1.0)
+        if syncytium:
+            aspect = 1.1
         a_c, b_c = r_c * np.sqrt(aspect), r_c / np.sqrt(aspect)
         a_n, b_n = r_n * np.sqrt(m["nuc_aspect"]), r_n / np.sqrt(m["nuc_aspect"])
         half = int(np.ceil(a_c + 3))
@@ -204,9 +283,18 @@ def render_site(
         c, s = np.cos(theta), np.sin(theta)
         u, v = c * dx + s * dy, -s * dx + c * dy  # cell frame: u along the long axis
         d_cell = np.sqrt((u / a_c) ** 2 + (v / b_c) ** 2)
-        d_nuc = np.sqrt((u / a_n) ** 2 + (v / b_n) ** 2)
         cell = 1.0 / (1.0 + np.exp((d_cell - 1.0) * 8.0))
-        nuc = 1.0 / (1.0 + np.exp((d_nuc - 1.0) * 10.0))
+        # Nuclei: one near the centre, or 2-4 spread through a syncytium.
+        n_nuc = int(rng.integers(2, 5)) if syncytium else 1
+        if n_nuc == 1:
+            nu, nv = rng.normal(0, 0.08 * a_n, 1), rng.normal(0, 0.08 * b_n, 1)
+        else:
+            ang = rng.uniform(0, 2 * np.pi) + np.arange(n_nuc) * 2 * np.pi / n_nuc
+            nu, nv = 0.45 * a_c * np.cos(ang), 0.45 * b_c * np.sin(ang)
+        nuc = np.zeros_like(u)
+        for pu, pv in zip(nu, nv):
+            d_nuc = np.sqrt(((u - pu) / a_n) ** 2 + ((v - pv) / b_n) ** 2)
+            nuc = np.maximum(nuc, 1.0 / (1.0 + np.exp((d_nuc - 1.0) * 10.0)))
         cyto = np.clip(cell - nuc, 0, 1)
         sl = (slice(y0, y1), slice(x0, x1))
         # DNA: nucleus with chromatin texture; condensed nuclei are brighter.
@@ -214,34 +302,36 @@ def render_site(
         # ER: perinuclear gradient with reticular texture; swollen when infected.
         er_gain = 1.35 if infected else 1.0
         img[1][sl] += cyto * np.exp(-np.maximum(d_cell - 0.2, 0) * 1.2) * (0.8 + 0.35 * tex_er[sl]) * 0.7 * er_gain
-        # Actin: cortical ring + stress fibres along u (few when infected).
+        # Actin: cortical ring + stress fibres, thin lines roughly parallel to the long axis.
         ring = np.exp(-((d_cell - 0.95) / 0.12) ** 2)
-        fib_amp = 0.15 if infected else 1.0
-        fibres = 0.5 + 0.5 * np.cos(v * 2.2 + rng.uniform(0, 2 * np.pi))
-        img[2][sl] += 0.7 * ring + cyto * fib_amp * fibres**4 * 0.9 + 0.1 * cell
+        n_f = int(rng.integers(4, 9))
+        f_off = rng.uniform(-0.8, 0.8, n_f) * b_c
+        f_slope = rng.normal(0.0, 0.12, n_f)
+        f_amp = rng.uniform(0.5, 1.0, n_f) * (0.15 if infected else 1.0)
+        dist = v[None] - f_off[:, None, None] - f_slope[:, None, None] * u[None]
+        fibres = np.tensordot(f_amp, np.exp(-dist**2 / (2 * 0.45**2)), 1)
+        img[2][sl] += 0.5 * ring + cyto * fibres * 0.9 + 0.1 * cell
         # RNA: nucleoli + diffuse cytoplasm; infected: bright cytoplasmic puncta.
         rna = 0.25 * cyto + 0.2 * nuc
-        for _k in range(rng.integers(2, 4)):
-            ang, rad = rng.uniform(0, 2 * np.pi), rng.uniform(0, 0.5)
-            pu, pv = rad * a_n * np.cos(ang), rad * b_n * np.sin(ang)
-            rna += 0.9 * np.exp(-((u - pu) ** 2 + (v - pv) ** 2) / (2 * 0.7**2))
+        for pu, pv in zip(nu, nv):
+            k = int(rng.integers(2, 4))
+            ang, rad = rng.uniform(0, 2 * np.pi, k), rng.uniform(0, 0.5, k)
+            rna += _spots(u, v, pu + rad * a_n * np.cos(ang), pv + rad * b_n * np.sin(ang), 0.7, 0.9)
         if infected:
-            for _k in range(rng.integers(5, 9)):
-                ang, rad = rng.uniform(0, 2 * np.pi), rng.uniform(0.45, 0.85)
-                pu, pv = rad * a_c * np.cos(ang), rad * b_c * np.sin(ang)
-                rna += 1.6 * np.exp(-((u - pu) ** 2 + (v - pv) ** 2) / (2 * 0.8**2))
+            k = int(rng.integers(5, 10)) * (2 if syncytium else 1)
+            ang, rad = rng.uniform(0, 2 * np.pi, k), rng.uniform(0.45, 0.85, k)
+            rna += _spots(u, v, rad * a_c * np.cos(ang), rad * b_c * np.sin(ang), 0.8, 1.6)
         img[3][sl] += rna
         # Golgi: perinuclear ribbon on one side, fragmented into scattered dots when infected.
         golgi = 0.15 * np.exp(-((d_cell - 0.95) / 0.15) ** 2)
         side = rng.uniform(0, 2 * np.pi)
         if infected:
-            for _k in range(rng.integers(5, 8)):
-                ang, rad = rng.uniform(0, 2 * np.pi), rng.uniform(0.35, 0.8)
-                pu, pv = rad * a_c * np.cos(ang), rad * b_c * np.sin(ang)
-                golgi += 0.6 * np.exp(-((u - pu) ** 2 + (v - pv) ** 2) / (2 * 0.6**2))
+            k = int(rng.integers(5, 9))
+            ang, rad = rng.uniform(0, 2 * np.pi, k), rng.uniform(0.35, 0.8, k)
+            golgi = golgi + _spots(u, v, rad * a_c * np.cos(ang), rad * b_c * np.sin(ang), 0.6, 0.6)
         else:
-            gu, gv = 1.3 * a_n * np.cos(side), 1.3 * b_n * np.sin(side)
-            golgi += 1.1 * np.exp(-((u - gu) ** 2 / (2 * 1.4**2) + (v - gv) ** 2 / (2 * 0.9**2)))
+            gu, gv = nu[0] + 1.3 * a_n * np.cos(side), nv[0] + 1.3 * b_n * np.sin(side)
+            golgi = golgi + 1.1 * np.exp(-((u - gu) ** 2 / (2 * 1.4**2) + (v - gv) ** 2 / (2 * 0.9**2)))
         img[4][sl] += golgi * cell
     return np.clip(img, 0.0, None).astype(np.float32)
 
@@ -291,13 +381,14 @@ def _well_names(n: int, rng: np.random.Generator) -> list[str]:
 def make_screen_iter(
     out_dir: str | os.PathLike,
     *,
-    plates: int = 1,
+    plates: int = 2,
     seed: int = 0,
     image_size: int = 96,
     sites: int = 1,
     compounds: int = 8,
     replicates: int = 2,
     controls: int = 10,
+    uv_controls: int = 2,
     doses: Sequence[float] | None = None,
     cell_types: Sequence[str] = CELL_TYPES,
     infection: float = 0.9,
@@ -321,6 +412,9 @@ def make_screen_iter(
         Number of compounds, and replicate wells per compound and dose on every plate.
     controls
         Mock (C+) wells and infected untreated (C−) wells per plate, each.
+    uv_controls
+        Wells per plate given UV-inactivated virus (``"UV Inactivated SARS-CoV-2"``): they look
+        like Mock and are C+ (role ``positive``) as in RxRx19a; 0 for none.
     doses
         Concentrations in uM (default :func:`default_doses`: six half-log steps).
     cell_types
@@ -348,18 +442,20 @@ def make_screen_iter(
     for name, val in (("plates", plates), ("sites", sites), ("replicates", replicates), ("controls", controls)):
         if int(val) < 1:
             raise ConfigError(f"option '{name}' = {val} must be >= 1.")
+    if int(uv_controls) < 0:
+        raise ConfigError(f"option 'uv_controls' = {uv_controls} must be >= 0.")
     unknown = [c for c in cell_types if c not in _MORPHOLOGY]
-    if unknown or not cell_types:
-        raise ConfigError(f"option 'cell_types' = {list(cell_types)}: choose from {list(CELL_TYPES)}.")
+    if unknown or not cell_types or len(set(cell_types)) != len(cell_types):
+        raise ConfigError(f"option 'cell_types' = {list(cell_types)}: choose one or both of {list(CELL_TYPES)}, each once.")
     if not 0.0 < infection <= 1.0:
         raise ConfigError(f"option 'infection' = {infection} must be in (0, 1].")
     doses = list(doses) if doses is not None else default_doses()
     if len(doses) < 2 or min(doses) <= 0:
         raise ConfigError(f"option 'doses' = {doses}: give at least two positive concentrations (uM).")
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise DataError(f"{out} exists and is not empty: choose a new folder or pass overwrite=True (--overwrite).")
-        shutil.rmtree(out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out} is a file: choose a folder name for the screen.")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise DataError(f"{out} exists and is not empty: choose a new folder or pass overwrite=True (--overwrite).")
 
     rng = np.random.default_rng(seed)
     cmpds = make_compounds(compounds, doses, rng)
@@ -369,6 +465,7 @@ def make_screen_iter(
         for p in range(1, plates + 1):
             wells: list[dict] = []
             wells += [dict(role="positive", condition=MOCK, cmpd=None, conc=None) for _ in range(controls)]
+            wells += [dict(role="positive", condition=UV, cmpd=None, conc=None) for _ in range(uv_controls)]
             wells += [dict(role="negative", condition=ACTIVE, cmpd=None, conc=None) for _ in range(controls)]
             for cp in cmpds:
                 for conc in doses:
@@ -378,7 +475,10 @@ def make_screen_iter(
                 w.update(cell_type=ct, experiment=experiment, plate=p, well=name, ct_index=ct_i)
             plan.extend(sorted(wells, key=lambda w: (_ROWS.index(w["well"][0]), int(w["well"][1:]))))
 
-    tmp = Path(tempfile.mkdtemp(prefix=".synth-", dir=out.parent if out.parent.exists() else None))
+    # Render beside the target (same file system, so the final rename is atomic); an old screen
+    # being overwritten stays intact until the new one is complete.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.synth-", dir=out.parent))
     try:
         meta_rows, well_rows = [], []
         effects: dict[tuple[int, int], tuple] = {}
@@ -410,7 +510,7 @@ def make_screen_iter(
                 })
             well_rows.append({
                 "experiment": w["experiment"], "plate": w["plate"], "well": w["well"], "cell_type": w["cell_type"],
-                "role": w["role"], "treatment": cp.name if cp else "", "treatment_conc": "" if cp is None else w["conc"],
+                "disease_condition": w["condition"], "role": w["role"], "treatment": cp.name if cp else "", "treatment_conc": "" if cp is None else w["conc"],
                 "true_rescue": round(rescue, 6), "true_infected_fraction": round(q, 6),
                 "true_viability": round(viability, 6),
             })
@@ -424,10 +524,9 @@ def make_screen_iter(
             "tc50_uM": "" if not c.toxic else round(c.tc50_uM, 6),
         } for c in sorted(cmpds, key=lambda c: c.name)])
         (tmp / "README.txt").write_text(_readme(seed, plates, image_size, sites, compounds, replicates,
-                                                controls, doses, cell_types, infection))
-        out.parent.mkdir(parents=True, exist_ok=True)
+                                                controls, uv_controls, doses, cell_types, infection))
         if out.exists():
-            out.rmdir()
+            shutil.rmtree(out)  # empty, or overwrite=True (checked above)
         os.replace(tmp, out)  # the folder appears whole or not at all
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -447,7 +546,8 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-def _readme(seed, plates, image_size, sites, compounds, replicates, controls, doses, cell_types, infection) -> str:
+def _readme(seed, plates, image_size, sites, compounds, replicates, controls, uv_controls, doses, cell_types,
+            infection) -> str:
     return f"""Synthetic GAN-DL screen (napari-gandl gandl_core.synth), seed {seed}.
 
 Layout: RxRx19a-style. metadata.csv lists every site; images/<experiment>/Plate<p>/<well>_s<site>_w<k>.png
@@ -455,15 +555,19 @@ are 16-bit grayscale PNGs, {image_size}x{image_size} px; channels w1..w5 = {', '
 
 Cell types (one experiment each, {plates} plate(s) per experiment): {', '.join(cell_types)}.
   HRCE stand-in: large flat epithelial cells, round nuclei.  VERO stand-in: smaller spindle cells, denser.
+Wells are placed at random on a 384-well plate (inner wells first), so position does not follow role.
 
-Per plate: {controls} Mock wells (C+, uninfected), {controls} Active SARS-CoV-2 untreated wells (C-),
+Per plate: {controls} Mock wells (C+, uninfected), {uv_controls} UV Inactivated SARS-CoV-2 wells (C+, look like Mock),
+{controls} Active SARS-CoV-2 untreated wells (C-),
 and {compounds} compounds x {len(doses)} doses ({', '.join(str(d) for d in doses)} uM) x {replicates} replicate wells,
 all on infected cells. {sites} site(s) per well.
 
-Infection phenotype ({infection:.0%} of cells in C- wells): bright cytoplasmic RNA puncta, rounder cells with few
-actin stress fibres, fragmented Golgi, swollen ER, ~20% fewer cells.
-Compounds rescue a fraction efficacy*c^h/(c^h+EC50^h) of the phenotype (ground_truth.csv); inactive compounds
-have efficacy 0; toxic ones lower cell numbers and condense nuclei above their TC50.
+Infection phenotype ({infection:.0%} of cells in C- wells): bright cytoplasmic RNA puncta (w4), rounder and
+slightly larger cells with few actin stress fibres (w3), Golgi fragmented into scattered dots (w5), swollen ER (w2),
+15% of infected cells fused into large multinucleate syncytia, ~20% fewer cells per field.
+Compounds rescue a fraction rescue(c) = efficacy*c^h/(c^h+EC50^h) of the phenotype (ground_truth.csv): in a
+treated well each cell is infected with probability infection*(1-rescue(c)). Inactive compounds have efficacy 0.
+Toxic ones (toxic=True) leave a viable fraction 1 - c^2/(c^2+TC50^2): fewer cells and condensed, brighter nuclei.
 Plate effects: per-plate per-channel gain/offset and radial illumination fall-off.
 
 wells.csv gives every well's role (positive = C+, negative = C-, treated), dose and the true rescue,

@@ -13,13 +13,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "controls, compounds at six half-log doses with known Hill rescue, plate effects) with "
                        "metadata.csv, ground_truth.csv and wells.csv.")
     p.add_argument("out", metavar="OUT", help="folder to create")
-    p.add_argument("--plates", type=int, default=1, help="plates per cell type (default 1)")
+    p.add_argument("--plates", type=int, default=2, help="plates per cell type (default 2)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same files)")
     p.add_argument("--image-size", type=int, default=96, help="field edge in pixels (default 96)")
     p.add_argument("--sites", type=int, default=1, help="sites per well (default 1)")
     p.add_argument("--compounds", type=int, default=8, help="number of compounds (default 8)")
     p.add_argument("--replicates", type=int, default=2, help="replicate wells per compound and dose (default 2)")
     p.add_argument("--controls", type=int, default=10, help="C+ and C- wells per plate, each (default 10)")
+    p.add_argument("--uv-controls", type=int, default=2,
+                   help="UV-inactivated-virus wells per plate (C+, look like Mock; default 2)")
+    p.add_argument("--infection", type=float, default=0.9,
+                   help="fraction of cells infected in C- wells, in (0, 1] (default 0.9)")
     p.add_argument("--cell-types", default="HRCE,VERO", help="comma-separated subset of HRCE,VERO")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.set_defaults(func=run)
@@ -31,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     out = follow(make_screen_iter(
         args.out, plates=args.plates, seed=args.seed, image_size=args.image_size, sites=args.sites,
         compounds=args.compounds, replicates=args.replicates, controls=args.controls,
+        uv_controls=args.uv_controls, infection=args.infection,
         cell_types=tuple(c.strip() for c in args.cell_types.split(",") if c.strip()), overwrite=args.overwrite,
     ), "synth")
     print(f"synthetic screen written to {out} (metadata.csv, ground_truth.csv, wells.csv, README.txt)")
