@@ -91,3 +91,36 @@ def test_torchrun_two_ranks_match_single_process(tmp_path) -> None:
     pd.testing.assert_frame_equal(merged.drop(columns=feats), ref.drop(columns=feats))
     np.testing.assert_allclose(merged[feats].to_numpy(), ref[feats].to_numpy(), rtol=1e-5, atol=1e-6)
     del gandl_core
+
+
+def test_cli_under_torchrun_matches_single_process(tmp_path) -> None:
+    """The same `gandl-core embed` command line, launched by torchrun, splits the sites over ranks."""
+    pytest.importorskip("gandl_core.checkpoint")
+    sys.path.insert(0, str(TESTS))
+    import test_embed as te
+
+    import gandl_core.checkpoint as ckpt_mod
+    import gandl_core.plates as plates
+
+    index = te.make_index(tmp_path / "plate", wells=("B02", "C02", "C03"), sites=3)
+    index_file = tmp_path / "index.parquet"
+    index.to_parquet(index_file)
+    fz = te.make_featurizer(plates, index)
+    ck = te.write_checkpoint(ckpt_mod, tmp_path / "ckpt.pt", fz)
+    out = tmp_path / "emb.parquet"
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env["OMP_NUM_THREADS"] = "1"
+    gandl = str(Path(sys.executable).with_name("gandl-core"))
+    proc = subprocess.run(
+        _torchrun() + ["--standalone", "--nproc-per-node", "2", "--no-python", gandl, "embed", str(index_file),
+                       "--checkpoint", str(ck), "-o", str(out), "--workers", "0", "--batch-size", "4"],
+        capture_output=True, text=True, timeout=120, env=env,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("wrote") == 1  # only rank 0 reports
+    merged = read_table(out)
+    assert merged.attrs["gandl"]["merged_from"] == 2 and not list(tmp_path.glob("emb.shard-*"))
+    ref = run_to_end(embed_iter(index, fz))
+    feats = [c for c in ref.columns if not c.startswith("Metadata_")]
+    pd.testing.assert_frame_equal(merged.drop(columns=feats), ref.drop(columns=feats))
+    np.testing.assert_allclose(merged[feats].to_numpy(), ref[feats].to_numpy(), rtol=1e-5, atol=1e-6)
