@@ -157,11 +157,13 @@ class EqualizedLinear(nn.Module):
         bias_init: float = 0.0,
         lr_mul: float = 1.0,
         activation: bool = False,
+        input_gain: float = 1.0,
     ) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_mul)
         self.bias = nn.Parameter(torch.full((out_features,), float(bias_init) / lr_mul)) if bias else None
-        self.weight_gain = lr_mul / math.sqrt(in_features)
+        # input_gain: a constant factor of the input folded into the (small) weight; see _lrelu_raw.
+        self.weight_gain = lr_mul / math.sqrt(in_features) * input_gain
         self.bias_gain = lr_mul
         self.activation = activation
 
@@ -173,6 +175,10 @@ class EqualizedLinear(nn.Module):
 
 class EqualizedConv2d(nn.Module):
     """Convolution with equalized learning rate; ``down=True`` blurs (FIR) then strides by 2.
+
+    With ``activation=True`` the output is ``leaky_relu(conv(x))`` *without* the sqrt(2) gain;
+    every consumer of such an output folds that gain into its own weight (``input_gain``), which
+    is exact and saves a full pass over the feature maps per layer.
 
     Blur-then-stride (as in StyleGAN2) puts the expensive convolution at the *output* resolution:
     a quarter of the multiply-adds of convolving first and downsampling after. The blur's
@@ -189,11 +195,12 @@ class EqualizedConv2d(nn.Module):
         bias: bool = True,
         activation: bool = False,
         down: bool = False,
+        input_gain: float = 1.0,
     ) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
-        self.weight_gain = 1.0 / math.sqrt(in_channels * kernel_size * kernel_size)
+        self.weight_gain = input_gain / math.sqrt(in_channels * kernel_size * kernel_size)
         self.activation = activation
         self.down = down
         self.kernel_size = kernel_size
@@ -205,7 +212,8 @@ class EqualizedConv2d(nn.Module):
             x = F.conv2d(fir_blur(x), w, self.bias, stride=2, padding=pad)
         else:
             x = F.conv2d(x, w, self.bias, padding=pad)
-        return _lrelu(x) if self.activation else x
+        # In place is safe: the convolution's backward needs its input and weight, not its output.
+        return F.leaky_relu(x, _LRELU_SLOPE, inplace=True) if self.activation else x
 
 
 # --------------------------------------------------------------------------------------------
@@ -286,6 +294,7 @@ class ModulatedConv2d(nn.Module):
         demodulate: bool = True,
         up: bool = False,
         fused: bool = False,
+        input_gain: float = 1.0,
     ) -> None:
         super().__init__()
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
@@ -296,8 +305,20 @@ class ModulatedConv2d(nn.Module):
         self.demodulate = demodulate
         self.up = up
         self.fused = fused
+        # Constant factor of the input (the leaky ReLU gain of the layer before), applied together
+        # with the style so it costs no extra pass; it must not enter the demodulation.
+        self.input_gain = input_gain
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Modulated convolution of ``x`` [N, Cin, H, W] with styles from ``w`` [N, w_dim]."""
+        x, d = self.forward_parts(x, w)
+        return x if d is None else x * d[:, :, None, None]
+
+    def forward_parts(self, x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(undemodulated output, demodulation factors [N, Cout] or None if already applied).
+
+        Lets the synthesis layer fold the demodulation into its bias addition (one pass less).
+        """
         n = x.shape[0]
         s = self.affine(w)  # [N, Cin]
         weight = self.weight * self.weight_gain  # [Cout, Cin, k, k]
@@ -306,14 +327,14 @@ class ModulatedConv2d(nn.Module):
             wn = weight.unsqueeze(0) * s[:, None, :, None, None]  # [N, Cout, Cin, k, k]
             if self.demodulate:
                 wn = wn * torch.rsqrt(wn.square().sum(dim=(2, 3, 4), keepdim=True) + 1e-8)
-            x = x.reshape(1, n * self.in_channels, *x.shape[2:])
+            x = x.reshape(1, n * self.in_channels, *x.shape[2:]) * self.input_gain
             if self.up:
                 wt = wn.transpose(1, 2).reshape(n * self.in_channels, self.out_channels, k, k)
                 x = fir_blur(F.conv_transpose2d(x, wt, stride=2, groups=n), gain=4.0)
             else:
                 x = F.conv2d(x, wn.reshape(n * self.out_channels, self.in_channels, k, k), padding=k // 2, groups=n)
-            return x.reshape(n, self.out_channels, *x.shape[2:])
-        x = x * s[:, :, None, None]
+            return x.reshape(n, self.out_channels, *x.shape[2:]), None
+        x = x * (s * self.input_gain)[:, :, None, None]
         if self.up:
             # Transposed conv output is 2H+1; the blur (padding 1) brings it to 2H, centred so that
             # input pixel i covers output pixels 2i and 2i+1.
@@ -324,16 +345,17 @@ class ModulatedConv2d(nn.Module):
             # sum_{i,k} (w_oik s_i)^2 = (s^2) @ (sum_k w_oik^2)^T : [N, Cout]. A per-(sample, channel)
             # factor commutes with the blur, so applying it last is exact.
             d = torch.rsqrt(s.square() @ weight.square().sum(dim=(2, 3)).t() + 1e-8)
-            x = x * d[:, :, None, None]
-        return x
+            return x, d
+        return x, None
 
 
 class SynthesisLayer(nn.Module):
     """Modulated 3x3 conv (``up``: transposed, 2x upsampling), noise, bias, leaky ReLU."""
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, *, up: bool = False) -> None:
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, *, up: bool = False,
+                 input_gain: float = _LRELU_GAIN) -> None:
         super().__init__()
-        self.conv = ModulatedConv2d(in_channels, out_channels, 3, w_dim, up=up)
+        self.conv = ModulatedConv2d(in_channels, out_channels, 3, w_dim, up=up, input_gain=input_gain)
         self.resolution = resolution
         # Noise strength starts at 0: the network learns how much stochastic detail each layer uses.
         self.noise_strength = nn.Parameter(torch.zeros([]))
@@ -341,13 +363,18 @@ class SynthesisLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_channels))
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
-        x = self.conv(x, w)
+        """Returns ``leaky_relu(...)`` without the sqrt(2) gain: consumers fold it (``input_gain``)."""
+        x, d = self.conv.forward_parts(x, w)
+        bias = self.bias[None, :, None, None]
+        # bias + x * d in one pass; the following in-place ops are autograd-safe (addcmul's
+        # backward does not need its output, leaky_relu's uses its own output).
+        x = torch.addcmul(bias, x, d[:, :, None, None]) if d is not None else x + bias
         if noise_mode == "random":
             noise = torch.randn(x.shape[0], 1, self.resolution, self.resolution, dtype=x.dtype, device=x.device)
-            x = x + noise * self.noise_strength
+            x = x.add_(noise * self.noise_strength)
         elif noise_mode == "const":
-            x = x + self.noise_const * self.noise_strength
-        return _lrelu(x + self.bias[None, :, None, None])
+            x = x.add_(self.noise_const * self.noise_strength)
+        return F.leaky_relu(x, _LRELU_SLOPE, inplace=True)
 
 
 class ToImage(nn.Module):
@@ -355,7 +382,8 @@ class ToImage(nn.Module):
 
     def __init__(self, in_channels: int, channels: int, w_dim: int) -> None:
         super().__init__()
-        self.conv = ModulatedConv2d(in_channels, channels, 1, w_dim, demodulate=False)
+        # Its input is a synthesis layer's output: leaky ReLU without the sqrt(2) gain.
+        self.conv = ModulatedConv2d(in_channels, channels, 1, w_dim, demodulate=False, input_gain=_LRELU_GAIN)
         self.bias = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -393,7 +421,7 @@ class SynthesisNetwork(nn.Module):
         self.num_ws = 2 * log2 - 2
         c4 = channels_at(4, channel_base, channel_max)
         self.const = nn.Parameter(torch.randn(c4, 4, 4))
-        self.conv4 = SynthesisLayer(c4, c4, w_dim, 4)
+        self.conv4 = SynthesisLayer(c4, c4, w_dim, 4, input_gain=1.0)  # input: the learned constant
         self.img4 = ToImage(c4, channels, w_dim)
         self.blocks = nn.ModuleList()
         cin = c4
@@ -607,19 +635,26 @@ class MinibatchStd(nn.Module):
 
 
 class DiscriminatorBlock(nn.Module):
-    """Residual block: conv3x3 -> conv3x3 (down) plus a 1x1 downsampled skip, scaled by sqrt(1/2)."""
+    """Residual block: conv3x3 -> conv3x3 (down) plus a 1x1 downsampled skip, scaled by sqrt(1/2).
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    Computes ``(sqrt2*lrelu(conv1(sqrt2*lrelu(conv0(g*x)))) + skip(g*x)) * sqrt(1/2)`` with every
+    constant folded into a weight: ``lrelu(...) + skip'(x)``, one elementwise pass instead of six.
+    ``input_gain`` g is sqrt(2) when ``x`` is a raw leaky ReLU output (the fromImage layer's).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, *, input_gain: float = 1.0) -> None:
         super().__init__()
-        self.conv0 = EqualizedConv2d(in_channels, in_channels, 3, activation=True)
-        self.conv1 = EqualizedConv2d(in_channels, out_channels, 3, activation=True, down=True)
-        self.skip = EqualizedConv2d(in_channels, out_channels, 1, bias=False, down=True)
+        self.conv0 = EqualizedConv2d(in_channels, in_channels, 3, activation=True, input_gain=input_gain)
+        self.conv1 = EqualizedConv2d(in_channels, out_channels, 3, activation=True, down=True, input_gain=_LRELU_GAIN)
+        # sqrt(1/2) keeps the variance of the sum equal to that of each branch.
+        self.skip = EqualizedConv2d(in_channels, out_channels, 1, bias=False, down=True,
+                                    input_gain=input_gain * math.sqrt(0.5))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.skip(x)
-        x = self.conv1(self.conv0(x))
-        # sqrt(1/2) keeps the variance of the sum equal to that of each branch.
-        return (x + y) * math.sqrt(0.5)
+        # conv1's raw activation times sqrt(2) (its gain) times sqrt(1/2) (residual scale) = itself.
+        # (Not in place: leaky ReLU's backward needs conv1's output as it is.)
+        return self.conv1(self.conv0(x)) + y
 
 
 class Discriminator(nn.Module):
@@ -669,11 +704,16 @@ class Discriminator(nn.Module):
         log2 = int(math.log2(self.resolution))
         ch = lambda r: channels_at(r, channel_base, channel_max)  # noqa: E731
         self.from_image = EqualizedConv2d(channels, ch(self.resolution), 1, activation=True)
-        self.blocks = nn.ModuleList(DiscriminatorBlock(ch(2**k), ch(2 ** (k - 1))) for k in range(log2, 2, -1))
+        # fromImage's output is a raw leaky ReLU: the first block folds in its sqrt(2) gain.
+        self.blocks = nn.ModuleList(
+            DiscriminatorBlock(ch(2**k), ch(2 ** (k - 1)), input_gain=_LRELU_GAIN if k == log2 else 1.0)
+            for k in range(log2, 2, -1)
+        )
         c4 = ch(4)
         self.mbstd = MinibatchStd(mbstd_group)
         self.conv = EqualizedConv2d(c4 + 1, c4, 3, activation=True)
-        self.fc = EqualizedLinear(c4 * 16, feature_dim, activation=True)
+        # fc keeps its sqrt(2) gain (EqualizedLinear applies it): features are gain-corrected.
+        self.fc = EqualizedLinear(c4 * 16, feature_dim, activation=True, input_gain=_LRELU_GAIN)
         self.out = EqualizedLinear(feature_dim, 1)
 
     def _check_input(self, img: torch.Tensor) -> None:
