@@ -247,6 +247,20 @@ def _set_np_py_state(rng: dict) -> None:
         random.setstate((int(version), tuple(int(v) for v in internal), gauss))
 
 
+def _write_rank_digest(folder: Path, rank: int, modules: dict, augment_p: float, step: int) -> None:
+    import hashlib
+
+    digest = {}
+    for name, module in modules.items():
+        h = hashlib.sha256()
+        for key, t in sorted(module.state_dict().items()):
+            h.update(key.encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        digest[name] = h.hexdigest()
+    folder.mkdir(parents=True, exist_ok=True)
+    _save_json(folder / f"rank{rank}.json", {**digest, "augment_p": augment_p, "step": step})
+
+
 def _checksum(module) -> float:
     return float(sum(p.detach().double().sum() for p in module.parameters()))
 
@@ -580,6 +594,11 @@ def train(config: TrainConfig, index=None, *, resume: bool = False) -> ProgressG
                 yield Progress(kimg_at(step), kimg_at(total_steps), unit="kimg", stage="train",
                                metrics=metrics, artifacts=artifacts)
         finished = True
+        if os.environ.get("GANDL_TRAIN_RANK_DIGEST"):
+            # Test hook (tests/test_ddp.py): every rank records a hash of its final weights, so a
+            # test can prove that all ranks ended with bit-identical networks.
+            _write_rank_digest(Path(os.environ["GANDL_TRAIN_RANK_DIGEST"]), rank,
+                               {"G": G, "D": D, "G_ema": G_ema}, float(ada.p), step)
     finally:
         # Stopped early (generator closed, Ctrl-C, error): leave a valid checkpoint of the work done.
         if rank == 0 and step > 0 and last_saved != step and (finished or step > step_start):

@@ -48,5 +48,8 @@ def run(args: argparse.Namespace) -> int:
     channels = [c.strip() for c in args.channels.split(",")] if args.channels else None
     index = build_index(args.data, channels=channels)
     ckpt = follow(train(config, index, resume=args.resume), "train")
-    print(f"checkpoint: {ckpt}\nfakes: {args.out}/fakes/latest.png\nmetrics: {args.out}/metrics.jsonl")
+    import os
+
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports (it wrote the files)
+        print(f"checkpoint: {ckpt}\nfakes: {args.out}/fakes/latest.png\nmetrics: {args.out}/metrics.jsonl")
     return 0
