@@ -508,3 +508,20 @@ def test_scale_of_training_is_applied(plate, plates) -> None:
     counting.scale = 0.5
     df = run_to_end(embed_iter(index, counting))
     assert counting.images == 16 and df.attrs["gandl"]["scale"] == 0.5
+
+
+def test_torchrun_resume_of_a_merged_table_does_nothing(plate, tmp_path, monkeypatch) -> None:
+    index, fz = plate
+    out = tmp_path / "emb.parquet"
+    ref = run_to_end(embed_iter(index, fz, out=out))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    counting = Counting(fz)
+    df = run_to_end(embed_iter(index, counting, out=out, resume=True))
+    assert counting.images == 0 and len(df) == len(ref)
+    with pytest.raises(DataError, match="--resume"):
+        run_to_end(embed_iter(index, fz, out=out))
+    with pytest.raises(DataError, match="other sites"):
+        run_to_end(embed_iter(index, fz, out=out, resume=True, wells=["B02"]))
+    with pytest.raises(ConfigError, match="output file"):
+        run_to_end(embed_iter(index, fz))

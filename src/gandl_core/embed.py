@@ -448,6 +448,15 @@ def embed_iter(
     }
 
     # ---- existing output / parts -------------------------------------------------------------
+    if final_out is not None and final_out.exists() and resume:
+        # Already merged by an earlier torchrun launch: every rank returns it (nothing to embed).
+        keys = [k for k in _IDENTITY_KEYS if k not in ("shard", "part_size")]
+        if not _same_run(read_table_metadata(final_out), info, keys):
+            raise DataError(f"{final_out} exists but was made from other sites or with another "
+                            "featurizer/field mode; pass --overwrite to replace it.")
+        df = read_table(final_out)
+        yield Progress(len(df), len(df), unit="sites", stage="embed", message=f"{final_out} is complete; nothing to do.")
+        return df
     out_path = Path(out) if out is not None else None
     pdir = parts_dir(out_path) if out_path is not None else None
     done_parts: dict[int, Path] = {}
