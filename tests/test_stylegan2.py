@@ -324,3 +324,20 @@ def test_benchmark_script_runs_tiny_config(tmp_path) -> None:
     assert r["peak_gflops_used"] == max(r["peak_gflops"], r["peak_gflops_after"])
     # A training step does more work per image than a D forward pass (G, backward passes).
     assert r["train_step"]["gflop_per_image"] > 3 * r["d_forward"]["gflop_per_image"]
+
+
+def test_truncation_zero_collapses_to_mean_image_and_odd_training_batches() -> None:
+    G = Generator(16, 3, **GTINY)
+    G.train()
+    G.mapping(torch.randn(32, 32))  # a non-zero w_avg
+    G.eval()
+    with torch.no_grad():
+        imgs = G(torch.randn(5, 32), truncation_psi=0.0, noise_mode="const")
+        free = G(torch.randn(5, 32), noise_mode="const")
+    assert torch.allclose(imgs, imgs[:1].expand_as(imgs), atol=1e-5)
+    assert not torch.allclose(free, free[:1].expand_as(free), atol=1e-3)
+    # Training-mode D works for any batch size (mbstd group shrinks to a divisor).
+    D = Discriminator(16, 3, mbstd_group=4, **TINY).train()
+    for n in (1, 3, 6, 7):
+        out = D(torch.randn(n, 3, 16, 16))
+        assert out.shape == (n, 1) and torch.isfinite(out).all()
