@@ -1,0 +1,115 @@
+"""Training edge cases: bad data/resume state named, any channel count, Ctrl-C leaves a checkpoint,
+fluorescence composites. (The main loop tests are in test_train_loop.py, DDP in test_ddp.py.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gandl_core.checkpoint import load_checkpoint
+from gandl_core.errors import CheckpointError, ConfigError, DataError
+from gandl_core.progress import run_to_end
+from gandl_core.train import TrainConfig, composite_rgb, fakes_grid, train
+
+STEP = 0.008  # cpu-tiny: 8 images per step
+FAST = dict(quality_kimg=0.0, fakes_kimg=1.0, snapshot_kimg=1.0, tick_kimg=STEP, norm_sites=8)
+
+
+@pytest.fixture(scope="module")
+def index(synth_screen):
+    from gandl_core.plates import build_index
+
+    return build_index(synth_screen).iloc[:24].reset_index(drop=True)
+
+
+def _cfg(tmp_path: Path, name: str = "run", **kw) -> TrainConfig:
+    return TrainConfig.from_preset("cpu-tiny", out_dir=str(tmp_path / name), **{**FAST, **kw})
+
+
+def test_crop_larger_than_field_is_named(tmp_path, index):
+    # synthetic fields are 48 px; at field_scale 0.25 they are 12 px < 16 px crops
+    with pytest.raises(DataError) as exc:
+        run_to_end(train(_cfg(tmp_path, kimg=STEP, field_scale=0.25), index))
+    msg = str(exc.value)
+    assert "resolution" in msg and "16" in msg and "field" in msg
+
+
+def test_empty_index_is_refused(tmp_path, index):
+    with pytest.raises(DataError, match="no sites"):
+        next(train(_cfg(tmp_path, kimg=STEP), index.iloc[:0]))
+
+
+def test_no_data_at_all(tmp_path):
+    with pytest.raises(ConfigError, match="DATA"):
+        next(train(_cfg(tmp_path, kimg=STEP)))
+
+
+def test_corrupt_latest_on_resume_names_the_file(tmp_path, index):
+    run_to_end(train(_cfg(tmp_path, kimg=STEP), index))
+    latest = tmp_path / "run" / "checkpoints" / "latest.pt"
+    latest.write_bytes(latest.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="latest.pt"):
+        next(train(_cfg(tmp_path, kimg=2 * STEP), index, resume=True))
+
+
+def test_single_stain_run_and_longer_resume(tmp_path, synth_screen):
+    from gandl_core.plates import build_index
+
+    one = build_index(synth_screen, channels=["Actin"]).iloc[:16].reset_index(drop=True)
+    run_to_end(train(_cfg(tmp_path, kimg=STEP), one))
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")
+    assert state["config"]["channels"] == 1 and state["channel_names"] == ["Actin"]
+    assert json.loads((tmp_path / "run" / "normalizer.json").read_text())
+    # kimg may grow on resume; data with other channels may not
+    run_to_end(train(_cfg(tmp_path, kimg=2 * STEP), one, resume=True))
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")["step"] == 2
+    two = build_index(synth_screen, channels=["DNA", "Actin"]).iloc[:16].reset_index(drop=True)
+    with pytest.raises(CheckpointError, match=r"\['Actin'\].*\['DNA', 'Actin'\]"):
+        next(train(_cfg(tmp_path, kimg=3 * STEP), two, resume=True))
+
+
+def test_composite_uses_fluorescence_colours():
+    img = -np.ones((3, 4, 4), np.float32)
+    img[0] = 1.0  # DNA fully on, the rest off
+    rgb = composite_rgb(img, ["DNA", "ER", "Actin"])
+    r, g, b = rgb[0, 0]
+    assert b > 0.9 and b > 2 * r and b > 2 * g  # DNA is blue
+    img[:] = -1
+    img[2] = 1.0
+    r, g, b = composite_rgb(img, ["DNA", "ER", "Actin"])[0, 0]
+    assert r > 0.9 and r > 2 * g and r > 2 * b  # Actin is red
+    grid = fakes_grid(np.random.default_rng(0).uniform(-1, 1, (5, 3, 8, 8)).astype(np.float32), ["DNA", "ER", "Actin"], cols=4)
+    # 3 grey stain blocks + 1 composite block, 2 rows of 4 tiles each (8 px + 2 px padding), 4 px separators
+    assert grid.dtype == np.uint8 and grid.shape == (4 * 2 * 10 + 3 * 4, 4 * 10, 3)
+
+
+def test_ctrl_c_in_the_cli_leaves_a_checkpoint(tmp_path, synth_screen):
+    run = tmp_path / "interrupted"
+    cli = [sys.executable, "-m", "gandl_core.cli", "train", str(synth_screen), "-o", str(run), "--preset", "cpu-tiny",
+           "--kimg", str(200 * STEP)]
+    proc = subprocess.Popen(cli, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    metrics = run / "metrics.jsonl"
+    deadline = time.time() + 90
+    try:
+        while time.time() < deadline and not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 2):
+            assert proc.poll() is None, proc.stderr.read()[-2000:]
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    state = load_checkpoint(run / "checkpoints" / "latest.pt")
+    logged = json.loads(metrics.read_text().splitlines()[-1])["step"]
+    assert state["step"] >= logged >= 2  # the checkpoint holds all the work done before Ctrl-C
+    assert state["step"] < 200
