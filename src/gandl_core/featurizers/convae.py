@@ -1,0 +1,550 @@
+"""``convae`` (prefix ``CAE_``): a residual convolutional autoencoder trained on the same unlabelled plate.
+
+In the spirit of Wallace et al.'s autoencoder embeddings for cell painting: an encoder of
+residual blocks halves the field down to 4x4 and a linear layer gives a 1024-d bottleneck (the
+embedding); a mirrored decoder reconstructs the C-channel crop (``tanh``, since inputs are the
+normalized [-1, 1] intensities). GroupNorm (not BatchNorm) keeps the embedding a pure function of
+each image (batch-invariant) in training and evaluation alike.
+
+Training (:func:`train_convae`, ``gandl-core train-convae DATA -o RUN``) reads random crops with
+``PlateDataset(mode="random_crop")`` and minimises
+
+    pixel loss (L1 by default, or MSE) + ssim_weight * (1 - SSIM) [+ perceptual_weight * perceptual]
+
+with SSIM computed per channel (Gaussian window 11, sigma 1.5, data range 2; :func:`ssim`) and
+averaged over channels. The optional perceptual term compares DenseNet-121 ``denseblock2``
+activations of input and reconstruction (channels averaged to RGB, ImageNet statistics); it needs
+a local torchvision ImageNet state_dict file (``--perceptual-weights``), never downloaded.
+
+The run folder holds ``config.json``, ``checkpoints/ckpt-<kimg>.pt`` and ``checkpoints/latest.pt``
+(kind ``"convae"``, see the checkpoint format in docs/architecture.md: ``model``, ``opt``,
+``normalizer``, ``channel_names``, ``step``, ``kimg``, ``rng``, ``metrics``) and ``metrics.jsonl``.
+Batches are a pure function of (seed, step), so ``resume=True`` continues exactly where an
+interrupted run stopped (same weights as an uninterrupted run, up to float round-off).
+
+:class:`ConvAEFeaturizer` ``.from_checkpoint(path)`` embeds plates with the trained encoder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from ..errors import CheckpointError, ConfigError, DataError
+from ..progress import Progress, ProgressGenerator
+from .base import ModuleFeaturizer, file_sha256
+
+if TYPE_CHECKING:
+    import torch
+
+EMBED_DIM = 1024
+
+
+# --------------------------------------------------------------------------------------------
+# Config
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConvAEConfig:
+    """Everything a convae run needs; saved as ``config.json`` and inside every checkpoint."""
+
+    data: str = ""                 # plate: folder, LoadData CSV or index .parquet
+    out: str = ""                  # run folder
+    channels: tuple[str, ...] | None = None  # select/reorder the data's channels by name (None = all)
+    resolution: int = 64           # crop side (a power of two >= 8); the encoder halves it to 4x4
+    scale: float = 1.0             # downscale fields before cropping (e.g. 0.5 for 1024^2 RxRx)
+    width: int = 32                # feature maps of the first stage (doubled per stage, capped at 8x)
+    embed_dim: int = EMBED_DIM     # bottleneck width = embedding width
+    batch: int = 16                # crops per step
+    kimg: float | None = None      # length in thousands of crops (takes precedence over epochs)
+    epochs: float = 10.0           # length in passes over the sites (one crop per site per epoch)
+    lr: float = 2e-4               # Adam learning rate
+    pixel_loss: str = "l1"         # "l1" or "mse"
+    ssim_weight: float = 1.0       # weight of (1 - SSIM)
+    perceptual_weights: str | None = None  # torchvision DenseNet-121 state_dict for the perceptual term
+    perceptual_weight: float = 0.1
+    seed: int = 0
+    checkpoint_every: int = 200    # steps between checkpoints (and at the end)
+    num_workers: int = 0
+    device: str = "cpu"
+
+    def validate(self) -> "ConvAEConfig":
+        """Check option values.
+
+        Raises
+        ------
+        ConfigError
+            Names the option and the allowed range.
+        """
+        r = int(self.resolution)
+        if r < 8 or r & (r - 1):
+            raise ConfigError(f"--resolution {self.resolution}: must be a power of two >= 8 (e.g. 64).")
+        for name in ("width", "embed_dim", "batch", "checkpoint_every"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 1.")
+        if self.kimg is not None and float(self.kimg) <= 0:
+            raise ConfigError(f"--kimg {self.kimg}: must be > 0.")
+        if self.kimg is None and float(self.epochs) <= 0:
+            raise ConfigError(f"--epochs {self.epochs}: must be > 0.")
+        if self.pixel_loss not in ("l1", "mse"):
+            raise ConfigError(f"--pixel-loss {self.pixel_loss!r}: choose 'l1' or 'mse'.")
+        if float(self.ssim_weight) < 0 or float(self.perceptual_weight) < 0:
+            raise ConfigError("--ssim-weight / --perceptual-weight must be >= 0.")
+        if not 0.0 < float(self.scale) <= 1.0:
+            raise ConfigError(f"--scale {self.scale}: must be in (0, 1].")
+        if float(self.lr) <= 0:
+            raise ConfigError(f"--lr {self.lr}: must be > 0.")
+        return self
+
+    def to_dict(self) -> dict:
+        """JSON-able dict (tuples become lists)."""
+        d = asdict(self)
+        d["channels"] = list(self.channels) if self.channels is not None else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ConvAEConfig":
+        """Inverse of :meth:`to_dict`; unknown keys are ignored (newer versions)."""
+        known = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in known}
+        if kw.get("channels") is not None:
+            kw["channels"] = tuple(kw["channels"])
+        return cls(**kw)
+
+
+# --------------------------------------------------------------------------------------------
+# Network
+# --------------------------------------------------------------------------------------------
+
+
+def _build_classes():
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    def norm(c: int) -> nn.Module:
+        return nn.GroupNorm(min(8, c), c)
+
+    class ResBlock(nn.Module):
+        """Pre-activation residual block; ``resample`` = "down" (stride 2), "up" (x2) or None."""
+
+        def __init__(self, cin: int, cout: int, resample: str | None) -> None:
+            super().__init__()
+            self.resample = resample
+            self.n1, self.c1 = norm(cin), nn.Conv2d(cin, cout, 3, padding=1)
+            self.n2 = norm(cout)
+            self.c2 = nn.Conv2d(cout, cout, 3, padding=1, stride=2 if resample == "down" else 1)
+            self.skip = nn.Conv2d(cin, cout, 1, stride=2 if resample == "down" else 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if self.resample == "up":
+                x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+            h = self.c1(F.silu(self.n1(x)))
+            h = self.c2(F.silu(self.n2(h)))
+            return (h + self.skip(x)) * math.sqrt(0.5)
+
+    class ConvAE(nn.Module):
+        """Residual conv autoencoder: ``encode [N,C,R,R] -> [N,embed_dim]``, ``decode`` back.
+
+        Parameters
+        ----------
+        channels
+            Image channels C.
+        resolution
+            Input side R (power of two >= 8): log2(R) - 2 down stages to 4x4.
+        width
+            Maps of the first stage; doubled per stage, capped at 8 x width.
+        embed_dim
+            Bottleneck (embedding) width.
+        """
+
+        def __init__(self, channels: int, resolution: int, width: int = 32, embed_dim: int = EMBED_DIM) -> None:
+            super().__init__()
+            self.channels, self.resolution, self.embed_dim = int(channels), int(resolution), int(embed_dim)
+            n_stages = int(math.log2(resolution)) - 2
+            widths = [min(width * 2 ** k, width * 8) for k in range(n_stages + 1)]
+            self.stem = nn.Conv2d(channels, widths[0], 3, padding=1)
+            self.down = nn.Sequential(*[ResBlock(widths[k], widths[k + 1], "down") for k in range(n_stages)])
+            self.enc_norm = norm(widths[-1])
+            self.to_embed = nn.Linear(widths[-1] * 16, embed_dim)
+            self.from_embed = nn.Linear(embed_dim, widths[-1] * 16)
+            self.up = nn.Sequential(*[ResBlock(widths[k + 1], widths[k], "up") for k in reversed(range(n_stages))])
+            self.out_norm = norm(widths[0])
+            self.to_img = nn.Conv2d(widths[0], channels, 3, padding=1)
+            self._top = widths[-1]
+
+        def encode(self, x: torch.Tensor) -> torch.Tensor:
+            if x.ndim != 4 or tuple(x.shape[1:]) != (self.channels, self.resolution, self.resolution):
+                raise DataError(f"the autoencoder expects [N, {self.channels}, {self.resolution}, "
+                                f"{self.resolution}] crops, got {list(x.shape)}; check the channels and "
+                                "the resolution match the checkpoint.")
+            h = F.silu(self.enc_norm(self.down(self.stem(x))))
+            return self.to_embed(h.flatten(1))
+
+        def decode(self, z: torch.Tensor) -> torch.Tensor:
+            h = self.from_embed(z).view(-1, self._top, 4, 4)
+            return torch.tanh(self.to_img(F.silu(self.out_norm(self.up(h)))))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.decode(self.encode(x))
+
+    return ConvAE
+
+
+_CONVAE = None
+
+
+def _convae_class():
+    global _CONVAE
+    if _CONVAE is None:
+        _CONVAE = _build_classes()
+    return _CONVAE
+
+
+def build_convae(channels: int, resolution: int, *, width: int = 32, embed_dim: int = EMBED_DIM) -> "torch.nn.Module":
+    """A fresh ``ConvAE`` (see :func:`_build_classes`); seed torch first for reproducibility.
+
+    Raises
+    ------
+    ConfigError
+        Resolution not a power of two >= 8, or non-positive sizes.
+    """
+    r = int(resolution)
+    if r < 8 or r & (r - 1):
+        raise ConfigError(f"--resolution {resolution}: must be a power of two >= 8.")
+    if int(channels) < 1 or int(width) < 1 or int(embed_dim) < 1:
+        raise ConfigError("convae: channels, width and embed_dim must be >= 1.")
+    return _convae_class()(int(channels), r, int(width), int(embed_dim))
+
+
+# --------------------------------------------------------------------------------------------
+# Losses
+# --------------------------------------------------------------------------------------------
+
+
+def ssim(x: "torch.Tensor", y: "torch.Tensor", *, data_range: float = 2.0, window: int = 11,
+         sigma: float = 1.5, reduce: bool = True) -> "torch.Tensor":
+    """Structural similarity per channel (Wang et al. 2004), Gaussian window, 'valid' region.
+
+    Parameters
+    ----------
+    x, y
+        ``[N, C, H, W]`` images in the same units.
+    data_range
+        Value range (2 for [-1, 1] inputs): sets the stabilisers C1=(0.01 L)^2, C2=(0.03 L)^2.
+    window, sigma
+        Gaussian window side (shrunk to the image if larger, kept odd) and width.
+    reduce
+        ``True``: one number (mean over images and channels); ``False``: ``[N, C]``.
+
+    Returns
+    -------
+    torch.Tensor
+        SSIM in [-1, 1]; 1 means identical. Matches ``skimage.metrics.structural_similarity(...,
+        gaussian_weights=True, sigma=1.5, use_sample_covariance=False)`` on each channel.
+    """
+    import torch
+    from torch.nn import functional as F
+
+    if x.shape != y.shape or x.ndim != 4:
+        raise ValueError(f"ssim: x and y must be [N,C,H,W] of the same shape, got {list(x.shape)} and {list(y.shape)}")
+    c = x.shape[1]
+    win = min(int(window), x.shape[-1], x.shape[-2])
+    win -= 1 - win % 2  # odd
+    r = win // 2
+    coords = torch.arange(win, dtype=x.dtype, device=x.device) - r
+    g = torch.exp(-(coords ** 2) / (2 * sigma ** 2))
+    g = g / g.sum()
+    k = (g[:, None] * g[None, :]).expand(c, 1, win, win).contiguous()
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(t, k, groups=c)  # depthwise: each channel alone
+
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mx, my = blur(x), blur(y)
+    sxx = blur(x * x) - mx * mx
+    syy = blur(y * y) - my * my
+    sxy = blur(x * y) - mx * my
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+    per = s.mean(dim=(-2, -1))  # [N, C]
+    return per.mean() if reduce else per
+
+
+class _Perceptual:
+    """DenseNet-121 denseblock2 feature distance (frozen ImageNet network from a local file)."""
+
+    def __init__(self, weights: str, device: Any) -> None:
+        import torch
+
+        from .densenet import IMAGENET_MEAN, IMAGENET_STD, load_densenet121
+
+        net = load_densenet121(weights)
+        f = net.features
+        self.trunk = torch.nn.Sequential(f.conv0, f.norm0, f.relu0, f.pool0, f.denseblock1, f.transition1,
+                                         f.denseblock2).to(device).eval()
+        for p in self.trunk.parameters():
+            p.requires_grad_(False)
+        self.mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+
+    def __call__(self, x: "torch.Tensor", y: "torch.Tensor") -> "torch.Tensor":
+        from torch.nn import functional as F
+
+        def rgb(t):
+            t = ((t + 1) * 0.5).mean(dim=1, keepdim=True).expand(-1, 3, -1, -1)
+            return (t - self.mean) / self.std
+
+        return F.mse_loss(self.trunk(rgb(x)), self.trunk(rgb(y)))
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------
+
+
+def _save(path: Path, state: dict) -> None:
+    try:
+        from ..checkpoint import save_checkpoint
+    except ImportError:
+        save_checkpoint = None
+    if save_checkpoint is not None:
+        save_checkpoint(path, state)
+        return
+    import tempfile
+
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_convae(path: str | os.PathLike, device: str = "cpu") -> tuple["torch.nn.Module", Any, dict]:
+    """Load a convae checkpoint: ``(model, IntensityNormalizer, raw checkpoint dict)``.
+
+    Raises
+    ------
+    CheckpointError
+        Missing/unreadable file, wrong kind (e.g. a StyleGAN2 checkpoint) or bad weights.
+    """
+    from ..plates import IntensityNormalizer
+    from .random_d import read_checkpoint
+
+    state = read_checkpoint(path)
+    where = state["_path"]
+    if state.get("kind") != "convae" or "model" not in state:
+        raise CheckpointError(f"{where} is not a convae checkpoint (kind={state.get('kind')!r}); give "
+                              "<run>/checkpoints/latest.pt of 'gandl-core train-convae'.")
+    cfg = ConvAEConfig.from_dict(state.get("config") or {})
+    names = list(state.get("channel_names") or [])
+    model = build_convae(len(names), cfg.resolution, width=cfg.width, embed_dim=cfg.embed_dim)
+    try:
+        model.load_state_dict(state["model"], strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{where}: the weights do not fit its config ({str(exc).splitlines()[0]}).") from exc
+    return model.to(device).eval(), IntensityNormalizer.from_dict(state["normalizer"]), state
+
+
+class ConvAEFeaturizer(ModuleFeaturizer):
+    """``CAE_`` embedding: the bottleneck of a trained convae (``ConvAE.encode``)."""
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, device: str = "cpu") -> "ConvAEFeaturizer":
+        """Featurizer of a ``train-convae`` checkpoint (file or run folder).
+
+        Raises
+        ------
+        CheckpointError
+            See :func:`load_convae`.
+        """
+        model, normalizer, state = load_convae(path, device=device)
+        info = {"name": "convae", "checkpoint": {"path": str(Path(state["_path"]).resolve()),
+                                                 "sha256": file_sha256(state["_path"]),
+                                                 "kimg": float(state.get("kimg", 0.0)),
+                                                 "step": int(state.get("step", 0)), "kind": "convae"}}
+        return cls(model, prefix="CAE_", n_features=model.embed_dim, channels=list(state["channel_names"]),
+                   resolution=model.resolution, normalizer=normalizer,
+                   forward=lambda m, x: m.encode(x), info=info, device=device, channels_last=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------
+
+
+def _batch_indices(seed: int, step: int, n: int, batch: int) -> list[int]:
+    """Sites of a step: a pure function of (seed, step), so resuming replays the same stream."""
+    import numpy as np
+
+    rng = np.random.default_rng([int(seed), int(step), 7])
+    return rng.integers(0, n, size=batch).tolist()
+
+
+def train_convae(config: ConvAEConfig, index: Any = None, *, resume: bool = False) -> ProgressGenerator[Path]:
+    """Train a convae on an unlabelled plate; yields progress, returns ``checkpoints/latest.pt``.
+
+    Parameters
+    ----------
+    config
+        :class:`ConvAEConfig` (``data`` and ``out`` required unless ``index`` is given).
+    index
+        A site index to train on instead of ``config.data``.
+    resume
+        Continue from ``<out>/checkpoints/latest.pt`` (same config required except the length).
+
+    Yields
+    ------
+    Progress
+        ``unit="kimg"``, ``stage="train-convae"``, metrics ``loss``, ``pixel``, ``ssim``
+        (and ``perceptual``), ``img/s``; ``artifacts["checkpoint"]`` when one is written.
+
+    Returns
+    -------
+    pathlib.Path
+        The final checkpoint (``<out>/checkpoints/latest.pt``).
+
+    Raises
+    ------
+    ConfigError
+        Bad options, missing ``out``, an existing run without ``resume``, or a missing
+        ``perceptual_weights`` file (via :class:`CheckpointError`).
+    DataError
+        No sites / unreadable images.
+    CheckpointError
+        ``resume`` without a checkpoint, or a checkpoint from another architecture.
+    """
+    import numpy as np
+    import torch
+    from torch.nn import functional as F
+
+    from ..plates import IntensityNormalizer, PlateDataset, build_index, channel_names
+
+    config.validate()
+    if not config.out:
+        raise ConfigError("-o RUN_DIR is missing: give the folder the convae run writes to.")
+    run = Path(config.out)
+    latest = run / "checkpoints" / "latest.pt"
+    if index is None:
+        if not config.data:
+            raise ConfigError("DATA is missing: give the plate folder, LoadData CSV or index .parquet.")
+        index = build_index(config.data, channels=list(config.channels) if config.channels else None)
+    if len(index) == 0:
+        raise DataError(f"{config.data or 'the index'}: no sites to train on.")
+    names = channel_names(index)
+    if latest.exists() and not resume:
+        raise ConfigError(f"{run} already holds a convae run ({latest}). Pass --resume to continue it or "
+                          "choose another -o.")
+    device = torch.device(config.device)
+    perceptual = None
+    if config.perceptual_weights:
+        if not Path(config.perceptual_weights).expanduser().is_file():
+            raise ConfigError(f"--perceptual-weights {config.perceptual_weights}: file not found. Give a "
+                              "local torchvision DenseNet-121 state_dict (see docs/counterparts.md), or leave "
+                              "the option out to train with pixel + SSIM loss only. Nothing is downloaded.")
+        perceptual = _Perceptual(config.perceptual_weights, device)
+
+    n_sites = len(index)
+    total_imgs = (float(config.kimg) * 1000.0 if config.kimg is not None else float(config.epochs) * n_sites)
+    total_steps = max(1, int(math.ceil(total_imgs / config.batch)))
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(config.seed))
+        model = build_convae(len(names), config.resolution, width=config.width, embed_dim=config.embed_dim)
+    model.to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.99))
+    step = 0
+    if resume and latest.exists():
+        model_prev, normalizer, state = load_convae(latest, device=str(device))
+        prev = ConvAEConfig.from_dict(state["config"])
+        arch = ("resolution", "width", "embed_dim", "seed", "batch", "scale")
+        diff = [k for k in arch if getattr(prev, k) != getattr(config, k)]
+        if diff or list(state["channel_names"]) != names:
+            raise CheckpointError(f"{latest}: cannot resume with changed {diff or ['channels']}; keep the "
+                                  "run's options (see its config.json) or start a new -o folder.")
+        model.load_state_dict(model_prev.state_dict())
+        opt.load_state_dict(state["opt"])
+        step = int(state["step"])
+    elif resume:
+        raise CheckpointError(f"--resume: {latest} does not exist; start without --resume.")
+    else:
+        normalizer = IntensityNormalizer().fit(index, seed=config.seed)
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "checkpoints").mkdir(exist_ok=True)
+    cfg_text = json.dumps({**config.to_dict(), "channel_names": names, "n_sites": n_sites,
+                           "total_steps": total_steps}, indent=2)
+    (run / "config.json").write_text(cfg_text)
+
+    dataset = PlateDataset(index, normalizer, config.resolution, mode="random_crop", seed=config.seed,
+                           scale=config.scale)
+
+    def make_state(metrics: dict) -> dict:
+        return {"format": "gandl-checkpoint", "version": 1, "kind": "convae", "config": config.to_dict(),
+                "channel_names": names, "normalizer": normalizer.to_dict(),
+                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "opt": opt.state_dict(), "kimg": step * config.batch / 1000.0, "step": step,
+                "rng": {"torch": torch.get_rng_state(), "numpy": [], "python": []},
+                "metrics": {k: float(v) for k, v in metrics.items()}}
+
+    def write_ckpt(metrics: dict) -> Path:
+        state = make_state(metrics)
+        path = run / "checkpoints" / f"ckpt-{state['kimg']:08.3f}.pt"
+        _save(path, state)
+        _save(latest, state)
+        return path
+
+    model.train()
+    t0 = time.perf_counter()
+    start = step
+    metrics: dict[str, float] = {}
+    yield Progress(step * config.batch / 1000.0, total_steps * config.batch / 1000.0, unit="kimg",
+                   stage="train-convae", message=(f"resuming at step {step}" if step else ""))
+    saved_step = step
+    try:
+        with open(run / "metrics.jsonl", "a") as log:
+            while step < total_steps:
+                picks = _batch_indices(config.seed, step, n_sites, config.batch)
+                dataset.set_epoch(step)  # crop positions from (seed, site, step)
+                x = torch.stack([dataset[i] for i in picks]).to(device)
+                y = model(x)
+                pix = F.l1_loss(y, x) if config.pixel_loss == "l1" else F.mse_loss(y, x)
+                s = ssim(y, x)
+                loss = pix + config.ssim_weight * (1.0 - s)
+                metrics = {"loss": 0.0, "pixel": float(pix), "ssim": float(s)}
+                if perceptual is not None:
+                    pl = perceptual(y, x)
+                    loss = loss + config.perceptual_weight * pl
+                    metrics["perceptual"] = float(pl)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+                metrics["loss"] = float(loss)
+                if not np.isfinite(metrics["loss"]):
+                    raise DataError(f"convae training diverged at step {step} (loss {metrics['loss']}); "
+                                    "lower --lr or check the images for NaN/inf.")
+                metrics["img/s"] = (step - start) * config.batch / max(time.perf_counter() - t0, 1e-9)
+                log.write(json.dumps({"step": step, "kimg": step * config.batch / 1000.0, **metrics}) + "\n")
+                artifacts = {}
+                if step % config.checkpoint_every == 0 or step == total_steps:
+                    log.flush()
+                    artifacts["checkpoint"] = write_ckpt(metrics)
+                    saved_step = step
+                yield Progress(step * config.batch / 1000.0, total_steps * config.batch / 1000.0, unit="kimg",
+                               stage="train-convae", metrics=dict(metrics), artifacts=artifacts)
+    finally:
+        # A stop between steps leaves a resumable checkpoint of the work done.
+        if step != saved_step and step > 0 and math.isfinite(metrics.get("loss", float("nan"))):
+            write_ckpt(metrics)
+    return latest
