@@ -81,7 +81,8 @@ def test_ground_truth_is_recoverable_by_a_hand_readout(screen: Path) -> None:
     ctrl = wells[wells.role.isin(["positive", "negative"])]
     auc = roc_auc_score(ctrl.role == "negative", ctrl.puncta)
     assert auc > 0.95, auc
-    active = wells[(wells.role == "treated") & wells.treatment.map(lambda t: bool(gt.active.get(t, False)))]
+    clean = set(gt.index[gt.active & ~gt.toxic])  # actives without cytotoxicity
+    active = wells[wells.treatment.isin(clean)]
     # Replicate wells averaged per compound and dose, as a screener would read it.
     per_dose = active.groupby(["treatment", "treatment_conc"])[["true_rescue", "puncta"]].mean()
     rho = spearmanr(per_dose.true_rescue.astype(float), -per_dose.puncta).statistic
@@ -96,14 +97,21 @@ def test_ground_truth_is_recoverable_by_a_hand_readout(screen: Path) -> None:
     for name, g in per_dose.reset_index().groupby("treatment"):
         frac = np.clip((neg - g.puncta.to_numpy()) / (neg - pos), 0, 1)
         area[name] = np.trapezoid(frac, np.log10(g.treatment_conc.astype(float).to_numpy()))
-    assert len(area) == 5
+    assert len(area) == 4
     rho_ec50 = spearmanr(list(area.values()), -np.log10(gt.ec50_uM[list(area)].to_numpy())).statistic
-    assert rho_ec50 >= 0.8, (rho_ec50, area)  # measured 0.9 for seed 3
-    toxic = [t for t in gt.index if gt.toxic[t]]
+    assert rho_ec50 >= 0.8, (rho_ec50, area)  # measured 1.0 for seed 3 (4 compounds: 0.8 = one adjacent swap)
+    # Toxic compounds: the nuclei proxy collapses at the top dose.
+    toxic = list(gt.index[gt.toxic])
+    assert len(toxic) == 2 and gt.active[toxic].sum() == 1
     tw = wells[wells.treatment.isin(toxic)].copy()
     tw["dose"] = tw.treatment_conc.astype(float)
-    low, high = tw[tw.dose <= tw.dose.min()].nuclei.mean(), tw[tw.dose >= tw.dose.max()].nuclei.mean()
-    assert high < 0.6 * low, (low, high)
+    for name, g in tw.groupby("treatment"):
+        low, high = g[g.dose <= g.dose.min()].nuclei.mean(), g[g.dose >= g.dose.max()].nuclei.mean()
+        assert high < 0.6 * low, (name, low, high)
+    # The active toxic compound rescues between its EC50 and TC50 (fewer puncta than C-).
+    hit = gt[gt.active & gt.toxic].iloc[0]
+    g = tw[(tw.treatment == hit.name) & (tw.dose > 2 * hit.ec50_uM) & (tw.dose < hit.tc50_uM / 2)]
+    assert len(g) >= 2 and g.puncta.mean() < 0.6 * neg, (g.puncta.mean(), neg)
 
 
 def test_progress_and_bad_options(tmp_path: Path) -> None:

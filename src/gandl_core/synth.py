@@ -32,7 +32,9 @@ Generative model (all intensities before plate effects are in arbitrary units ar
 * **Compounds** are added to infected cells at six half-log doses. The fraction of the phenotype
   rescued follows a Hill curve ``rescue(c) = efficacy * c^h / (c^h + EC50^h)`` and
   ``q = infection * (1 - rescue)``. Some compounds are inactive (efficacy 0), some toxic
-  (viability ``1 - c^h / (c^h + TC50^h)`` scales the cell count and condenses nuclei).
+  (viability ``1 - c^2 / (c^2 + TC50^2)`` scales the cell count and condenses nuclei); with 8 or
+  more compounds one toxic compound is also active (rescues at mid doses, kills at the top).
+  See :func:`make_compounds`.
 * **Plate effects.** Each plate has its own per-channel gain and offset and a radial
   illumination fall-off, so raw features differ between plates until normalized per plate.
 
@@ -116,12 +118,15 @@ def default_doses() -> list[float]:
 
 
 def make_compounds(n: int, doses: Sequence[float], rng: np.random.Generator) -> list[Compound]:
-    """Draw ``n`` compounds: ~60% active with EC50s spread across the dose range, ~25% inactive,
-    ~15% toxic (and inactive), named ``cmpd-01`` .. in a shuffled order (the name says nothing).
+    """Draw ``n`` compounds: ~55% active and not toxic, ~25% inactive, ~20% toxic; named ``cmpd-01`` ..
+    in a shuffled order (the name says nothing).
 
     Active compounds get log10(EC50) evenly spaced from 0.4 log units above the lowest dose to 0.4
     below the highest (+-0.1 jitter), Hill slope U(1, 2) and efficacy U(0.7, 1): each EC50 sits inside
-    the tested range with a distinct rank. Toxic compounds get a TC50 inside the range.
+    the tested range with a distinct rank. The first toxic compound is inactive (cytotoxic only,
+    TC50 inside the range); further toxic ones are active with a therapeutic window: EC50 in the
+    lower part of the range and TC50 = EC50 x 10^U(1, 1.5), so they rescue at mid doses and kill
+    cells at the top doses (a bell-shaped readout, as for real cytotoxic hits).
 
     Raises
     ------
@@ -131,7 +136,7 @@ def make_compounds(n: int, doses: Sequence[float], rng: np.random.Generator) -> 
     if n < 3:
         raise ConfigError(f"option 'compounds' = {n}: need at least 3 (active, inactive and toxic examples).")
     lo, hi = np.log10(min(doses)), np.log10(max(doses))
-    n_tox = max(1, int(round(0.15 * n)))
+    n_tox = max(1, int(round(0.2 * n)))
     n_inactive = max(1, int(round(0.25 * n)))
     n_active = n - n_tox - n_inactive
     # Evenly spaced log-EC50s inside the tested range (jittered) so the ranking is recoverable.
@@ -147,8 +152,13 @@ def make_compounds(n: int, doses: Sequence[float], rng: np.random.Generator) -> 
     for _ in range(n_inactive):
         out.append(Compound(names[k], float("nan"), 1.0, 0.0, float("inf")))
         k += 1
-    for _ in range(n_tox):
-        out.append(Compound(names[k], float("nan"), 1.0, 0.0, float(10 ** rng.uniform(lo + 0.8, hi - 0.2))))
+    for t in range(n_tox):
+        if t == 0:
+            out.append(Compound(names[k], float("nan"), 1.0, 0.0, float(10 ** rng.uniform(lo + 0.8, hi - 0.2))))
+        else:
+            l_ec = rng.uniform(lo + 0.4, lo + 0.4 + 0.25 * (hi - lo))
+            out.append(Compound(names[k], float(10**l_ec), float(rng.uniform(1.0, 2.0)), float(rng.uniform(0.7, 1.0)),
+                                float(10 ** (l_ec + rng.uniform(1.0, 1.5)))))
         k += 1
     perm = rng.permutation(n)
     return [Compound(names[j], out[p].ec50_uM, out[p].hill, out[p].efficacy, out[p].tc50_uM)
