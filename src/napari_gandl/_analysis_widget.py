@@ -10,7 +10,7 @@ is the On-perturbation axis) on the per-well table and stores the scores as well
 * the plate map is coloured by the chosen numeric column (``OnScore`` by default) with a
   colormap; a semi-transparent overlay gives the shown site its well's colour; the colourbar is
   drawn in this dock;
-* the E2 scatter (On vs Off axis, controls coloured) is linked to the wells: click a point to
+* the E2 scatter (On vs Off axis, controls ringed) is linked to the wells: click a point to
   select its well in the plate map and show its image;
 * Z' of the controls on the On axis (:func:`gandl_core.analysis.projection.z_prime`);
 * the dose-response of a compound (On score vs concentration) with the core's Hill fit
@@ -19,7 +19,6 @@ is the On-perturbation axis) on the per-well table and stores the scores as well
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import numpy as np
@@ -49,9 +48,20 @@ def feature_prefixes(df: pd.DataFrame) -> list[str]:
     return out
 
 
+def _query(df: pd.DataFrame, column: str, value: Any) -> str:
+    """A pandas query selecting ``df[column] == value`` (value typed as in the column)."""
+    typed = next((v for v in df[column].dropna().unique() if str(v) == str(value)), value)
+    if isinstance(typed, (np.integer, np.floating)):
+        typed = typed.item()
+    return f"`{column}` == {typed!r}"
+
+
 def fit_projection(wells: pd.DataFrame, *, column: str, positive: Any, negative: Any,
                    prefix: str = "GAN_") -> tuple[pd.DataFrame, float, Any]:
     """Fit the core Projection on the control wells and score every embedded well.
+
+    One call to :func:`gandl_core.analysis.projection.project_table` (linear SVM between the
+    controls; On = its normal, scaled so C+ mean = +1 and C- mean = -1; Off = orthogonal axis).
 
     Parameters
     ----------
@@ -64,18 +74,18 @@ def fit_projection(wells: pd.DataFrame, *, column: str, positive: Any, negative:
 
     Returns
     -------
-    (scores, z_prime, projection): ``scores`` has Metadata_Plate, Metadata_Well, OnScore (and
-    OffScore when the projection has a second axis) for the wells with features.
+    (scores, z_prime, projection): ``scores`` has Metadata_Plate, Metadata_Well, OnScore and
+    OffScore for the wells with features.
 
     Raises
     ------
     ConfigError
-        Missing column, unknown control values, no features with that prefix.
+        Missing column, same value for both groups, no features with that prefix.
     DataError
         Fewer than two embedded wells in a control group.
     """
-    from gandl_core.analysis.projection import Projection, z_prime
-    from gandl_core.errors import ConfigError, DataError
+    from gandl_core.analysis.projection import project_table
+    from gandl_core.errors import ConfigError
 
     if column not in wells.columns:
         raise ConfigError(f"control column {column!r} is not in the well table; choose one of "
@@ -84,51 +94,16 @@ def fit_projection(wells: pd.DataFrame, *, column: str, positive: Any, negative:
     if not features:
         raise ConfigError(f"no feature columns start with {prefix!r}: embed the wells first (Embed wells dock) "
                           "or choose another feature set.")
-    data = wells.dropna(subset=features).reset_index(drop=True)
-    values = data[column].astype(str)
-    pos, neg = values == str(positive), values == str(negative)
-    for name, mask, val in (("positive", pos, positive), ("negative", neg, negative)):
-        if mask.sum() < 2:
-            raise DataError(f"{name} controls: {int(mask.sum())} embedded well(s) with {column} == {val!r}; "
-                            "need at least 2. Embed more control wells or pick another value.")
     if str(positive) == str(negative):
         raise ConfigError(f"positive and negative controls are both {column} == {positive!r}; pick two values.")
-    controls = data[pos | neg]
-    proj = _fit(Projection, controls, data, features, column, positive, negative)
-    e = np.asarray(_transform(proj, data, features), dtype=float)
-    e = e.reshape(len(data), -1)
+    data = wells.dropna(subset=features).reset_index(drop=True)
+    meta = [c for c in data.columns if str(c).startswith("Metadata_")]
+    proj, table, stats = project_table(data[meta + features], positive=_query(data, column, positive),
+                                       negative=_query(data, column, negative), features=features)
     scores = data[["Metadata_Plate", "Metadata_Well"]].copy()
-    scores[ON] = e[:, 0]
-    if e.shape[1] > 1:
-        scores[OFF] = e[:, 1]
-    zp = float(z_prime(scores.loc[pos.to_numpy(), ON].to_numpy(), scores.loc[neg.to_numpy(), ON].to_numpy()))
-    return scores, zp, proj
-
-
-def _fit(Projection: Any, controls: pd.DataFrame, data: pd.DataFrame, features: list[str], column: str,
-         positive: Any, negative: Any) -> Any:
-    """Call the core's fit with the controls (table-style or sklearn-style signature)."""
-    params = inspect.signature(Projection).parameters
-    kw = {k: v for k, v in {"features": features, "column": column, "label": column,
-                            "positive": positive, "negative": negative}.items() if k in params}
-    proj = Projection(**kw)
-    fit_params = inspect.signature(proj.fit).parameters
-    if "y" in fit_params:
-        y = (controls[column].astype(str) == str(positive)).astype(int).to_numpy()
-        X = controls[features].to_numpy(np.float64) if "features" not in kw else controls
-        return proj.fit(X, y)
-    return proj.fit(controls)
-
-
-def _transform(proj: Any, data: pd.DataFrame, features: list[str]) -> np.ndarray:
-    try:
-        out = proj.transform(data)
-    except Exception:  # noqa: BLE001 - sklearn-style projection takes the feature matrix
-        out = proj.transform(data[features].to_numpy(np.float64))
-    if isinstance(out, pd.DataFrame):
-        num = [c for c in out.columns if not str(c).startswith("Metadata_")]
-        out = out[num].to_numpy(float)
-    return np.asarray(out, dtype=float)
+    scores[ON] = table["On"].to_numpy(float)
+    scores[OFF] = table["Off"].to_numpy(float)
+    return scores, float(stats["z_prime"]), proj
 
 
 class AnalysisWidget(QWidget):
@@ -355,17 +330,16 @@ class AnalysisWidget(QWidget):
 
 
 def _hill_fit(conc: np.ndarray, resp: np.ndarray) -> tuple[np.ndarray, np.ndarray, str] | None:
-    """Core Hill fit -> (x grid, fitted curve, summary text)."""
-    from gandl_core.analysis import dose_response as dr
+    """Core Hill fit (:func:`gandl_core.analysis.dose_response.fit_hill`) -> (x grid, curve, text)."""
+    from gandl_core.analysis.dose_response import fit_hill
 
-    res = dr.fit_hill(conc, resp)
+    res = fit_hill(conc, resp)
+    if not res.fitted:
+        raise ValueError(f"{res.status}: {res.message}")
     xs = np.logspace(np.log10(conc.min()), np.log10(conc.max()), 100)
-    predict = getattr(res, "predict", None)
-    if predict is None:
-        return None
-    ys = np.asarray(predict(xs), dtype=float)
-    ec50 = getattr(res, "ec50", float("nan"))
-    return xs, ys, f"EC50 = {ec50:.3g} uM"
+    text = (f"{res.status}, EC50 = {res.ec50:.3g} uM, efficacy = {res.efficacy:.2f} of the control window, "
+            f"R2 = {res.r2:.2f}")
+    return xs, np.asarray(res.predict(xs), dtype=float), text
 
 
 def _no_plate():

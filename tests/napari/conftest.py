@@ -55,3 +55,4 @@ def write_rxrx(root: Path, *, plates: int = 2, sites: int = 2, size: int = SIZE,
 @pytest.fixture
 def tiny_rxrx(tmp_path: Path) -> Path:
     return write_rxrx(tmp_path / "screen")
+

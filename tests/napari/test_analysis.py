@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -13,42 +11,6 @@ import pytest
 from napari_gandl import _layers as L
 
 pytestmark = pytest.mark.napari
-
-
-def fake_projection_module():
-    """Stand-in with the contract's shape (sklearn estimator, coef_ = On axis) until the core lands."""
-    from sklearn.svm import LinearSVC
-
-    class Projection:
-        def fit(self, X, y):
-            self.svm_ = LinearSVC(C=1.0, dual="auto").fit(X, y)
-            self.coef_ = self.svm_.coef_[0] / np.linalg.norm(self.svm_.coef_[0])
-            return self
-
-        def transform(self, X):
-            return np.asarray(X) @ self.coef_
-
-    def z_prime(pos, neg):
-        return 1 - 3 * (np.std(pos) + np.std(neg)) / abs(np.mean(pos) - np.mean(neg))
-
-    mod = types.ModuleType("gandl_core.analysis.projection")
-    mod.Projection, mod.z_prime = Projection, z_prime
-    return mod
-
-
-@pytest.fixture
-def projection(monkeypatch):
-    try:
-        import gandl_core.analysis.projection as real
-
-        return real
-    except ImportError:
-        fake = fake_projection_module()
-        monkeypatch.setitem(sys.modules, "gandl_core.analysis.projection", fake)
-        import gandl_core.analysis
-
-        monkeypatch.setattr(gandl_core.analysis, "projection", fake, raising=False)
-        return fake
 
 
 def embedded_viewer(make_napari_viewer, root: Path):
@@ -70,7 +32,7 @@ def embedded_viewer(make_napari_viewer, root: Path):
     return viewer, layer, session
 
 
-def test_fit_colours_plate_map_and_overlay(make_napari_viewer, tiny_rxrx, projection, qtbot) -> None:
+def test_fit_colours_plate_map_and_overlay(make_napari_viewer, tiny_rxrx, qtbot) -> None:
     viewer, layer, session = embedded_viewer(make_napari_viewer, tiny_rxrx)
     _, w = viewer.window.add_plugin_dock_widget("napari-gandl", "Projection and activity")
     assert w.column.value == "Metadata_Role"
@@ -83,6 +45,11 @@ def test_fit_colours_plate_map_and_overlay(make_napari_viewer, tiny_rxrx, projec
     # Mock (C+) wells score above Active (C-) wells; treated wells rise with dose
     assert on[["B02", "B03"]].min() > on[["C02", "C03"]].max()
     assert on["B04"] < on["B05"] < on["C04"] < on["C05"]
+    # the core scales On so that the control means sit at +1 (C+) and -1 (C-)
+    allw = session.wells
+    assert allw.loc[allw.Metadata_Role == "positive", "OnScore"].mean() == pytest.approx(1.0, abs=1e-6)
+    assert allw.loc[allw.Metadata_Role == "negative", "OnScore"].mean() == pytest.approx(-1.0, abs=1e-6)
+    assert "OffScore" in layer.features
     assert w.z_prime is not None and w.z_prime > 0 and "Z'" in w.z_label.text()
     colours = layer.face_color
     assert not np.allclose(colours, grey)
@@ -107,7 +74,7 @@ def test_fit_colours_plate_map_and_overlay(make_napari_viewer, tiny_rxrx, projec
     assert not np.allclose(layer.face_color, before)
 
 
-def test_scatter_pick_selects_well_and_dose_response(make_napari_viewer, tiny_rxrx, projection, qtbot) -> None:
+def test_scatter_pick_selects_well_and_dose_response(make_napari_viewer, tiny_rxrx, qtbot) -> None:
     viewer, layer, session = embedded_viewer(make_napari_viewer, tiny_rxrx)
     _, w = viewer.window.add_plugin_dock_widget("napari-gandl", "Projection and activity")
     w.fit()
@@ -133,9 +100,10 @@ def test_scatter_pick_selects_well_and_dose_response(make_napari_viewer, tiny_rx
     w.plot_dose_response()
     pts = w.dr_ax.collections[0].get_offsets()
     assert len(pts) == 8  # 4 doses x 2 plates
+    assert len(w.dr_ax.lines) >= 1 and "EC50" in w.dr_label.text() or "no Hill fit" in w.dr_label.text()
 
 
-def test_fit_without_features_names_the_prefix(make_napari_viewer, tiny_rxrx, projection, monkeypatch) -> None:
+def test_fit_without_features_names_the_prefix(make_napari_viewer, tiny_rxrx, monkeypatch) -> None:
     shown = []
     monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)
     viewer = make_napari_viewer()
