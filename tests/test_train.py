@@ -91,7 +91,8 @@ def test_composite_uses_fluorescence_colours():
     assert grid.dtype == np.uint8 and grid.shape == (4 * 2 * 10 + 3 * 4, 4 * 10, 3)
 
 
-def test_ctrl_c_in_the_cli_leaves_a_checkpoint(tmp_path, synth_screen):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_in_the_cli_leaves_a_checkpoint(tmp_path, synth_screen, sig):
     run = tmp_path / "interrupted"
     cli = [sys.executable, "-m", "gandl_core.cli", "train", str(synth_screen), "-o", str(run), "--preset", "cpu-tiny",
            "--kimg", str(200 * STEP)]
@@ -103,13 +104,29 @@ def test_ctrl_c_in_the_cli_leaves_a_checkpoint(tmp_path, synth_screen):
         while time.time() < deadline and not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 2):
             assert proc.poll() is None, proc.stderr.read()[-2000:]
             time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode != 0
+    assert proc.returncode == 130, err[-2000:]  # "interrupted", not killed by the signal
     state = load_checkpoint(run / "checkpoints" / "latest.pt")
     logged = json.loads(metrics.read_text().splitlines()[-1])["step"]
     assert state["step"] >= logged >= 2  # the checkpoint holds all the work done before Ctrl-C
     assert state["step"] < 200
+
+
+def test_cli_resume_needs_only_the_new_length(tmp_path, synth_screen, capsys):
+    from gandl_core.cli import main
+
+    run = tmp_path / "run"
+    base = ["train", str(synth_screen), "-o", str(run)]
+    assert main(base + ["--preset", "cpu-tiny", "--kimg", str(STEP), "--seed", "5"]) == 0
+    assert "checkpoint:" in capsys.readouterr().out
+    # no --preset/--seed: the run's own config.json is the base, --kimg the only change
+    assert main(base + ["--resume", "--kimg", str(2 * STEP)]) == 0
+    state = load_checkpoint(run / "checkpoints" / "latest.pt")
+    assert state["step"] == 2 and state["config"]["seed"] == 5 and state["config"]["preset"] == "cpu-tiny"
+    # an explicit change of a non-resumable option is still refused, naming it
+    assert main(base + ["--resume", "--kimg", str(3 * STEP), "--lr-g", "0.01"]) == 2
+    assert "lr_g" in capsys.readouterr().err

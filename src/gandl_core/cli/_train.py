@@ -15,7 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "minutes), gpu-256, paper.")
     add_data_argument(p)
     p.add_argument("-o", "--out", required=True, metavar="RUN_DIR", help="run folder")
-    p.add_argument("--preset", default="cpu-small", help="cpu-tiny | cpu-small | gpu-256 | paper (default cpu-small)")
+    p.add_argument("--preset", default=None,
+                   help="cpu-tiny | cpu-small | gpu-256 | paper (default cpu-small; with --resume: the run's own)")
     p.add_argument("--resolution", type=int, help="training crop size, power of two")
     p.add_argument("--field-scale", type=float, help="downscale fields by this factor before cropping")
     p.add_argument("--kimg", type=float, help="training length, thousands of real images")
@@ -44,12 +45,49 @@ def run(args: argparse.Namespace) -> int:
     overrides["field_scale"] = args.field_scale
     if args.minutes is not None:
         overrides["time_limit_s"] = args.minutes * 60.0
-    config = TrainConfig.from_preset(args.preset, data=str(args.data), out_dir=str(args.out), **overrides)
+    config = _config(args, overrides)
     channels = [c.strip() for c in args.channels.split(",")] if args.channels else None
     index = build_index(args.data, channels=channels)
+    _sigterm_stops_cleanly()
     ckpt = follow(train(config, index, resume=args.resume), "train")
     import os
 
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports (it wrote the files)
         print(f"checkpoint: {ckpt}\nfakes: {args.out}/fakes/latest.png\nmetrics: {args.out}/metrics.jsonl")
     return 0
+
+
+def _config(args: argparse.Namespace, overrides: dict):
+    """The run's config: a preset plus the flags given; with --resume, the run's saved config.json
+    plus the flags given (so ``--resume --kimg 20`` is all a user types to train longer)."""
+    import json
+    from pathlib import Path
+
+    from ..errors import ConfigError
+    from ..train import TrainConfig
+
+    saved = Path(args.out) / "config.json"
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if args.resume and args.preset is None and saved.is_file():
+        try:
+            base = TrainConfig.from_dict(json.loads(saved.read_text()))
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{saved}: cannot read the run's config ({exc}); pass --preset and the options "
+                              "the run was started with.") from exc
+        return base.replace(data=str(args.data), out_dir=str(args.out), **given)
+    return TrainConfig.from_preset(args.preset or "cpu-small", data=str(args.data), out_dir=str(args.out), **given)
+
+
+def _sigterm_stops_cleanly() -> None:
+    """SIGTERM (cluster preemption, ``kill``, torchrun shutting down) stops like Ctrl-C: the loop
+    writes a final checkpoint before the process exits."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def _stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
