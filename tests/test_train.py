@@ -68,6 +68,11 @@ def test_single_stain_run_and_longer_resume(tmp_path, synth_screen):
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")
     assert state["config"]["channels"] == 1 and state["channel_names"] == ["Actin"]
     assert json.loads((tmp_path / "run" / "normalizer.json").read_text())
+    # real crops in the fakes' layout: 1 stain block + composite, 8 crops of 16 px (+2 px padding)
+    from PIL import Image
+
+    reals = np.asarray(Image.open(tmp_path / "run" / "fakes" / "reals.png"))
+    assert reals.shape == (2 * 18 + 4, 8 * 18, 3) and reals.std() > 1
     # kimg may grow on resume; data with other channels may not
     run_to_end(train(_cfg(tmp_path, kimg=2 * STEP), one, resume=True))
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")["step"] == 2

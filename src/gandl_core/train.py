@@ -475,6 +475,8 @@ def train(config: TrainConfig, index=None, *, resume: bool = False) -> ProgressG
                 raise DataError(f"reading training images failed: {exc}") from exc
             if real_probe is None and rank == 0:
                 real_probe = real[:16].detach().cpu()
+                # The same grid layout for real crops: what the fakes should come to look like.
+                _save_png(fakes_dir / "reals.png", fakes_grid(real_probe.float().numpy(), config.channel_names))
             real = real.contiguous(memory_format=mem)
             n = real.shape[0]
             try:
