@@ -206,6 +206,12 @@ def test_cli_writes_screen_and_reports_bad_options(tmp_path: Path, capsys) -> No
     assert "cell_types" in capsys.readouterr().err
     assert main(["synth", str(out), "--image-size", "32"]) == 2
     assert "--overwrite" in capsys.readouterr().err
+    assert main(["synth", str(tmp_path / "d"), "--doses", "1,ten"]) == 2
+    assert "--doses '1,ten'" in capsys.readouterr().err
+    rc = main(["synth", str(tmp_path / "d"), "--plates", "1", "--image-size", "32", "--compounds", "3",
+               "--replicates", "1", "--controls", "1", "--cell-types", "HRCE", "--doses", "0.1, 1,10"])
+    assert rc == 0 and capsys.readouterr()
+    assert sorted(set(pd.read_csv(tmp_path / "d" / "wells.csv").treatment_conc.dropna())) == [0.1, 1.0, 10.0]
     assert (out / "metadata.csv").is_file()
 
 
@@ -226,7 +232,8 @@ def test_overwrite_replaces_and_bad_inputs_name_the_culprit(tmp_path: Path) -> N
     with pytest.raises(DataError, match="is a file"):
         make_screen(tmp_path / "file", **kw)
     for bad, match in (({"compounds": 2}, "compounds"), ({"uv_controls": -1}, "uv_controls"),
-                       ({"infection": 0.0}, "infection"), ({"doses": [1.0]}, "doses"),
+                       ({"infection": 0.0}, "infection"), ({"doses": [1.0]}, "doses"), ({"doses": [1.0, 1.0]}, "doses"),
+                       ({"doses": [float("nan"), 1.0]}, "doses"), ({"image_size": 31}, "image_size"),
                        ({"cell_types": ("HRCE", "HRCE")}, "cell_types"), ({"sites": 0}, "sites")):
         with pytest.raises(ConfigError, match=match):
             make_screen(tmp_path / "bad", **{**kw, **bad})

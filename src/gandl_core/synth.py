@@ -463,8 +463,8 @@ def make_screen_iter(
     if not 0.0 < infection <= 1.0:
         raise ConfigError(f"option 'infection' = {infection} must be in (0, 1].")
     doses = list(doses) if doses is not None else default_doses()
-    if len(doses) < 2 or min(doses) <= 0:
-        raise ConfigError(f"option 'doses' = {doses}: give at least two positive concentrations (uM).")
+    if len(doses) < 2 or not all(np.isfinite(d) and d > 0 for d in doses) or len(set(doses)) != len(doses):
+        raise ConfigError(f"option 'doses' = {doses}: give at least two distinct positive concentrations (uM).")
     if out.exists() and not out.is_dir():
         raise DataError(f"{out} is a file: choose a folder name for the screen.")
     if out.exists() and any(out.iterdir()) and not overwrite:

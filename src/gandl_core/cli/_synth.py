@@ -24,9 +24,22 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="UV-inactivated-virus wells per plate (C+, look like Mock; default 2)")
     p.add_argument("--infection", type=float, default=0.9,
                    help="fraction of cells infected in C- wells, in (0, 1] (default 0.9)")
+    p.add_argument("--doses", default=None,
+                   help="comma-separated concentrations in uM (default: six half-log doses 0.0316..10)")
     p.add_argument("--cell-types", default="HRCE,VERO", help="comma-separated subset of HRCE,VERO")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.set_defaults(func=run)
+
+
+def _parse_doses(text: str | None) -> list[float] | None:
+    from ..errors import ConfigError
+
+    if text is None:
+        return None
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"--doses {text!r}: give comma-separated numbers in uM, e.g. --doses 0.1,0.316,1,3.16") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     out = follow(make_screen_iter(
         args.out, plates=args.plates, seed=args.seed, image_size=args.image_size, sites=args.sites,
         compounds=args.compounds, replicates=args.replicates, controls=args.controls,
-        uv_controls=args.uv_controls, infection=args.infection,
+        uv_controls=args.uv_controls, infection=args.infection, doses=_parse_doses(args.doses),
         cell_types=tuple(c.strip() for c in args.cell_types.split(",") if c.strip()), overwrite=args.overwrite,
     ), "synth")
     print(f"synthetic screen written to {out} (metadata.csv, ground_truth.csv, wells.csv, README.txt)")
