@@ -135,3 +135,15 @@ def test_cli_resume_needs_only_the_new_length(tmp_path, synth_screen, capsys):
     # an explicit change of a non-resumable option is still refused, naming it
     assert main(base + ["--resume", "--kimg", str(3 * STEP), "--lr-g", "0.01"]) == 2
     assert "lr_g" in capsys.readouterr().err
+
+
+def test_configs_and_the_train_parser_do_not_import_torch():
+    """napari and the CLI build configs at start-up: that must not pay for importing torch."""
+    code = ("import sys, argparse\n"
+            "from gandl_core.train import TrainConfig, PRESETS\n"
+            "from gandl_core.cli import _train\n"
+            "[TrainConfig.from_preset(n).to_dict() for n in PRESETS]\n"
+            "_train.register(argparse.ArgumentParser().add_subparsers())\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr[-2000:]

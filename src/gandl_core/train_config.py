@@ -71,9 +71,7 @@ class TrainConfig:
 
     # ------------------------------------------------------------------------------------
     def __post_init__(self) -> None:
-        from .stylegan2 import check_resolution
-
-        check_resolution(self.resolution)
+        _check_resolution(self.resolution)
         if self.loss not in {"stylegan2", "wgan-gp"}:
             raise ConfigError(f"option 'loss' = {self.loss!r}: choose 'stylegan2' or 'wgan-gp'.")
         if self.augment not in {"ada", "fixed", "none"}:
@@ -152,6 +150,18 @@ class TrainConfig:
         """Fields (outside ``ignore``) whose values differ: {name: (self, other)}."""
         a, b = self.to_dict(), other.to_dict()
         return {k: (a[k], b[k]) for k in a if k not in ignore and a[k] != b[k]}
+
+
+def _check_resolution(resolution: int) -> None:
+    """Power of two >= 8, checked here (not via stylegan2) so a config can be built without torch:
+    napari's training dock and the CLI parser make configs at start-up."""
+    try:
+        r = int(resolution)
+    except (TypeError, ValueError):
+        r = -1
+    if r != resolution or r < 8 or (r & (r - 1)) != 0:
+        raise ConfigError(f"option 'resolution' = {resolution!r} is not supported: the StyleGAN2 networks need a "
+                          "power of two >= 8 (8, 16, 32, 64, 128, 256, 512, 1024). Use --resolution 32, 64, ...")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
