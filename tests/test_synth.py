@@ -242,3 +242,13 @@ def test_overwrite_replaces_and_bad_inputs_name_the_culprit(tmp_path: Path) -> N
         render_site(np.random.default_rng(0), size=32, cell_type="HRCE", infected_fraction=1.5)
     with pytest.raises(ConfigError, match="cell_type"):
         render_site(np.random.default_rng(0), size=32, cell_type="HeLa", infected_fraction=0.0)
+
+
+def test_cancelled_generator_leaves_nothing(tmp_path: Path) -> None:
+    # napari's worker or Ctrl-C in the CLI closes the generator mid-way: no half-written screen.
+    gen = make_screen_iter(tmp_path / "c", plates=1, image_size=32, compounds=3, replicates=1, controls=1,
+                           cell_types=("HRCE",))
+    first = [next(gen) for _ in range(3)]
+    assert [p.done for p in first] == [1, 2, 3] and first[0].stage == "synth" and first[0].unit == "wells"
+    gen.close()
+    assert list(tmp_path.iterdir()) == []
