@@ -147,3 +147,24 @@ def test_configs_and_the_train_parser_do_not_import_torch():
             "assert 'torch' not in sys.modules, 'torch was imported'\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr[-2000:]
+
+
+def test_out_of_memory_suggests_smaller_batch(tmp_path, index, monkeypatch):
+    from gandl_core import stylegan2
+
+    real_forward = stylegan2.Discriminator.forward
+    calls = {"n": 0}
+
+    def forward(self, img):
+        calls["n"] += 1
+        if calls["n"] > 6:  # a few steps succeed, then the allocator gives up
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 123456789 bytes.")
+        return real_forward(self, img)
+
+    monkeypatch.setattr(stylegan2.Discriminator, "forward", forward)
+    with pytest.raises(ConfigError) as exc:
+        run_to_end(train(_cfg(tmp_path, kimg=20 * STEP), index))
+    msg = str(exc.value)
+    assert "out of memory" in msg and "--batch (now 8)" in msg and "--resolution (now 16)" in msg
+    # the steps done before the failure are in a valid checkpoint
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")["step"] >= 1

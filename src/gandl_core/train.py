@@ -538,9 +538,15 @@ def train(config: TrainConfig, index=None, *, resume: bool = False) -> ProgressG
                         pe.lerp_(p.detach(), 1.0 - beta)
                     for be, b in zip(G_ema.buffers(), G.buffers()):
                         be.copy_(b)
-            except torch.cuda.OutOfMemoryError as exc:  # pragma: no cover - GPU only
-                raise ConfigError(f"out of memory on {device}: lower --batch (now {config.batch}) or "
-                                  f"--resolution (now {config.resolution}).") from exc
+            except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
+                # CUDA raises OutOfMemoryError; the CPU allocator a RuntimeError "can't allocate memory".
+                text = str(exc).lower()
+                if not (isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in text
+                        or "can't allocate memory" in text or "cannot allocate memory" in text):
+                    raise
+                raise ConfigError(f"out of memory on {device} at step {step}: lower --batch (now {config.batch}) "
+                                  f"or --resolution (now {config.resolution}), or use a smaller preset; the "
+                                  "last checkpoint is kept (--resume continues with the same options).") from exc
             step += 1
             reg_name = "r1" if config.loss == "stylegan2" else "gp"  # D regularizer: lazy R1 or WGAN-GP
             for k, v in (("loss_D", loss_D), ("loss_G", loss_G), (reg_name, reg), ("pl", pl)):
