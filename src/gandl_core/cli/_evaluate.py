@@ -1,0 +1,127 @@
+"""``gandl-core evaluate``: how well does a linear SVM separate the controls (or classify a label)?"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="linear-SVM separability of control wells (or multi-class accuracy of a label) on held-out wells",
+        description="Fit a soft-margin linear SVM (standardized features, balanced class weights) on a profile "
+        "table and report accuracy on held-out wells (75/25 split by well, stratified by class) or "
+        "out-of-fold with --cv K. Writes DIR/evaluation.json, predictions.csv, per_group.csv, confusion.csv "
+        "and confusion.png.",
+    )
+    p.add_argument("profiles", metavar="PROFILES", help="profile table (.parquet/.csv) from embed/featurize/profile")
+    p.add_argument("--positive", metavar="QUERY", help="pandas query selecting C+ rows, e.g. \"Metadata_Role == "
+                   "'positive'\" (default: Metadata_Role, else RxRx Mock/Active SARS-CoV-2 untreated)")
+    p.add_argument("--negative", metavar="QUERY", help="pandas query selecting C- rows")
+    p.add_argument("--label", metavar="COL", help="multi-class mode: predict this metadata column instead "
+                   "(e.g. Metadata_CellType)")
+    p.add_argument("--query", metavar="QUERY", help="with --label: restrict to these rows first")
+    p.add_argument("--by", metavar="COL", help="also report accuracy per value of this column")
+    p.add_argument("--cv", type=int, metavar="K", help="K-fold grouped cross-validation instead of one 75/25 split")
+    p.add_argument("--test-size", type=float, default=0.25, help="fraction of wells held out (default 0.25)")
+    p.add_argument("--group", default="Metadata_Well", help="column naming a well (plate is prepended); "
+                   "'none' splits rows independently (default Metadata_Well)")
+    p.add_argument("--C", type=float, default=1.0, dest="C", help="SVM soft-margin penalty (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..analysis import evaluation, plots
+    from ..errors import ConfigError
+    from ..tables import write_table
+
+    df = read_profiles(args.profiles)
+    group = None if str(args.group).lower() == "none" else args.group
+    common = dict(group=group, test_size=args.test_size, cv=args.cv, C=args.C, seed=args.seed, by=args.by)
+    if args.label:
+        if args.positive or args.negative:
+            raise ConfigError("give either --label (multi-class) or --positive/--negative (controls), not both.")
+        res = evaluation.classify(df, label=args.label, query=args.query, **common)
+    else:
+        res = evaluation.separability(df, positive=args.positive, negative=args.negative, **common)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_table(res.predictions, out / "predictions.csv")
+    write_table(res.per_group, out / "per_group.csv")
+    write_table(res.confusion.reset_index(), out / "confusion.csv")
+    plots.confusion_matrix(res.confusion, out / "confusion.png")
+    write_json(out / "evaluation.json", {"profiles": str(args.profiles), **res.summary()})
+    print(json.dumps({"accuracy": round(res.accuracy, 4), "balanced_accuracy": round(res.balanced_accuracy, 4),
+                      "n_train_wells": res.n_train, "n_test_wells": res.n_test}))
+    print(f"wrote {out}/evaluation.json, predictions.csv, per_group.csv, confusion.csv, confusion.png")
+    return 0
+
+
+def _jsonable(v: Any) -> Any:
+    """numpy scalars -> Python numbers, NaN/inf -> None (strict JSON), other objects -> str."""
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if hasattr(v, "item") and not isinstance(v, (str, bytes)):
+        try:
+            v = v.item()
+        except (ValueError, AttributeError):
+            return str(v)
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    return str(v)
+
+
+def write_json(path: str | os.PathLike, data: dict[str, Any]) -> Path:
+    """Write ``data`` as strict JSON atomically (temp file + rename, ordinary file mode)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; results are meant to be shared
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(_jsonable(data), fh, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_profiles(path: str | os.PathLike):
+    """``tables.read_table`` plus gzip-compressed CSV/TSV (``.csv.gz``/``.tsv.gz``, the usual
+    pycytominer/cytominer outputs).
+
+    Raises
+    ------
+    DataError
+        Missing or unreadable file (named).
+    """
+    import pandas as pd
+
+    from ..errors import DataError
+    from ..tables import read_table
+
+    p = Path(path)
+    name = p.name.lower()
+    if name.endswith((".csv.gz", ".tsv.gz")):
+        if not p.is_file():
+            raise DataError(f"{p}: no such file. Give the path of a .parquet or .csv table.")
+        try:
+            return pd.read_csv(p, sep="\t" if name.endswith(".tsv.gz") else ",")
+        except Exception as exc:  # noqa: BLE001 - re-raised with the file named
+            raise DataError(f"{p}: cannot read this compressed table ({exc}).") from exc
+    return read_table(p)

@@ -1,0 +1,76 @@
+"""gandl-core evaluate / project on a small table written to tmp_path: artifacts, numbers, named errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gandl_core.cli import main
+from gandl_core.tables import read_table, write_table
+
+
+@pytest.fixture
+def profiles(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = []
+    for w in range(24):
+        role = ["positive", "negative", "treated"][w % 3]
+        f = rng.normal(size=8)
+        f[0] += {"positive": 10.0, "negative": 0.0, "treated": 5.0}[role]
+        rows.append({"Metadata_Plate": "P1", "Metadata_Well": f"{'ABCD'[w // 6]}{w % 6 + 1:02d}",
+                     "Metadata_Role": role, **{f"GAN_{i}": v for i, v in enumerate(f)}})
+    path = tmp_path / "profiles.parquet"
+    write_table(pd.DataFrame(rows), path)
+    return path
+
+
+def test_evaluate_writes_json_csv_png(profiles, tmp_path, capsys) -> None:
+    out = tmp_path / "ev"
+    assert main(["evaluate", str(profiles), "--cv", "4", "-o", str(out)]) == 0
+    res = json.loads((out / "evaluation.json").read_text())
+    assert res["accuracy"] == 1.0 and res["classes"] == ["negative", "positive"]
+    assert np.array(res["confusion"]).sum() == 16  # 8 C+ and 8 C- wells, each predicted once out-of-fold
+    assert (out / "confusion.png").stat().st_size > 5000
+    assert len(pd.read_csv(out / "predictions.csv")) == 16
+    assert '"accuracy": 1.0' in capsys.readouterr().out
+
+
+def test_evaluate_label_mode_and_errors(profiles, tmp_path, capsys) -> None:
+    assert main(["evaluate", str(profiles), "--label", "Metadata_Role", "-o", str(tmp_path / "lab")]) == 0
+    assert json.loads((tmp_path / "lab" / "evaluation.json").read_text())["classes"] == ["negative", "positive", "treated"]
+    assert main(["evaluate", str(profiles), "--label", "Metadata_Role", "--positive", "x", "-o", str(tmp_path)]) == 2
+    assert "--label" in capsys.readouterr().err
+    assert main(["evaluate", str(profiles), "--positive", "Metadata_Rol == 'positive'", "--negative",
+                 "Metadata_Role == 'negative'", "-o", str(tmp_path)]) == 2
+    assert "Metadata_Rol" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "missing.parquet"), "-o", str(tmp_path)]) == 2
+    assert "missing.parquet" in capsys.readouterr().err
+
+
+def test_project_writes_scores_and_stats(profiles, tmp_path) -> None:
+    out = tmp_path / "pj"
+    assert main(["project", str(profiles), "-o", str(out)]) == 0
+    scores = read_table(out / "scores.parquet")
+    assert list(scores.columns[-3:]) == ["On", "Off", "Metadata_Control"] and len(scores) == 24
+    assert not any(c.startswith("GAN_") for c in scores.columns)
+    on = scores.groupby("Metadata_Role")["On"].mean()
+    assert on["positive"] == pytest.approx(1.0) and on["negative"] == pytest.approx(-1.0)
+    assert -1.0 < on["treated"] < 1.0  # half-way shift lands between the controls
+    stats = json.loads((out / "projection.json").read_text())
+    assert stats["n_positive"] == 8 and stats["z_prime"] > 0
+    axes = pd.read_csv(out / "axes.csv")
+    assert axes["feature"].iloc[0] == "GAN_0"  # the shifted feature dominates the On axis
+    for png in ("e2.png", "on_heatmap.png"):
+        assert (out / png).stat().st_size > 5000
+    assert scores.attrs["gandl"]["projection"]["n_negative"] == 8
+
+
+def test_project_reads_gzipped_csv(tmp_path, test_data) -> None:
+    out = tmp_path / "lincs"
+    src = test_data / "lincs" / "SQ00015054_normalized_feature_select.csv.gz"
+    assert main(["project", str(src), "--positive", "Metadata_moa.str.contains('proteasome', na=False)",
+                 "--negative", "Metadata_broad_sample == 'DMSO'", "-o", str(out)]) == 0
+    assert json.loads((out / "projection.json").read_text())["z_prime"] > 0.8
