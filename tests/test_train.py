@@ -168,3 +168,12 @@ def test_out_of_memory_suggests_smaller_batch(tmp_path, index, monkeypatch):
     assert "out of memory" in msg and "--batch (now 8)" in msg and "--resolution (now 16)" in msg
     # the steps done before the failure are in a valid checkpoint
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")["step"] >= 1
+
+
+def test_quality_is_logged_on_its_own_schedule(tmp_path, index):
+    # ticks every 3 steps, SWD every 2: SWD must still be measured (and logged) at steps 2 and 4
+    run_to_end(train(_cfg(tmp_path, kimg=4 * STEP, tick_kimg=3 * STEP, quality_kimg=2 * STEP), index))
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [2, 3, 4]
+    assert [x.get("swd") is not None for x in lines] == [True, False, True]
+    assert all(x["swd"] > 0 for x in lines if x.get("swd") is not None)

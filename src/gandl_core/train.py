@@ -568,7 +568,9 @@ def train(config: TrainConfig, index=None, *, resume: bool = False) -> ProgressG
                 if over.item():
                     total_steps = step  # time budget spent: this step is the last one
             sec_per_kimg = elapsed / max(kimg_at(step - step_start), 1e-9)
-            if step % tick_s == 0 or step == total_steps:
+            # SWD has its own schedule; a quality step is also a metrics tick so the number gets logged.
+            quality_due = bool(qual_s) and (step % qual_s == 0 or step == total_steps)
+            if step % tick_s == 0 or step == total_steps or quality_due:
                 metrics = {k: v / n_acc for k, v in acc.items()}
                 metrics.update(augment_p=float(ada.p), rt=float(ada.r_t) if ada.r_t is not None else float("nan"),
                                sec_per_kimg=sec_per_kimg, eta_s=sec_per_kimg * (kimg_at(total_steps) - kimg_at(step)))
@@ -580,7 +582,7 @@ def train(config: TrainConfig, index=None, *, resume: bool = False) -> ProgressG
                     metrics["ranks_in_sync"] = float(max(sums) - min(sums) <= 1e-6 * max(1.0, abs(sums[0])))
                     if not metrics["ranks_in_sync"]:
                         raise RuntimeError(f"distributed training diverged between ranks: D checksums {sums}")
-                if qual_s and (step % qual_s == 0 or step == total_steps) and rank == 0 and real_probe is not None:
+                if quality_due and rank == 0 and real_probe is not None:
                     quality = _quality(G_ema, base, config, device)
                     metrics.update(quality)
                     artifacts["quality"] = quality
