@@ -212,10 +212,9 @@ def separation(df: pd.DataFrame, *, positive: str = "Metadata_Role == 'positive'
 
 def separation_main(args: argparse.Namespace) -> dict:
     """Field mode x (trained, random-weight) discriminator: C+/C- separation on a screen."""
-    import copy
-
     import torch
 
+    from gandl_core.checkpoint import build_discriminator, load_checkpoint
     from gandl_core.embed import embed_iter
     from gandl_core.featurizers.base import GanFeaturizer
     from gandl_core.plates import build_index
@@ -224,19 +223,17 @@ def separation_main(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     index = build_index(args.screen)
     trained = GanFeaturizer.from_checkpoint(args.separation)
-    D_rand = copy.deepcopy(trained.module).to(memory_format=torch.contiguous_format)
-    torch.manual_seed(args.seed)
-    for m in D_rand.modules():  # fresh N(0,1) weights / zero biases, as at initialization
-        for name, prm in m.named_parameters(recurse=False):
-            with torch.no_grad():
-                prm.normal_() if name == "weight" else prm.zero_()
-        for name, buf in m.named_buffers(recurse=False):
-            if name == "running_std":
-                buf.zero_()  # an untrained D has seen no minibatch statistic
-    rand = GanFeaturizer.from_discriminator(D_rand, trained.normalizer, trained.channels, prefix="RandD_")
-    res = {"screen": str(args.screen), "checkpoint": str(args.separation), "sites": len(index)}
+    config = load_checkpoint(args.separation)["config"]
+    res = {"screen": str(args.screen), "checkpoint": str(args.separation), "sites": len(index),
+           "kimg": trained.identity()["checkpoint"].get("kimg")}
     modes = [m for m in args.modes.split(",") if m]
-    for name, fz in (("trained", trained), ("random", rand)):
+    featurizers = [("trained", trained)]
+    for seed in [int(x) for x in str(args.seed).split(",")]:
+        torch.manual_seed(seed)  # the trained run's architecture, freshly initialized
+        D_rand = build_discriminator(config)
+        featurizers.append((f"random{seed}", GanFeaturizer.from_discriminator(
+            D_rand, trained.normalizer, trained.channels, prefix="RandD_", scale=trained.scale)))
+    for name, fz in featurizers:
         for mode in modes:
             t = time.perf_counter()
             df = run_to_end(embed_iter(index, fz, field_mode=mode, batch_size=args.batch_size,
@@ -268,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
                    "discriminator vs the same network with random weights, per field mode, on --screen")
     p.add_argument("--screen", help="synthetic screen folder for --separation")
     p.add_argument("--modes", default="tiles,resize")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", default="0", help="random-weight seeds for --separation, e.g. 0,1")
     p.add_argument("--rss-child", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--data-dir", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
