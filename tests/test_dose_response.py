@@ -123,3 +123,27 @@ def test_bad_input_names_the_culprit() -> None:
         dr.hit_list(dr.fit_all(_table()), direction="up")
     with pytest.raises(DataError, match="fit_all"):
         dr.hit_list(pd.DataFrame({"compound": ["a"]}))
+
+
+def test_lincs_dose_trend_along_the_proteasome_axis(test_data) -> None:
+    """Real data: On axis = 24 proteasome-inhibitor wells (20 uM, C+) vs 24 DMSO wells (C-) of LINCS plate
+    SQ00015054; the 6-dose compounds are then fitted along it. A DNA-polymerase inhibitor (BRD-K93880783)
+    moves from DMSO towards the proteasome phenotype with dose; most compounds show no trend."""
+    from gandl_core.analysis.projection import project_table
+
+    d = pd.read_csv(test_data / "lincs" / "SQ00015054_normalized_feature_select.csv.gz")
+    proteasome = d["Metadata_moa"].astype(str).str.contains("proteasome") & (d["Metadata_mmoles_per_liter"] > 19)
+    role = np.where(d["Metadata_broad_sample"] == "DMSO", "negative", np.where(proteasome, "positive", "treated"))
+    d = pd.concat([pd.Series(role, name="Metadata_Role", index=d.index), d], axis=1)
+    _, scores, stats = project_table(d, positive="Metadata_Role == 'positive'", negative="Metadata_Role == 'negative'")
+    assert stats["n_positive"] == 24 and stats["n_negative"] == 24
+    treated = scores[scores["Metadata_Role"] != "negative"]
+    fits = dr.fit_all(treated, compound="Metadata_broad_sample", dose="Metadata_mmoles_per_liter").set_index("compound")
+    best = fits.loc["BRD-K93880783-001-26-6"]
+    assert best["status"] == "ok" and best["n_doses"] == 6
+    assert 0.3 < best["ec50"] < 5.0 and best["efficacy"] > 0.5 and best["r2"] > 0.9
+    # the two proteasome inhibitors are only at 20 uM: reported, not fitted
+    assert set(fits.loc[fits["status"] == "single-dose"].index) == {"BRD-K50691590-001-02-2", "BRD-K60230970-001-10-0"}
+    assert (fits["status"] == "flat").mean() > 0.7
+    hits = dr.hit_list(fits.reset_index())
+    assert "BRD-K93880783-001-26-6" in set(hits.loc[hits["hit"], "compound"])

@@ -80,6 +80,31 @@ def _hill_log(logc: np.ndarray, bottom: float, top: float, log_ec50: float, slop
     return bottom + (top - bottom) / (1.0 + np.exp(np.clip(z, -700, 700)))
 
 
+def _grid_starts(x: np.ndarray, y: np.ndarray, lower: list[float], upper: list[float]) -> list[list[float]]:
+    """Best (bottom, top, log EC50, slope) grid points, best first, strictly inside the bounds."""
+    logs = np.linspace(x.min() - 0.5, x.max() + 0.5, 25)
+    slopes = np.array([0.5, 1.0, 2.0, 4.0])
+    L, S = np.meshgrid(logs, slopes, indexing="ij")
+    L, S = L.ravel(), S.ravel()
+    g = 1.0 / (1.0 + np.exp(np.clip(S[:, None] * np.log(10.0) * (L[:, None] - x[None, :]), -700, 700)))
+    # Least squares for y = b (1 - g) + t g, per grid point (2 x 2 normal equations).
+    a11, a12, a22 = ((1 - g) ** 2).sum(1), ((1 - g) * g).sum(1), (g**2).sum(1)
+    r1, r2 = ((1 - g) * y).sum(1), (g * y).sum(1)
+    det = a11 * a22 - a12**2
+    ok = np.abs(det) > 1e-12
+    b = np.where(ok, (a22 * r1 - a12 * r2) / np.where(ok, det, 1), y.mean())
+    t = np.where(ok, (a11 * r2 - a12 * r1) / np.where(ok, det, 1), y.mean())
+    sse = (((b[:, None] * (1 - g) + t[:, None] * g) - y[None, :]) ** 2).sum(1)
+    out = []
+    for i in np.argsort(sse):
+        p0 = [b[i], t[i], L[i], S[i]]
+        out.append([float(np.clip(v, lo + 1e-6 * (hi - lo), hi - 1e-6 * (hi - lo)))
+                    for v, lo, hi in zip(p0, lower, upper)])
+        if len(out) == 3:
+            break
+    return out
+
+
 def _hill_jac(logc: np.ndarray, p: np.ndarray) -> np.ndarray:
     # Analytic Jacobian of _hill_log: exact and much cheaper than finite differences.
     bottom, top, log_ec50, slope = p
@@ -251,24 +276,21 @@ def fit_hill(conc: Sequence[float] | np.ndarray, resp: Sequence[float] | np.ndar
     # Asymptotes may lie beyond the observed range (curve not saturated), but not absurdly far.
     lower = [y.min() - span, y.min() - span, lx_lo - 2.0, 0.1]
     upper = [y.max() + span, y.max() + span, lx_hi + 2.0, 10.0]
-    low_mean, high_mean = means[0], means[-1]
     best = None
-    # Several starts (EC50 guesses inside the tested range, two slopes); least_squares returns its
-    # best point even when it stops at max_nfev, which happens on flat data (degenerate optimum).
-    for l0 in np.linspace(lx_lo, lx_hi, 4)[1:-1].tolist() + [float(np.median(x))]:
-        for s0 in (1.0, 3.0):
-            p0 = [low_mean, high_mean, l0, s0]
-            p0 = [float(np.clip(v, lo + 1e-9, hi - 1e-9)) for v, lo, hi in zip(p0, lower, upper)]
-            try:
-                res = least_squares(lambda p: _hill_log(x, *p) - y, p0, jac=lambda p: _hill_jac(x, p),
-                                    bounds=(lower, upper), max_nfev=200, method="trf")
-            except (ValueError, np.linalg.LinAlgError):  # no usable step from this start
-                continue
-            if not np.all(np.isfinite(res.x)):
-                continue
-            sse = float(np.sum(res.fun**2))
-            if best is None or sse < best[0]:
-                best = (sse, res.x, res.jac)
+    # Start from the best point of a grid over (log EC50, slope): for fixed EC50 and slope the curve is
+    # linear in (bottom, top), solved exactly, so the grid is cheap and avoids local minima; then one
+    # bounded least-squares refinement (it returns its best point even at max_nfev, as on flat data).
+    for p0 in _grid_starts(x, y, lower, upper)[:2]:
+        try:
+            res = least_squares(lambda p: _hill_log(x, *p) - y, p0, jac=lambda p: _hill_jac(x, p),
+                                bounds=(lower, upper), max_nfev=200, method="trf")
+        except (ValueError, np.linalg.LinAlgError):  # no usable step from this start
+            continue
+        if not np.all(np.isfinite(res.x)):
+            continue
+        sse = float(np.sum(res.fun**2))
+        if best is None or sse < best[0]:
+            best = (sse, res.x, res.jac)
     if best is None:
         return HillFit("failed", message="the optimiser did not converge from any start", **base)
     sse, popt, jac = best
