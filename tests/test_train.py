@@ -177,3 +177,17 @@ def test_quality_is_logged_on_its_own_schedule(tmp_path, index):
     assert [x["step"] for x in lines] == [2, 3, 4]
     assert [x.get("swd") is not None for x in lines] == [True, False, True]
     assert all(x["swd"] > 0 for x in lines if x.get("swd") is not None)
+
+
+def test_loader_workers_do_not_change_the_run(tmp_path, index):
+    """Crop positions and data order are functions of (seed, step), not of which process reads them."""
+    import torch
+
+    a = run_to_end(train(_cfg(tmp_path, "w0", kimg=2 * STEP, workers=0), index))
+    b = run_to_end(train(_cfg(tmp_path, "w1", kimg=2 * STEP, workers=1), index))
+    da, db = load_checkpoint(a)["D"], load_checkpoint(b)["D"]
+    for k in da:
+        torch.testing.assert_close(da[k], db[k], rtol=1e-6, atol=1e-7, msg=k)
+    c = run_to_end(train(_cfg(tmp_path, "seed1", kimg=2 * STEP, seed=1), index))
+    dc = load_checkpoint(c)["D"]
+    assert any(not torch.allclose(da[k], dc[k]) for k in da if da[k].is_floating_point())  # the seed matters
