@@ -99,7 +99,7 @@ def test_ground_truth_is_recoverable_by_a_hand_readout(screen: Path) -> None:
         area[name] = np.trapezoid(frac, np.log10(g.treatment_conc.astype(float).to_numpy()))
     assert len(area) == 4
     rho_ec50 = spearmanr(list(area.values()), -np.log10(gt.ec50_uM[list(area)].to_numpy())).statistic
-    assert rho_ec50 >= 0.8, (rho_ec50, area)  # measured 1.0 for seed 3 (4 compounds: 0.8 = one adjacent swap)
+    assert rho_ec50 > 0.79, (rho_ec50, area)  # seed 3: 1.0 (seeds 4, 7: 0.8, 1.0); 0.8 = one adjacent swap of 4
     # Toxic compounds: the nuclei proxy collapses at the top dose.
     toxic = list(gt.index[gt.toxic])
     assert len(toxic) == 2 and gt.active[toxic].sum() == 1

@@ -293,6 +293,8 @@ def render_site(
         theta = float(rng.uniform(0, np.pi))
         infected = rng.random() < infected_fraction
         syncytium = infected and rng.random() < 0.15
+        # Cell-to-cell stain variation (cell cycle, uptake): one log-normal factor per channel.
+        bright = np.exp(rng.normal(0.0, 0.15, 5)).tolist()
         jitter = rng.uniform(0.85, 1.15)
         r_n = m["r_nuc"] * jitter * condense
         aspect = 1.0 + (m["aspect"] - 1.0) * (0.35 if infected else 1.0)  # infected cells round up
@@ -326,10 +328,10 @@ def render_site(
         cyto = np.clip(cell - nuc, 0, 1)
         sl = (slice(y0, y1), slice(x0, x1))
         # DNA: nucleus with chromatin texture; condensed nuclei are brighter.
-        img[0][sl] += nuc * (1.0 + 0.25 * tex_chrom[sl]) * (1.0 / condense) ** 2 * rng.uniform(0.8, 1.2)
+        img[0][sl] += nuc * (1.0 + 0.25 * tex_chrom[sl]) * (1.0 / condense) ** 2 * bright[0]
         # ER: perinuclear gradient with reticular texture; swollen when infected.
         er_gain = 1.35 if infected else 1.0
-        img[1][sl] += cyto * np.exp(-np.maximum(d_cell - 0.2, 0) * 1.2) * (0.8 + 0.35 * tex_er[sl]) * 0.7 * er_gain
+        img[1][sl] += cyto * np.exp(-np.maximum(d_cell - 0.2, 0) * 1.2) * (0.8 + 0.35 * tex_er[sl]) * 0.7 * er_gain * bright[1]
         # Actin: cortical ring + stress fibres, thin lines roughly parallel to the long axis.
         ring = np.exp(-((d_cell - 0.95) / 0.12) ** 2)
         n_f = int(rng.integers(4, 9))
@@ -338,7 +340,7 @@ def render_site(
         f_amp = (rng.uniform(0.5, 1.0, n_f) * (0.15 if infected else 1.0)).astype(np.float32)
         dist = v[None] - f_off[:, None, None] - f_slope[:, None, None] * u[None]
         fibres = np.tensordot(f_amp, np.exp(dist**2 * np.float32(-1.0 / (2 * 0.45**2))), 1)
-        img[2][sl] += 0.5 * ring + cyto * fibres * 0.9 + 0.1 * cell
+        img[2][sl] += (0.5 * ring + cyto * fibres * 0.9 + 0.1 * cell) * bright[2]
         # RNA: nucleoli + diffuse cytoplasm; infected: bright cytoplasmic puncta.
         rna = 0.25 * cyto + 0.2 * nuc
         for pu, pv in zip(nu.tolist(), nv.tolist()):
@@ -349,7 +351,7 @@ def render_site(
             k = int(rng.integers(5, 10)) * (2 if syncytium else 1)
             ang, rad = rng.uniform(0, 2 * np.pi, k), rng.uniform(0.45, 0.85, k)
             rna += _spots(u, v, rad * a_c * np.cos(ang), rad * b_c * np.sin(ang), 0.8, 1.6)
-        img[3][sl] += rna
+        img[3][sl] += rna * bright[3]
         # Golgi: perinuclear ribbon on one side, fragmented into scattered dots when infected.
         golgi = 0.15 * np.exp(-((d_cell - 0.95) / 0.15) ** 2)
         side = rng.uniform(0, 2 * np.pi)
@@ -360,7 +362,7 @@ def render_site(
         else:
             gu, gv = float(nu[0] + 1.3 * a_n * np.cos(side)), float(nv[0] + 1.3 * b_n * np.sin(side))
             golgi = golgi + 1.1 * np.exp(-((u - gu) ** 2 / (2 * 1.4**2) + (v - gv) ** 2 / (2 * 0.9**2)))
-        img[4][sl] += golgi * cell
+        img[4][sl] += golgi * cell * bright[4]
     return np.clip(img, 0.0, None).astype(np.float32)
 
 
