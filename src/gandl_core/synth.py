@@ -21,6 +21,8 @@ Generative model (all intensities before plate effects are in arbitrary units ar
   ``w4 RNA``    2–3 nucleoli and diffuse cytoplasm.
   ``w5 Golgi``  a compact perinuclear ribbon on one side of the nucleus, plus membrane outline.
 
+  Every cell gets its own log-normal (sd 0.15) brightness factor per stain (cell-to-cell variation).
+
 * **Infection phenotype** (C− wells; each cell is infected with probability ``q``): bright
   cytoplasmic RNA puncta (viral replication sites), rounder cells with few stress fibres,
   fragmented Golgi scattered around the nucleus, swollen ER; 15% of infected cells fuse into
