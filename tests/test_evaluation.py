@@ -86,3 +86,14 @@ def test_errors_name_the_culprit() -> None:
         zero_shot(df, df.drop(columns="f4"), label="Metadata_CellType")
     with pytest.raises(DataError, match="at least 2"):
         separability(df[df.Metadata_Well.isin(["B01", "B02"]) & (df.Metadata_Plate == "P1")])
+
+
+def test_rows_with_nan_features_are_dropped_and_counted() -> None:
+    df = _sites()
+    df.loc[[0, 5, 7], "f2"] = np.nan
+    r = separability(df, cv=3)
+    assert r.params["n_rows_dropped_nan"] == 3
+    assert r.confusion.to_numpy().sum() == len(df) - 3
+    df["f0"] = "x"
+    with pytest.raises(DataError, match="f0"):
+        separability(df)  # a text column that does not start with Metadata_ is named

@@ -114,3 +114,24 @@ def test_table_errors_name_the_culprit() -> None:
     p = Projection().fit_table(df)
     with pytest.raises(DataError, match="f5"):
         p.transform_table(df.drop(columns="f5"))
+
+
+def test_c2_cell_type_projection_from_a_table() -> None:
+    """C2: the same estimator with two cell types as the classes (pandas queries on the cell-type column)."""
+    rng = np.random.default_rng(2)
+    n = 30
+    X = rng.normal(size=(2 * n, 4))
+    X[n:, 3] += 8.0  # VERO differs along feature 3
+    df = pd.DataFrame(X, columns=["a", "b", "c", "d"])
+    df.insert(0, "Metadata_CellType", ["HRCE"] * n + ["VERO"] * n)
+    _, scores, stats = project_table(df, positive="Metadata_CellType == 'VERO'", negative="Metadata_CellType == 'HRCE'")
+    means = scores.groupby("Metadata_CellType")["On"].mean()
+    assert means["VERO"] == pytest.approx(1.0) and means["HRCE"] == pytest.approx(-1.0)
+    assert 0.1 < stats["z_prime"] < 0.35  # 8 sd apart: ideal Z' = 1 - 6/8 = 0.25
+
+
+def test_rows_with_nan_features_get_nan_scores() -> None:
+    df = _table()
+    df.loc[len(df) - 1, "f1"] = np.nan  # a treated row
+    _, scores, _ = project_table(df)
+    assert np.isnan(scores["On"].iloc[-1]) and np.isfinite(scores["On"].iloc[:-1]).all()

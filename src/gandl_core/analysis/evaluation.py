@@ -89,7 +89,8 @@ class EvalResult:
     accuracy, balanced_accuracy
         On held-out wells (or out-of-fold over all wells with ``cv``).
     n_train, n_test
-        Number of wells (groups) used to fit and to test (per fold averages with ``cv``).
+        Number of wells (groups) used to fit and to test. With ``cv``: ``n_train`` is the mean per
+        fold and ``n_test`` the total (every well is tested once). ``zero_shot``: rows, not wells.
     classes
         Class names, in confusion-matrix order.
     confusion
@@ -179,6 +180,7 @@ def _run(df: pd.DataFrame, y: np.ndarray, *, features, group, test_size, cv, C, 
     if bad.all():
         raise DataError("every selected row has a NaN/inf feature; impute or drop those features first.")
     df, X, y = df[~bad], X[~bad], y[~bad]
+    params = {**params, "n_rows_dropped_nan": int(bad.sum())}  # reported, not silently lost
     groups = group_keys(df, group).to_numpy()
     classes = sorted(pd.unique(y).tolist(), key=str)
     if len(classes) < 2:
