@@ -251,9 +251,11 @@ def grid_label_data(session: PlateSession) -> tuple:
         coords.append((oy + r * s, ox - s)); labels.append(row_letter(r))
     for c in range(n_cols):
         coords.append((oy - s, ox + c * s)); labels.append(str(c + 1))
-    kwargs = {"name": "plate grid", "features": pd.DataFrame({"label": labels}), "size": 0.0,
-              "face_color": "transparent", "border_width": 0.0,
-              "text": {"string": "{label}", "size": 8, "color": "#c0c0c0"},
+    # Text only: the points themselves are invisible (transparent face and border).
+    font = 8 if n_cols <= 12 else 6 if n_cols <= 24 else 5
+    kwargs = {"name": "plate grid", "features": pd.DataFrame({"label": labels}), "size": s * 0.5,
+              "face_color": "transparent", "border_color": "transparent", "border_width": 0.0,
+              "text": {"string": "{label}", "size": font, "color": "#c0c0c0"},
               "metadata": {KIND_KEY: "plate_grid"}}
     return np.asarray(coords, float), kwargs, "points"
 
@@ -384,6 +386,7 @@ def update_overlay(viewer: Any) -> Any | None:
         pm = find_plate_map(viewer)
         if pm is not None:
             viewer.layers.move(viewer.layers.index(pm), len(viewer.layers) - 1)
+            viewer.layers.selection.active = pm
     else:
         existing.data = data
         existing.colormap = cmap

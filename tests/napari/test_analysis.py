@@ -111,3 +111,19 @@ def test_fit_without_features_names_the_prefix(make_napari_viewer, tiny_rxrx, mo
     _, w = viewer.window.add_plugin_dock_widget("napari-gandl", "Projection and activity")
     assert w.fit() is None
     assert "GAN_" in shown[0] and "Embed" in shown[0]
+
+
+def test_same_control_values_and_bad_train_option_are_messages(make_napari_viewer, tiny_rxrx, monkeypatch) -> None:
+    shown = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)
+    viewer, layer, session = embedded_viewer(make_napari_viewer, tiny_rxrx)
+    _, w = viewer.window.add_plugin_dock_widget("napari-gandl", "Projection and activity")
+    w.negative.value = "positive"
+    assert w.fit() is None
+    assert "positive" in shown[-1] and "pick two values" in shown[-1]
+    pytest.importorskip("gandl_core.train")
+    _, t = viewer.window.add_plugin_dock_widget("napari-gandl", "Train GAN")
+    t._advanced["resolution"].value = 12
+    assert t.start() is None
+    assert "resolution" in shown[-1] and "12" in shown[-1]
+    assert t.start_btn.enabled

@@ -134,3 +134,28 @@ def test_stain_colormaps() -> None:
     assert L.parse_well("AB12") == (27, 11) and L.row_letter(27) == "AB"
     with pytest.raises(ValueError, match="'12B'"):
         L.parse_well("12B")
+
+
+def test_tiff_of_a_zstack_is_a_message(tmp_path: Path, monkeypatch) -> None:
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "stack.tif", np.zeros((3, 4, 16, 16), np.uint16), photometric="minisblack")
+    (tmp_path / "broken.tif").write_bytes(b"II*\x00garbage")
+    shown = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)
+    assert get_reader(str(tmp_path / "stack.tif"))(str(tmp_path / "stack.tif")) == [(None,)]
+    assert "stack.tif" in shown[0] and "4-D" in shown[0]
+    assert get_reader(str(tmp_path / "broken.tif"))(str(tmp_path / "broken.tif")) == [(None,)]
+    assert "broken.tif" in shown[1]
+
+
+def test_plate_with_a_missing_image_opens_without_it(tmp_path: Path, monkeypatch) -> None:
+    from conftest import write_rxrx
+
+    root = write_rxrx(tmp_path / "s", plates=1)
+    (root / "images" / "EXP-1" / "Plate1" / "C05_s2_w3.png").unlink()
+    with pytest.warns(UserWarning, match="C05"):
+        layers = get_reader(str(root))(str(root))
+    session = layers[-1][1]["metadata"][L.SESSION_KEY]
+    assert len(session.index) == 15  # the site with the missing channel is left out, named in a warning
+    assert session.wells.set_index("Metadata_Well").loc["C05", "n_sites"] == 1
