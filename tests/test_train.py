@@ -127,7 +127,8 @@ def test_cli_resume_needs_only_the_new_length(tmp_path, synth_screen, capsys):
     run = tmp_path / "run"
     base = ["train", str(synth_screen), "-o", str(run)]
     assert main(base + ["--preset", "cpu-tiny", "--kimg", str(STEP), "--seed", "5"]) == 0
-    assert "checkpoint:" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "checkpoint:" in out and "trained to 0.008 kimg (step 1)" in out and "s/kimg; SWD " in out
     # no --preset/--seed: the run's own config.json is the base, --kimg the only change
     assert main(base + ["--resume", "--kimg", str(2 * STEP)]) == 0
     state = load_checkpoint(run / "checkpoints" / "latest.pt")

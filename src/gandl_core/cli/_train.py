@@ -53,7 +53,9 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports (it wrote the files)
-        print(f"checkpoint: {ckpt}\nfakes: {args.out}/fakes/latest.png\nmetrics: {args.out}/metrics.jsonl")
+        print(_summary(args.out))
+        print(f"checkpoint: {ckpt}\nfakes: {args.out}/fakes/latest.png (real crops: fakes/reals.png)\n"
+              f"metrics: {args.out}/metrics.jsonl")
     return 0
 
 
@@ -91,3 +93,22 @@ def _sigterm_stops_cleanly() -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _stop)
+
+
+def _summary(out) -> str:
+    """One line from metrics.jsonl: length, speed and the SWD trend of the run."""
+    import json
+    from pathlib import Path
+
+    try:
+        lines = [json.loads(x) for x in (Path(out) / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    except (OSError, ValueError):
+        return "trained (no metrics.jsonl to summarise)"
+    if not lines:
+        return "trained (no metrics yet)"
+    last = lines[-1]
+    text = f"trained to {last['kimg']:g} kimg (step {last['step']}), {last.get('sec_per_kimg') or 0:.0f} s/kimg"
+    swd = [(x["kimg"], x["swd"]) for x in lines if x.get("swd") is not None]
+    if swd:
+        text += "; SWD " + " -> ".join(f"{v:.3f}" for _, v in swd[-6:]) + " (lower = fakes closer to the reals)"
+    return text
