@@ -74,3 +74,23 @@ def test_project_reads_gzipped_csv(tmp_path, test_data) -> None:
     assert main(["project", str(src), "--positive", "Metadata_moa.str.contains('proteasome', na=False)",
                  "--negative", "Metadata_broad_sample == 'DMSO'", "-o", str(out)]) == 0
     assert json.loads((out / "projection.json").read_text())["z_prime"] > 0.8
+
+
+def test_evaluate_zero_shot_on_another_table(profiles, tmp_path, capsys) -> None:
+    df = read_table(profiles)
+    other = df.copy()
+    feats = [c for c in df.columns if c.startswith("GAN_")]
+    other[feats] = other[feats] + np.random.default_rng(5).normal(scale=0.3, size=other[feats].shape)
+    other = other.drop(columns=["GAN_7"]).assign(GAN_extra=1.0)  # missing feature -> named error
+    write_table(other, tmp_path / "other.parquet")
+    assert main(["evaluate", str(profiles), "--label", "Metadata_Role", "--test", str(tmp_path / "other.parquet"),
+                 "-o", str(tmp_path / "zs")]) == 2
+    assert "GAN_7" in capsys.readouterr().err
+    other["GAN_7"] = df["GAN_7"]
+    write_table(other, tmp_path / "other.parquet")
+    assert main(["evaluate", str(profiles), "--label", "Metadata_Role", "--test", str(tmp_path / "other.parquet"),
+                 "-o", str(tmp_path / "zs")]) == 0
+    res = json.loads((tmp_path / "zs" / "evaluation.json").read_text())
+    assert res["accuracy"] >= 0.9 and res["mode"] == "zero_shot" and res["n_test_wells"] == 24
+    assert main(["evaluate", str(profiles), "--test", str(tmp_path / "other.parquet"), "-o", str(tmp_path)]) == 2
+    assert "--label" in capsys.readouterr().err

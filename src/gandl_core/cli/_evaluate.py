@@ -27,6 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--label", metavar="COL", help="multi-class mode: predict this metadata column instead "
                    "(e.g. Metadata_CellType)")
     p.add_argument("--query", metavar="QUERY", help="with --label: restrict to these rows first")
+    p.add_argument("--test", metavar="TABLE", help="with --label: zero-shot check -- fit on all of PROFILES, predict "
+                   "TABLE (e.g. other plates or another experiment; features matched by column name)")
     p.add_argument("--by", metavar="COL", help="also report accuracy per value of this column")
     p.add_argument("--cv", type=int, metavar="K", help="K-fold grouped cross-validation instead of one 75/25 split")
     p.add_argument("--test-size", type=float, default=0.25, help="fraction of wells held out (default 0.25)")
@@ -46,10 +48,19 @@ def run(args: argparse.Namespace) -> int:
     df = read_profiles(args.profiles)
     group = None if str(args.group).lower() == "none" else args.group
     common = dict(group=group, test_size=args.test_size, cv=args.cv, C=args.C, seed=args.seed, by=args.by)
+    if args.test and not args.label:
+        raise ConfigError("--test (zero-shot) needs --label COL: the column to predict on the other table.")
     if args.label:
         if args.positive or args.negative:
             raise ConfigError("give either --label (multi-class) or --positive/--negative (controls), not both.")
-        res = evaluation.classify(df, label=args.label, query=args.query, **common)
+        if args.test:
+            test = read_profiles(args.test)
+            if args.query:
+                df = df[evaluation.select(df, args.query, "--query")]
+                test = test[evaluation.select(test, args.query, "--query")]
+            res = evaluation.zero_shot(df, test, label=args.label, C=args.C, seed=args.seed)
+        else:
+            res = evaluation.classify(df, label=args.label, query=args.query, **common)
     else:
         res = evaluation.separability(df, positive=args.positive, negative=args.negative, **common)
     out = Path(args.out)
@@ -57,8 +68,10 @@ def run(args: argparse.Namespace) -> int:
     write_table(res.predictions, out / "predictions.csv")
     write_table(res.per_group, out / "per_group.csv")
     write_table(res.confusion.reset_index(), out / "confusion.csv")
-    plots.confusion_matrix(res.confusion, out / "confusion.png")
-    write_json(out / "evaluation.json", {"profiles": str(args.profiles), **res.summary()})
+    how = ("zero-shot: fit on PROFILES, tested on " + Path(args.test).name if args.test else
+           f"out-of-fold, {args.cv}-fold split by well" if args.cv else "held-out wells")
+    plots.confusion_matrix(res.confusion, out / "confusion.png", title=f"Confusion matrix ({how})")
+    write_json(out / "evaluation.json", {"profiles": str(args.profiles), "test_table": args.test, **res.summary()})
     print(json.dumps({"accuracy": round(res.accuracy, 4), "balanced_accuracy": round(res.balanced_accuracy, 4),
                       "n_train_wells": res.n_train, "n_test_wells": res.n_test}))
     print(f"wrote {out}/evaluation.json, predictions.csv, per_group.csv, confusion.csv, confusion.png")
