@@ -348,6 +348,12 @@ def apply_colour(layer: Any) -> None:
     layer.face_color = column
     layer.face_contrast_limits = limits
     session.extras["limits"] = limits
+    # Wells without a value (not embedded yet) would map to transparent: keep them visible in grey.
+    missing = ~np.isfinite(pd.to_numeric(layer.features[column], errors="coerce").to_numpy(float))
+    if missing.any():
+        colours = np.asarray(layer.face_color).copy()
+        colours[missing] = (0.35, 0.35, 0.35, 1.0)
+        layer.face_color = colours
     layer.refresh()
 
 

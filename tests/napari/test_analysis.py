@@ -127,3 +127,17 @@ def test_same_control_values_and_bad_train_option_are_messages(make_napari_viewe
     assert t.start() is None
     assert "resolution" in shown[-1] and "12" in shown[-1]
     assert t.start_btn.enabled
+
+
+def test_wells_without_score_stay_grey(make_napari_viewer, tiny_rxrx) -> None:
+    viewer, layer, session = embedded_viewer(make_napari_viewer, tiny_rxrx)
+    # only plate 1 embedded: plate 2's wells have no features and no score
+    gan = [c for c in session.wells.columns if c.startswith("GAN_")]
+    session.wells.loc[session.wells.Metadata_Plate == "EXP-1_Plate2", gan] = np.nan
+    _, w = viewer.window.add_plugin_dock_widget("napari-gandl", "Projection and activity")
+    assert w.fit() is not None
+    assert session.wells.groupby("Metadata_Plate")["OnScore"].count().to_dict() == {"EXP-1_Plate1": 8, "EXP-1_Plate2": 0}
+    L.show_plate(layer, "EXP-1_Plate2")
+    np.testing.assert_allclose(layer.face_color, [[0.35, 0.35, 0.35, 1.0]] * 8)
+    L.show_plate(layer, "EXP-1_Plate1")
+    assert np.all(layer.face_color[:, 3] == 1) and layer.face_color[:, :3].std() > 0.05
