@@ -94,3 +94,18 @@ def test_evaluate_zero_shot_on_another_table(profiles, tmp_path, capsys) -> None
     assert res["accuracy"] >= 0.9 and res["mode"] == "zero_shot" and res["n_test_wells"] == 24
     assert main(["evaluate", str(profiles), "--test", str(tmp_path / "other.parquet"), "-o", str(tmp_path)]) == 2
     assert "--label" in capsys.readouterr().err
+
+
+def test_prefix_selects_one_feature_set(profiles, tmp_path, capsys) -> None:
+    df = read_table(profiles)
+    noise = np.random.default_rng(9).normal(size=(len(df), 4))
+    df[[f"CAE_{i}" for i in range(4)]] = noise  # a second, uninformative feature set
+    write_table(df, tmp_path / "two.parquet")
+    assert main(["project", str(tmp_path / "two.parquet"), "--prefix", "CAE_", "-o", str(tmp_path / "cae")]) == 0
+    assert main(["project", str(tmp_path / "two.parquet"), "--prefix", "GAN_", "-o", str(tmp_path / "gan")]) == 0
+    z_cae = json.loads((tmp_path / "cae" / "projection.json").read_text())["z_prime"]
+    z_gan = json.loads((tmp_path / "gan" / "projection.json").read_text())
+    assert z_gan["n_features"] == 8 and z_gan["z_prime"] > 0 > z_cae
+    assert main(["evaluate", str(tmp_path / "two.parquet"), "--prefix", "DN_", "-o", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "--prefix 'DN_'" in err and "CAE_" in err and "GAN_" in err

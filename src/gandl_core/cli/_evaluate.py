@@ -35,6 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--group", default="Metadata_Well", help="column naming a well (plate is prepended); "
                    "'none' splits rows independently (default Metadata_Well)")
     p.add_argument("--C", type=float, default=1.0, dest="C", help="SVM soft-margin penalty (default 1)")
+    p.add_argument("--prefix", default=None, help="use only feature columns starting with this (e.g. GAN_); "
+                   "default: every non-Metadata_ column")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder")
     p.set_defaults(func=run)
@@ -47,7 +49,9 @@ def run(args: argparse.Namespace) -> int:
 
     df = read_profiles(args.profiles)
     group = None if str(args.group).lower() == "none" else args.group
-    common = dict(group=group, test_size=args.test_size, cv=args.cv, C=args.C, seed=args.seed, by=args.by)
+    features = select_features(df, args.prefix)
+    common = dict(features=features, group=group, test_size=args.test_size, cv=args.cv, C=args.C, seed=args.seed,
+                  by=args.by)
     if args.test and not args.label:
         raise ConfigError("--test (zero-shot) needs --label COL: the column to predict on the other table.")
     if args.label:
@@ -58,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
             if args.query:
                 df = df[evaluation.select(df, args.query, "--query")]
                 test = test[evaluation.select(test, args.query, "--query")]
-            res = evaluation.zero_shot(df, test, label=args.label, C=args.C, seed=args.seed)
+            res = evaluation.zero_shot(df, test, label=args.label, features=features, C=args.C, seed=args.seed)
         else:
             res = evaluation.classify(df, label=args.label, query=args.query, **common)
     else:
@@ -138,3 +142,23 @@ def read_profiles(path: str | os.PathLike):
         except Exception as exc:  # noqa: BLE001 - re-raised with the file named
             raise DataError(f"{p}: cannot read this compressed table ({exc}).") from exc
     return read_table(p)
+
+
+def select_features(df, prefix: str | None) -> list[str] | None:
+    """Feature columns starting with ``prefix`` (None: all features).
+
+    Raises
+    ------
+    ConfigError
+        No feature column starts with ``prefix`` (the prefixes present are listed).
+    """
+    from ..errors import ConfigError
+    from ..tables import feature_columns
+
+    if not prefix:
+        return None
+    feats = [c for c in feature_columns(df) if str(c).startswith(prefix)]
+    if not feats:
+        seen = sorted({str(c).split("_")[0] + "_" for c in feature_columns(df) if "_" in str(c)})[:10]
+        raise ConfigError(f"--prefix {prefix!r}: no feature column starts with it; prefixes in the table: {seen}.")
+    return feats

@@ -21,6 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "== 'positive', else RxRx Mock untreated)")
     p.add_argument("--negative", metavar="QUERY", help="pandas query selecting C- rows")
     p.add_argument("--C", type=float, default=1.0, dest="C", help="SVM soft-margin penalty (default 1)")
+    p.add_argument("--prefix", default=None, help="use only feature columns starting with this (e.g. GAN_)")
     p.add_argument("--color", default=None, help="E2 plot: colour column (default Metadata_Control)")
     p.add_argument("--marker", default="Metadata_CellType", help="E2 plot: marker column if present")
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder")
@@ -34,10 +35,11 @@ def run(args: argparse.Namespace) -> int:
     from ..analysis import plots
     from ..analysis.projection import project_table
     from ..tables import write_table
-    from ._evaluate import read_profiles, write_json
+    from ._evaluate import read_profiles, select_features, write_json
 
     df = read_profiles(args.profiles)
-    proj, scores, stats = project_table(df, positive=args.positive, negative=args.negative, C=args.C)
+    proj, scores, stats = project_table(df, positive=args.positive, negative=args.negative, C=args.C,
+                                        features=select_features(df, args.prefix))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_table(scores, out / "scores.parquet", metadata={"projection": stats, "source": str(args.profiles)})
