@@ -42,6 +42,31 @@ def test_crop_larger_than_field_is_named(tmp_path, index):
     assert "resolution" in msg and "16" in msg and "field" in msg
 
 
+def test_resize_mode_trains_on_whole_fields(tmp_path, index):
+    from gandl_core.train import _CropSource
+    from gandl_core.plates import IntensityNormalizer, PlateDataset
+
+    norm = IntensityNormalizer().fit(index, n_sites=4)
+    base = PlateDataset(index, norm, 16, mode="full", scale=0.25)  # 12 px fields
+    whole = _CropSource(base, 16, "resize")[(0, 0)]
+    assert whole.shape == (5, 16, 16)
+    full = PlateDataset(index, norm, 16, mode="full")
+    shrunk = _CropSource(full, 16, "resize")[(0, 123)]
+    # area-averaged whole field: same mean as the field, independent of the crop seed
+    assert float(shrunk.mean()) == pytest.approx(float(full.field(0).mean()), abs=1e-4)
+    assert torch_equal(shrunk, _CropSource(full, 16, "resize")[(0, 999)])
+    run_to_end(train(_cfg(tmp_path, kimg=STEP, crop_mode="resize", field_scale=0.25), index))
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")["config"]["crop_mode"] == "resize"
+    with pytest.raises(ConfigError, match="crop_mode"):
+        TrainConfig.from_preset("cpu-tiny", crop_mode="center")
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
+
+
 def test_empty_index_is_refused(tmp_path, index):
     with pytest.raises(DataError, match="no sites"):
         next(train(_cfg(tmp_path, kimg=STEP), index.iloc[:0]))

@@ -65,8 +65,8 @@ class _CropSource:
     crop position is a pure function of the crop seed and not of which worker runs it.
     """
 
-    def __init__(self, base, resolution: int) -> None:
-        self.base, self.resolution = base, resolution
+    def __init__(self, base, resolution: int, crop_mode: str = "random") -> None:
+        self.base, self.resolution, self.crop_mode = base, resolution, crop_mode
 
     def __len__(self) -> int:
         return len(self.base)
@@ -78,9 +78,16 @@ class _CropSource:
         x = self.base.field(i)  # [C,H,W] normalized
         r = self.resolution
         h, w = x.shape[-2:]
+        if self.crop_mode == "resize":
+            # The whole field shrunk to r x r (GAN-DL on RxRx19a saw whole fields): area averaging
+            # antialiases when shrinking; bilinear if a field is smaller than r.
+            mode = "area" if (h >= r and w >= r) else "bilinear"
+            kw = {} if mode == "area" else {"align_corners": False}
+            return torch.nn.functional.interpolate(x[None], size=(r, r), mode=mode, **kw)[0].contiguous()
         if h < r or w < r:
-            raise DataError(f"site {i}: field {h}x{w} (after field_scale) is smaller than the training "
-                            f"resolution {r}; lower --resolution or raise --field-scale.")
+            name = Path(str(self.base.paths[i][0])).name if hasattr(self.base, "paths") else f"site {i}"
+            raise DataError(f"{name}: field {h}x{w} (after field_scale) is smaller than the training "
+                            f"resolution {r}; lower --resolution, raise --field-scale or use crop_mode='resize'.")
         rng = np.random.default_rng(seed)
         y0, x0 = int(rng.integers(0, h - r + 1)), int(rng.integers(0, w - r + 1))
         return x[:, y0:y0 + r, x0:x0 + r].contiguous()
@@ -416,7 +423,7 @@ def train(config: TrainConfig, index=None, *, resume: bool = False) -> ProgressG
     _broadcast_module(G_ema, world)
 
     base = PlateDataset(index, normalizer, config.resolution, mode="full", seed=config.seed, scale=config.field_scale)
-    source = _CropSource(base, config.resolution)
+    source = _CropSource(base, config.resolution, config.crop_mode)
     sampler = _StepBatches(len(base), config.batch, config.seed, step, rank, world)
     loader = torch.utils.data.DataLoader(source, batch_sampler=sampler, num_workers=config.workers,
                                          generator=torch.Generator().manual_seed(config.seed),
@@ -628,7 +635,7 @@ def _quality(G_ema, base, config: TrainConfig, device, n: int = 64) -> dict[str,
     from .quality import swd
 
     rng = np.random.default_rng(config.seed + 99)
-    src = _CropSource(base, config.resolution)
+    src = _CropSource(base, config.resolution, config.crop_mode)
     idx = rng.integers(0, len(base), n)
     real = torch.stack([src[(int(i), int(config.seed * 7 + j))] for j, i in enumerate(idx)])
     with torch.no_grad():

@@ -24,6 +24,7 @@ class TrainConfig:
     out_dir: str = "run"                # run folder: config.json, checkpoints/, fakes/, metrics.jsonl
     resolution: int = 32                # training crop size in px (power of two >= 8)
     field_scale: float = 1.0            # downscale factor applied to fields before cropping (keeps cells a sensible size)
+    crop_mode: str = "random"           # "random": random resolution-px crops; "resize": whole field shrunk to resolution
     channels: int = 5                   # image channels (stains); set from the data
     channel_names: tuple[str, ...] = () # stain names in channel order; set from the data
     norm_sites: int = 64                # sites sampled to fit the intensity normalizer
@@ -86,6 +87,9 @@ class TrainConfig:
                 f"use --batch >= {self.mbstd_group} or a smaller mbstd_group.")
         if not self.kimg > 0:
             raise ConfigError(f"option 'kimg' = {self.kimg!r} must be > 0.")
+        if self.crop_mode not in {"random", "resize"}:
+            raise ConfigError(f"option 'crop_mode' = {self.crop_mode!r}: choose 'random' (crops) or 'resize' "
+                              "(whole field).")
         if not 0 < self.field_scale <= 1:
             raise ConfigError(f"option 'field_scale' = {self.field_scale!r} must be in (0, 1].")
         if self.channel_names and len(self.channel_names) != self.channels:

@@ -19,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="cpu-tiny | cpu-small | gpu-256 | paper (default cpu-small; with --resume: the run's own)")
     p.add_argument("--resolution", type=int, help="training crop size, power of two")
     p.add_argument("--field-scale", type=float, help="downscale fields by this factor before cropping")
+    p.add_argument("--crop-mode", dest="crop_mode", choices=["random", "resize"],
+                   help="random: random RESOLUTION-px crops of each field (default); resize: the whole field "
+                   "shrunk to RESOLUTION px")
     p.add_argument("--kimg", type=float, help="training length, thousands of real images")
     p.add_argument("--batch", type=int, help="images per step (over all processes)")
     p.add_argument("--loss", choices=["stylegan2", "wgan-gp"], help="GAN loss")
@@ -41,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from ..train import TrainConfig, train
 
     overrides = {k: getattr(args, k) for k in ("resolution", "kimg", "batch", "loss", "lr_g", "lr_d", "r1_gamma",
-                                              "augment", "mapping_layers", "seed", "device", "workers")}
+                                              "augment", "mapping_layers", "seed", "device", "workers", "crop_mode")}
     overrides["field_scale"] = args.field_scale
     if args.minutes is not None:
         overrides["time_limit_s"] = args.minutes * 60.0
