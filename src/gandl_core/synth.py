@@ -82,6 +82,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .errors import ConfigError, DataError
+from .tables import default_file_mode
 from .progress import Progress, ProgressGenerator, run_to_end
 
 CHANNEL_NAMES = ["DNA", "ER", "Actin", "RNA", "Golgi"]
@@ -559,6 +560,7 @@ def make_screen_iter(
                                                 controls, uv_controls, doses, cell_types, infection))
         if out.exists():
             shutil.rmtree(out)  # empty, or overwrite=True (checked above)
+        os.chmod(tmp, default_file_mode(directory=True))  # mkdtemp makes it 0700
         os.replace(tmp, out)  # the folder appears whole or not at all
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -59,6 +59,13 @@ def check_features(df: pd.DataFrame, features: list[str] | None = None, *, name:
     return features
 
 
+def default_file_mode(directory: bool = False) -> int:
+    """Permissions a plain ``open()`` would give under the current umask (mkstemp uses 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
 def write_table(df: pd.DataFrame, path: str | os.PathLike, metadata: Mapping[str, Any] | None = None) -> Path:
     """Write ``df`` as Parquet (or CSV by suffix) atomically: temp file in the same folder, then rename.
 
@@ -81,6 +88,7 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike, metadata: Mapping[str
                 meta[_SCHEMA_KEY] = json.dumps(metadata, default=str).encode()
                 table = table.replace_schema_metadata(meta)
             pq.write_table(table, tmp)
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
