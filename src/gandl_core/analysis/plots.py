@@ -33,7 +33,8 @@ __all__ = ["e2_scatter", "c2_scatter", "dose_scatter", "plate_heatmap", "plate_g
 #: Okabe-Ito colour-blind-safe palette (black last: used for "other").
 OKABE_ITO = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
 #: Fixed colours for control roles, so C+ / C- look the same in every figure.
-ROLE_COLOURS = {"positive": "#0072B2", "negative": "#D55E00", "treated": "#BBBBBB", "other": "#E69F00"}
+ROLE_COLOURS = {"positive": "#0072B2", "negative": "#D55E00", "treated": "#BBBBBB", "other": "#AAAAAA",
+                "(none)": "#AAAAAA"}
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 DPI = 130
 
@@ -97,7 +98,7 @@ def _category(s: pd.Series) -> pd.Series:
 
 def _order(values: pd.Series) -> list[str]:
     # Controls first, treated (the grey cloud) drawn first so controls stay visible on top.
-    rank = {"treated": 0, "other": 1, "negative": 2, "positive": 3}
+    rank = {"treated": 0, "other": 0, "(none)": 0, "negative": 2, "positive": 3}
     return sorted(values.unique(), key=lambda v: (rank.get(v, 1), v))
 
 
@@ -123,7 +124,7 @@ def _scatter(df: pd.DataFrame, path: str | os.PathLike, *, x: str, y: str, color
             if not sel.any():
                 continue
             ax.scatter(d.loc[sel, x], d.loc[sel, y], s=12 if many else 26, c=colours[c], marker=markers[m],
-                       alpha=0.55 if c == "treated" else 0.85, edgecolors="white", linewidths=0.3)
+                       alpha=0.55 if c in ("treated", "other", "(none)") else 0.85, edgecolors="white", linewidths=0.3)
     # Two legends: colour (role/condition) and marker (cell type), so neither repeats the other.
     from matplotlib.lines import Line2D
 
@@ -440,7 +441,8 @@ def plate_heatmap(df: pd.DataFrame, value: str, path: str | os.PathLike, *, plat
     cb = fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, pad=0.02)
     cb.set_label(value)
     extra = f" (first {max_plates} of {n_plates} plates)" if n_plates > max_plates else ""
-    fig.suptitle((title or f"{value} per well") + extra + "; grey = no data", fontsize=11)
+    gaps = any(np.isnan(g).any() for g in grids)
+    fig.suptitle((title or f"{value} per well") + extra + ("; grey = no data" if gaps else ""), fontsize=11)
     return _save(fig, path)
 
 

@@ -299,6 +299,9 @@ def collect_sections(folder: str | os.PathLike, *, max_figures: int = 12) -> tup
         rest = [p for p in files if p not in used]
         if rest:
             out.append(_make_section("Other artifacts" + where, {}, rest, max_figures))
+    # Pipeline order (evaluate, project, dose-response), whatever the folder names.
+    rank = {title: i for i, (title, _) in enumerate(_KNOWN.values())}
+    out.sort(key=lambda s: next((i for t, i in rank.items() if s.title.startswith(t)), len(rank)))
     if not out:
         raise DataError(f"report: {root} holds no .json, .csv or .png artifacts; run evaluate, project or "
                         "dose-response with -o pointing there first.")
