@@ -32,6 +32,14 @@ def wait(app, cond, timeout: float) -> None:
             raise TimeoutError(f"timed out after {timeout} s")
 
 
+def close_toasts(viewer) -> None:
+    """Close notification toasts (e.g. napari's PyQt5 deprecation notice) that cover the canvas."""
+    from napari._qt.dialogs.qt_notification import NapariQtNotification
+
+    for toast in viewer.window._qt_window.findChildren(NapariQtNotification):
+        toast.close()
+
+
 def save_png(img, path: Path, max_bytes: int = 300_000) -> int:
     """Save an RGBA screenshot as PNG; quantise to 256 colours when it would exceed ``max_bytes``."""
     from PIL import Image
@@ -53,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("docs/images"))
     ap.add_argument("--run", type=Path, default=Path("/tmp/napari-gandl-shots/run"))
     ap.add_argument("--kimg", type=float, default=0.5)
+    ap.add_argument("--resume", action="store_true", help="continue the run in --run up to --kimg (Resume button)")
     ap.add_argument("--checkpoint", type=Path, default=None, help="skip training, embed with this checkpoint")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -81,11 +90,15 @@ def main(argv: list[str] | None = None) -> int:
         train_w.out.value = str(args.run)
         train_w._advanced["kimg"].value = args.kimg
         t0 = time.monotonic()
-        worker = train_w.start()
+        latest = args.run / "checkpoints" / "latest.pt"
+        if args.resume and latest.is_file():
+            train_w.last_checkpoint = latest
+        worker = train_w.start(resume=bool(args.resume and latest.is_file()))
         wait(app, lambda: worker is not None and not worker.is_running and train_w.start_btn.enabled, 1800)
         print(f"training {args.kimg} kimg (cpu-tiny): {time.monotonic() - t0:.1f} s, checkpoint {train_w.last_checkpoint}")
         ckpt = train_w.last_checkpoint
         viewer.reset_view()
+        close_toasts(viewer)
         for _ in range(10):
             app.processEvents()
         shot = viewer.screenshot(canvas_only=False, flash=False)
@@ -117,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(treated):
         L.select_well(viewer, session.plate, str(treated["Metadata_Well"].iloc[0]))
     viewer.reset_view()
+    close_toasts(viewer)
     for _ in range(20):
         app.processEvents()
         time.sleep(0.02)

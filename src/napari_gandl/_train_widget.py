@@ -302,7 +302,12 @@ class TrainWidget(QWidget):
             layer_name = f"{FAKES_PREFIX} {name}"
             cmap = L.colormap_for(name, i, used)
             used.append(cmap)
-            limits = L.robust_limits(grid[i])
+            # Generated images live in the normalizer's [-1, 1] space (real background at -1): show
+            # them on that fixed scale so fakes and reals compare; other ranges get robust limits.
+            if np.nanmin(grid[i]) >= -1.5 and np.nanmax(grid[i]) <= 1.5:
+                limits = (-1.0, 1.0)
+            else:
+                limits = L.robust_limits(grid[i])
             if layer_name in self.viewer.layers:
                 layer = self.viewer.layers[layer_name]
                 layer.data = grid[i]

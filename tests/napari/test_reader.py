@@ -159,3 +159,12 @@ def test_plate_with_a_missing_image_opens_without_it(tmp_path: Path, monkeypatch
     session = layers[-1][1]["metadata"][L.SESSION_KEY]
     assert len(session.index) == 15  # the site with the missing channel is left out, named in a warning
     assert session.wells.set_index("Metadata_Well").loc["C05", "n_sites"] == 1
+
+
+def test_plugin_modules_do_not_import_torch() -> None:
+    code = ("import sys\n"
+            "import napari_gandl._reader, napari_gandl._sample_data, napari_gandl._plate_widget\n"
+            "import napari_gandl._train_widget, napari_gandl._embed_widget, napari_gandl._analysis_widget\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False", "a widget module imported torch at start-up: keep it inside worker functions"
