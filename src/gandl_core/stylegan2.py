@@ -62,6 +62,8 @@ __all__ = [
 ]
 
 # Gain applied after leaky ReLU(0.2) so activations keep unit variance (He et al. / StyleGAN).
+# Convolutional layers return the raw leaky ReLU and the consumer folds this gain into its weight
+# or style ("input_gain"): mathematically identical, one pass over the feature maps less per layer.
 _LRELU_GAIN = math.sqrt(2.0)
 _LRELU_SLOPE = 0.2
 
@@ -162,7 +164,7 @@ class EqualizedLinear(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_mul)
         self.bias = nn.Parameter(torch.full((out_features,), float(bias_init) / lr_mul)) if bias else None
-        # input_gain: a constant factor of the input folded into the (small) weight; see _lrelu_raw.
+        # input_gain: a constant factor of the input folded into the (small) weight matrix.
         self.weight_gain = lr_mul / math.sqrt(in_features) * input_gain
         self.bias_gain = lr_mul
         self.activation = activation
