@@ -72,6 +72,9 @@ def test_single_and_two_doses_and_garbage_never_crash() -> None:
     # zeros (untreated) and NaNs are dropped, not fitted
     fit = dr.fit_hill([0, np.nan, 1, 2, 3], [5, 1, np.nan, 0.2, 0.3])
     assert fit.n == 2 and fit.status == "too-few-doses"
+    assert dr.fit_hill([1, 2, 3, 4], [0.1, 0.5, 0.9, 1.0]).status == "too-few-doses"  # 4 wells: exact fit
+    const = dr.fit_hill(np.repeat(DOSES, 2), np.full(16, 0.3))
+    assert const.status == "flat" and const.p_flat == 1.0
     with pytest.raises(DataError, match="3 concentrations but 2 responses"):
         dr.fit_hill([1, 2, 3], [1, 2])
 
@@ -119,6 +122,8 @@ def test_bad_input_names_the_culprit() -> None:
         dr.dose_response(_table(), compound="Metadata_Drug")
     with pytest.raises(DataError, match="no row has a compound"):
         dr.fit_all(_table().assign(Metadata_Treatment=""))
+    with pytest.raises(DataError, match="'Metadata_Concentration'.*'10 uM'"):
+        dr.fit_all(_table().assign(Metadata_Concentration="10 uM"))
     with pytest.raises(ConfigError, match="direction"):
         dr.hit_list(dr.fit_all(_table()), direction="up")
     with pytest.raises(DataError, match="fit_all"):

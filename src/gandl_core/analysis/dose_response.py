@@ -264,6 +264,8 @@ def fit_hill(conc: Sequence[float] | np.ndarray, resp: Sequence[float] | np.ndar
     if doses.size < 3:
         status = "single-dose" if doses.size == 1 else "too-few-doses"
         return HillFit(status, message=f"{doses.size} distinct dose(s); a Hill fit needs 3 or more", **base)
+    if c.size < 5:  # 4 parameters: with <= 4 wells any curve fits exactly and nothing can be tested
+        return HillFit("too-few-doses", message=f"{c.size} wells; a 4-parameter fit needs at least 5", **base)
 
     x = np.log10(c)
     means = np.array([y[c == d].mean() for d in doses])
@@ -342,6 +344,10 @@ def _treated(df: pd.DataFrame, score: str, compound: str, dose: str) -> pd.DataF
     # Untreated wells (empty/NaN compound) are controls, not a compound.
     named = d["compound"].notna() & (d["compound"].astype(str).str.strip() != "")
     d = d[named]
+    if len(d) and d["dose"].isna().all():
+        example = df.loc[named, dose].iloc[0]
+        raise DataError(f"dose-response: dose column {dose!r} has no numeric value (e.g. {example!r}); give "
+                        "concentrations as numbers in one unit (uM).")
     d["compound"] = d["compound"].astype(str)
     return d
 
