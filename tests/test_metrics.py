@@ -60,3 +60,15 @@ def test_mean_ap_high_for_tight_replicates_and_low_for_noise() -> None:
 def test_mean_ap_names_missing_column() -> None:
     with pytest.raises(DataError, match="Metadata_Compound"):
         mean_ap(_replicates(0.1), sameby=["Metadata_Compound"])
+
+
+def test_mean_ap_query_and_singletons() -> None:
+    from gandl_core.errors import ConfigError
+
+    df = _replicates(0.1)
+    m, per = mean_ap(df, sameby=["Metadata_Treatment"], query="Metadata_Treatment != 'c0'", null_size=100)
+    assert m == pytest.approx(1.0) and "c0" not in set(per["Metadata_Treatment"])
+    with pytest.raises(ConfigError, match="Metadata_Dose"):
+        mean_ap(df, query="Metadata_Dose > 1")
+    with pytest.raises(DataError, match="two or more rows"):
+        mean_ap(df, sameby=["Metadata_Well"])  # every well is its own group: nothing to retrieve

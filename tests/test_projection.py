@@ -135,3 +135,15 @@ def test_rows_with_nan_features_get_nan_scores() -> None:
     df.loc[len(df) - 1, "f1"] = np.nan  # a treated row
     _, scores, _ = project_table(df)
     assert np.isnan(scores["On"].iloc[-1]) and np.isfinite(scores["On"].iloc[:-1]).all()
+
+
+def test_off_axis_matches_svd_for_wide_tables() -> None:
+    """More features than rows (e.g. 48 control wells x 512 GAN features): same PC1 as a full SVD."""
+    X, y = _controls(n=10, d=40, seed=4)
+    p = Projection().fit(X, y)
+    Z = (X - p.mean_) / p.scale_
+    u = p.svm_.coef_[0] / np.linalg.norm(p.svm_.coef_[0])
+    Zp = Z - np.outer(Z @ u, u)
+    pc1 = np.linalg.svd(Zp - Zp.mean(0), full_matrices=False)[2][0]
+    off_dir = p.off_coef_ * p.scale_
+    assert abs(off_dir @ pc1) / np.linalg.norm(off_dir) == pytest.approx(1.0, abs=1e-6)

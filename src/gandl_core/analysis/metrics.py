@@ -123,6 +123,8 @@ def mean_ap(
     ------
     DataError
         A ``sameby``/``diffby`` column is missing, or no group has two or more replicates.
+    ConfigError
+        ``query`` does not parse.
     """
     from copairs.map import average_precision, mean_average_precision
 
@@ -131,7 +133,9 @@ def mean_ap(
         if col not in df.columns:
             raise DataError(f"mean_ap: column {col!r} is not in the table; choose from {metadata_columns(df)[:12]}.")
     if query:
-        df = df.query(query)
+        from .evaluation import select
+
+        df = df[select(df, query, "mean_ap row")]
     features = check_features(df, features)
     df = df.dropna(subset=features).reset_index(drop=True)
     meta = df[metadata_columns(df)].copy()
