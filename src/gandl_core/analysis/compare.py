@@ -278,7 +278,7 @@ def to_markdown(result: pd.DataFrame, *, digits: int = 3) -> str:
                 cells.append("–")
             else:
                 s = f"{int(v)}" if metric == "n_dose_fits" else f"{v:.{digits}f}"
-                cells.append(f"**{s}**" if v == best and len(names) > 1 else s)
+                cells.append(f"**{s}**" if np.isclose(v, best, rtol=0, atol=5e-4) and len(names) > 1 else s)
         lines.append(f"| {task} | {metric} | " + " | ".join(cells) + " |")
     widths = result.attrs.get("n_features") or {}
     if widths:
