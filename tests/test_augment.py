@@ -185,3 +185,8 @@ def test_state_dict_roundtrip_and_errors(tmp_path) -> None:
         other.load_state_dict({})
     with pytest.raises(CheckpointError, match="outside"):
         other.load_state_dict({"p": 3.0})
+    with pytest.raises(CheckpointError, match="hue"):
+        other.load_state_dict({"p": 0.1, "ops": {"hue": 0.2}})
+    with pytest.raises(CheckpointError, match="augment_padding"):
+        other.load_state_dict({"p": 0.1, "ops": {"padding": "wrap"}})
+    assert other.state_dict() == ada.state_dict()  # failed loads left it unchanged

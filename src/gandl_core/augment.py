@@ -304,7 +304,8 @@ class AdaptiveAugment:
         Raises
         ------
         CheckpointError
-            If ``state`` lacks ``p`` or holds a value outside [0, 1].
+            If ``state`` lacks ``p``, holds a value outside [0, 1], or unknown or invalid options
+            (the object is then left unchanged).
         """
         try:
             p = float(state["p"])
@@ -315,12 +316,25 @@ class AdaptiveAugment:
             ) from exc
         if not 0.0 <= p <= 1.0:
             raise CheckpointError(f"augmentation state in the checkpoint has p = {p}, outside [0, 1].")
+        # Validate everything before assigning anything, so a refused state leaves self unchanged.
+        ops = dict(state.get("ops", {}))
+        unknown = set(ops) - set(self.ops)
+        if unknown:
+            raise CheckpointError(
+                f"augmentation state in the checkpoint has unknown option(s) {sorted(unknown)}; it was written "
+                "by a different version: start a new run or drop the 'augment' entry to keep only p"
+            )
+        merged = {**self.ops, **ops}
+        try:
+            _check_options(p, merged["translate"], merged["padding"], merged["scale_std"],
+                           merged["brightness_std"], merged["contrast_std"])
+        except ConfigError as exc:
+            raise CheckpointError(f"augmentation state in the checkpoint is invalid: {exc}") from exc
         self.p = p
+        self.ops = merged
         self.target = state.get("target", self.target)
         self.speed_kimg = float(state.get("speed_kimg", self.speed_kimg))
         self.interval = int(state.get("interval", self.interval))
-        if "ops" in state:
-            self.ops.update(state["ops"])
         self._sign_sum = float(state.get("sign_sum", 0.0))
         self._count = int(state.get("count", 0))
         self._calls = int(state.get("calls", 0))
