@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run", type=Path, default=Path("/tmp/napari-gandl-shots/run"))
     ap.add_argument("--kimg", type=float, default=0.5)
     ap.add_argument("--resume", action="store_true", help="continue the run in --run up to --kimg (Resume button)")
+    ap.add_argument("--train-only", action="store_true", help="stop after the training screenshot")
     ap.add_argument("--checkpoint", type=Path, default=None, help="skip training, embed with this checkpoint")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t_start = time.monotonic()
     viewer = napari.Viewer(show=True, title="napari-gandl")
-    viewer.window.resize(1500, 900)
+    viewer.window.resize(1700, 1000)
     app = QApplication.instance()
     viewer.open_sample("napari-gandl", "synthetic_screen")
     pm = L.find_plate_map(viewer)
@@ -97,12 +98,18 @@ def main(argv: list[str] | None = None) -> int:
         wait(app, lambda: worker is not None and not worker.is_running and train_w.start_btn.enabled, 1800)
         print(f"training {args.kimg} kimg (cpu-tiny): {time.monotonic() - t0:.1f} s, checkpoint {train_w.last_checkpoint}")
         ckpt = train_w.last_checkpoint
+        for _ in range(20):
+            app.processEvents()
+            time.sleep(0.02)
         viewer.reset_view()
         close_toasts(viewer)
         for _ in range(10):
             app.processEvents()
         shot = viewer.screenshot(canvas_only=False, flash=False)
         print("train dock:", save_png(shot, args.out / "napari-train.png"), "bytes")
+    if args.train_only:
+        viewer.close()
+        return 0
     viewer.window.remove_dock_widget(train_w)
     for layer in [ly for ly in viewer.layers if ly.metadata.get(L.KIND_KEY) == "fakes"]:
         viewer.layers.remove(layer)
@@ -129,11 +136,14 @@ def main(argv: list[str] | None = None) -> int:
     treated = treated[treated.get("Metadata_Role", "") == "treated"]
     if len(treated):
         L.select_well(viewer, session.plate, str(treated["Metadata_Well"].iloc[0]))
-    viewer.reset_view()
-    close_toasts(viewer)
+    # let the docks settle (they narrow the canvas), then fit the view to every layer
     for _ in range(20):
         app.processEvents()
         time.sleep(0.02)
+    viewer.reset_view()
+    close_toasts(viewer)
+    for _ in range(10):
+        app.processEvents()
     shot = viewer.screenshot(canvas_only=False, flash=False)
     print("analysis dock:", save_png(shot, args.out / "napari-activity.png"), "bytes")
     print(f"total {time.monotonic() - t_start:.1f} s")

@@ -281,7 +281,8 @@ class TrainWidget(QWidget):
     # -- display ---------------------------------------------------------------------------------
     def show_fakes(self, fakes: Any) -> None:
         """Show the latest fakes as one additive layer per channel (updated in place)."""
-        if isinstance(fakes, (str, Path)):
+        from_png = isinstance(fakes, (str, Path))
+        if from_png:
             arr, names = _read_fakes_png(fakes), None
         else:
             arr = fakes.detach().cpu().numpy() if hasattr(fakes, "detach") else np.asarray(fakes)
@@ -302,12 +303,10 @@ class TrainWidget(QWidget):
             layer_name = f"{FAKES_PREFIX} {name}"
             cmap = L.colormap_for(name, i, used)
             used.append(cmap)
-            # Generated images live in the normalizer's [-1, 1] space (real background at -1): show
-            # them on that fixed scale so fakes and reals compare; other ranges get robust limits.
-            if np.nanmin(grid[i]) >= -1.5 and np.nanmax(grid[i]) <= 1.5:
-                limits = (-1.0, 1.0)
-            else:
-                limits = L.robust_limits(grid[i])
+            # Generator outputs live in the normalizer's [-1, 1] space (real background at -1), with
+            # overshoot early in training: show them on that fixed scale (as the core's fakes PNG
+            # does) so fakes and reals compare; a fakes PNG (0..255) gets robust limits.
+            limits = L.robust_limits(grid[i]) if from_png else (-1.0, 1.0)
             if layer_name in self.viewer.layers:
                 layer = self.viewer.layers[layer_name]
                 layer.data = grid[i]

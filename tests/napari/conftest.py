@@ -13,8 +13,21 @@ import pytest
 # tests/conftest.py's pytest_configure runs before pytest-xvfb's, so it sets the 'offscreen'
 # platform (no OpenGL) even though Xvfb then provides a DISPLAY. Undo that here (collection time,
 # before any QApplication exists) so viewers and screenshots get a real GL context.
-if os.environ.get("DISPLAY") and os.environ.get("QT_QPA_PLATFORM") == "offscreen":
-    del os.environ["QT_QPA_PLATFORM"]
+def _use_display() -> None:
+    if os.environ.get("DISPLAY") and os.environ.get("QT_QPA_PLATFORM") == "offscreen":
+        del os.environ["QT_QPA_PLATFORM"]
+
+
+_use_display()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _xvfb_display_not_offscreen() -> None:
+    """When this conftest is loaded before pytest_configure (pytest tests/napari), undo it here.
+
+    Autouse session fixtures run before pytest-qt creates the QApplication.
+    """
+    _use_display()
 
 STAINS = 5
 SIZE = 32

@@ -17,6 +17,10 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 def shoot(viewer, qtbot, widget, name: str) -> np.ndarray:
     qtbot.waitUntil(lambda: widget.isVisible(), timeout=5000)
     qtbot.wait(200)
+    viewer.reset_view()  # the dock narrowed the canvas: fit the plate into view again
+    qtbot.wait(100)
+    canvas = viewer.screenshot(canvas_only=True, flash=False)
+    assert canvas[..., :3].std() > 5, "the canvas rendered nothing (no OpenGL context?)"
     img = viewer.screenshot(canvas_only=False, flash=False)
     ARTIFACTS.mkdir(exist_ok=True)
     from PIL import Image
