@@ -29,7 +29,7 @@ def test_write_report_is_self_contained_with_json(tmp_path: Path) -> None:
     sec = Section("Extra section", html="<p id='mine'>raw</p>", figures=[fig], tables={"fits": table},
                   numbers={"auc": 0.9}, text="first para\n\nsecond & para", notes=["rule: a < b"])
     out = write_report(tmp_path / "r" / "report.html", [sec], title="T & co", headline={"accuracy": 0.975},
-                       numbers={"z_prime": float("nan")}, notes=["method note"])
+                       numbers={"z_prime": float("nan"), "ec50_spearman": None}, notes=["method note"])
     html = out.read_text()
     assert html.startswith("<!DOCTYPE html>") and "T &amp; co" in html
     # the figure is embedded, byte for byte; nothing refers to a file on disk
@@ -39,7 +39,8 @@ def test_write_report_is_self_contained_with_json(tmp_path: Path) -> None:
     assert "&lt;b&gt;x&lt;/b&gt;" in html and "second &amp; para" in html and "rule: a &lt; b" in html
     assert "1.235" in html  # floats shown with 4 significant digits
     data = json.loads(out.with_suffix(".json").read_text())
-    assert data["headline"] == {"accuracy": 0.975, "z_prime": None}  # NaN -> null (strict JSON)
+    assert data["headline"] == {"accuracy": 0.975, "z_prime": None, "ec50_spearman": None}  # NaN -> null
+    assert "<td>ec50_spearman</td><td>n/a</td>" in html
     assert data["sections"]["Extra section"] == {"auc": 0.9}
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]
     # a folder path gets report.html inside it
