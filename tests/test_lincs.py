@@ -43,6 +43,7 @@ def test_on_score_z_prime_and_ssmd(projected) -> None:
     assert (stats["n_positive"], stats["n_negative"]) == (24, 24)
     assert stats["z_prime"] > 0.8  # measured 0.906: an excellent assay window
     assert stats["ssmd"] > 10
+    assert stats["z_prime_cv"] > 0.7  # measured 0.829 with each control well scored out-of-fold (4 folds)
     # every treated well lies between (or near) the controls on the On axis
     assert scores["On"].between(-1.5, 1.5).all()
 

@@ -147,3 +147,23 @@ def test_off_axis_matches_svd_for_wide_tables() -> None:
     pc1 = np.linalg.svd(Zp - Zp.mean(0), full_matrices=False)[2][0]
     off_dir = p.off_coef_ * p.scale_
     assert abs(off_dir @ pc1) / np.linalg.norm(off_dir) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_out_of_fold_z_prime_exposes_overfitting_on_noise() -> None:
+    """200 noise features, 12 wells per class: the SVM separates the controls perfectly in-sample
+    (large SSMD) but out-of-fold scores show there is no signal."""
+    rng = np.random.default_rng(7)
+    df = pd.DataFrame(rng.normal(size=(24, 200)), columns=[f"f{i}" for i in range(200)])
+    df.insert(0, "Metadata_Role", ["positive", "negative"] * 12)
+    df.insert(0, "Metadata_Well", [f"A{i:02d}" for i in range(24)])
+    _, _, stats = project_table(df, cv=4)
+    assert stats["ssmd"] > 5  # in-sample: looks like a strong assay
+    assert abs(stats["ssmd_cv"]) < 1.5 and stats["z_prime_cv"] < 0  # honest: controls overlap
+    _, _, none = project_table(df, cv=None)
+    assert none["z_prime_cv"] is None
+
+
+def test_lincs_like_signal_survives_cross_validation() -> None:
+    df = _table()
+    _, _, stats = project_table(df, cv=4)
+    assert stats["z_prime_cv"] > 0.3 and stats["ssmd_cv"] > 3

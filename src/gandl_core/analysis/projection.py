@@ -302,14 +302,35 @@ def _top_direction(A: np.ndarray) -> np.ndarray:
 
 
 def project_table(df: pd.DataFrame, *, positive: str | None = None, negative: str | None = None,
-                  features: list[str] | None = None, C: float = 1.0) -> tuple[Projection, pd.DataFrame, dict]:
+                  features: list[str] | None = None, C: float = 1.0,
+                  cv: int | None = 4) -> tuple[Projection, pd.DataFrame, dict]:
     """Fit a :class:`Projection` on a table's controls and score every row.
+
+    ``z_prime``/``ssmd`` are computed on the controls the SVM was fitted on, which is optimistic
+    when there are many features and few control wells (the SVM can always find a direction that
+    separates them). ``z_prime_cv``/``ssmd_cv`` are the honest versions: each control well's On
+    score comes from a Projection fitted without its well (``cv`` folds, grouped by plate+well,
+    stratified by class). Treated wells are always scored by the projection fitted on all controls.
+
+    Parameters
+    ----------
+    df
+        Profile table.
+    positive, negative
+        Control queries (default: ``evaluation.default_controls``).
+    features
+        Feature columns (default: all non-metadata columns).
+    C
+        SVM soft-margin penalty.
+    cv
+        Folds for the out-of-fold Z'; ``None`` skips it (fewer than 2 wells per class per fold also
+        skips it, with ``z_prime_cv`` = None).
 
     Returns
     -------
     (Projection, scores, stats)
         ``scores`` = metadata + ``On``/``Off`` + ``Metadata_Control`` ("positive"/"negative"/"");
-        ``stats`` = JSON-ready dict with z_prime, ssmd, control counts and means.
+        ``stats`` = JSON-ready dict with z_prime, ssmd, z_prime_cv, ssmd_cv, control counts and means.
 
     Raises
     ------
@@ -331,4 +352,28 @@ def project_table(df: pd.DataFrame, *, positive: str | None = None, negative: st
              "z_prime": z_prime(on[pos], on[neg]), "ssmd": ssmd(on[pos], on[neg]),
              "on_mean_positive": float(np.nanmean(on[pos])), "on_mean_negative": float(np.nanmean(on[neg])),
              "on_sd_positive": float(np.nanstd(on[pos], ddof=1)), "on_sd_negative": float(np.nanstd(on[neg], ddof=1))}
+    stats["z_prime_cv"], stats["ssmd_cv"] = _out_of_fold(df, pos, neg, list(proj.feature_names_in_), C, cv)
+    stats["cv"] = cv
     return proj, scores, stats
+
+
+def _out_of_fold(df: pd.DataFrame, pos: np.ndarray, neg: np.ndarray, features: list[str], C: float,
+                 cv: int | None) -> tuple[float | None, float | None]:
+    """Z' and SSMD of out-of-fold On scores of the control wells (None when there are too few wells)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    from .evaluation import group_keys
+
+    if not cv:
+        return None, None
+    X = df[features].to_numpy(np.float64)
+    keep = (pos | neg) & np.isfinite(X).all(axis=1)
+    X, y = X[keep], pos[keep].astype(int)
+    groups = group_keys(df[keep], "Metadata_Well" if "Metadata_Well" in df.columns else None).to_numpy()
+    n_wells = [len(set(groups[y == k])) for k in (0, 1)]
+    if min(n_wells) < max(2, int(cv)):
+        return None, None
+    on = np.empty(len(y))
+    for tr, te in StratifiedGroupKFold(n_splits=int(cv), shuffle=True, random_state=0).split(X, y, groups):
+        on[te] = Projection(C=C).fit(X[tr], y[tr]).transform(X[te])[:, 0]
+    return z_prime(on[y == 1], on[y == 0]), ssmd(on[y == 1], on[y == 0])

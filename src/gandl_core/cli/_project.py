@@ -13,7 +13,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="On-perturbation score (linear SVM between controls, C+=+1, C-=-1) and Off score of every well",
         description="Fit a linear SVM between the control wells; its normal is the On-perturbation axis, scaled "
         "so the C+ mean is +1 and the C- mean -1. Off = first principal direction orthogonal to On. Writes "
-        "DIR/scores.parquet (Metadata_* + On, Off, Metadata_Control), projection.json (Z', SSMD, counts), "
+        "DIR/scores.parquet (Metadata_* + On, Off, Metadata_Control), projection.json (Z', SSMD in-sample and out-of-fold, counts), "
         "axes.csv (feature weights of On and Off; sorted by the standardized On weight), e2.png and on_heatmap.png (when wells are known).",
     )
     p.add_argument("profiles", metavar="PROFILES", help="profile table (.parquet/.csv)")
@@ -60,6 +60,6 @@ def run(args: argparse.Namespace) -> int:
         written.append("on_heatmap.png")
     write_json(out / "projection.json", {"profiles": str(args.profiles), **stats})
     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in stats.items()
-                      if k in ("z_prime", "ssmd", "n_positive", "n_negative")}))
+                      if k in ("z_prime", "ssmd", "z_prime_cv", "ssmd_cv", "n_positive", "n_negative")}))
     print(f"wrote {out}/" + ", ".join(written))
     return 0
