@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     axes = axes.reindex(axes["on_standardized"].abs().sort_values(ascending=False).index)
     write_table(axes, out / "axes.csv")
     plot_df = scores.copy()
-    plot_df["Metadata_Control"] = plot_df["Metadata_Control"].replace("", "other")
+    plot_df["Metadata_Control"] = plot_df["Metadata_Control"].replace("", "treated")  # grey in plots.ROLE_COLOURS
     color = args.color or "Metadata_Control"
     marker = args.marker if args.marker in plot_df.columns else None
     plots.e2_scatter(plot_df, out / "e2.png", color=color if color in plot_df.columns else None, marker=marker)
