@@ -11,7 +11,10 @@
   its On component (so Off is orthogonal to On in standardized space). It is centred on the
   training rows (mean 0) and, with ``off_scale="on"`` (default), scaled so that its standard
   deviation over the training rows equals that of the On score (both axes share one visual
-  scale in scatter plots); ``off_scale="unit"`` gives unit variance instead.
+  scale in scatter plots); ``off_scale="unit"`` gives unit variance instead. The Off *direction* is
+  orthogonal to On in standardized space; the Off *scores* can still correlate with On over the
+  wells when features are correlated (a tilted cloud in the E2 plot), which is a property of the
+  data, not of the fit.
 
 ``transform(X)`` returns ``[N, 2]`` = (On, Off). ``fit`` takes labels ``1`` (C+) and ``0``/``-1``
 (C-), or any two labels with ``pos_label`` naming the positive one -- which is the "C2" variant of
