@@ -30,6 +30,14 @@ def index(synth_screen):
     return build_index(synth_screen).iloc[:24].reset_index(drop=True)
 
 
+@pytest.fixture(scope="module")
+def small_data(index, tmp_path_factory) -> Path:
+    """The small index as a parquet file: CLI subprocesses start faster than on the whole screen."""
+    path = tmp_path_factory.mktemp("index") / "index.parquet"
+    index.to_parquet(path)
+    return path
+
+
 def _cfg(tmp_path: Path, name: str = "run", **kw) -> TrainConfig:
     return TrainConfig.from_preset("cpu-tiny", out_dir=str(tmp_path / name), **{**FAST, **kw})
 
@@ -122,16 +130,16 @@ def test_composite_uses_fluorescence_colours():
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_ctrl_c_or_sigterm_in_the_cli_leaves_a_checkpoint(tmp_path, synth_screen, sig):
+def test_ctrl_c_or_sigterm_in_the_cli_leaves_a_checkpoint(tmp_path, small_data, sig):
     run = tmp_path / "interrupted"
-    cli = [sys.executable, "-m", "gandl_core.cli", "train", str(synth_screen), "-o", str(run), "--preset", "cpu-tiny",
+    cli = [sys.executable, "-m", "gandl_core.cli", "train", str(small_data), "-o", str(run), "--preset", "cpu-tiny",
            "--kimg", str(200 * STEP)]
     proc = subprocess.Popen(cli, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     metrics = run / "metrics.jsonl"
     deadline = time.time() + 90
     try:
-        while time.time() < deadline and not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 2):
+        while time.time() < deadline and not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 1):
             assert proc.poll() is None, proc.stderr.read()[-2000:]
             time.sleep(0.2)
         proc.send_signal(sig)
@@ -142,15 +150,15 @@ def test_ctrl_c_or_sigterm_in_the_cli_leaves_a_checkpoint(tmp_path, synth_screen
     assert proc.returncode == 130, err[-2000:]  # "interrupted", not killed by the signal
     state = load_checkpoint(run / "checkpoints" / "latest.pt")
     logged = json.loads(metrics.read_text().splitlines()[-1])["step"]
-    assert state["step"] >= logged >= 2  # the checkpoint holds all the work done before Ctrl-C
+    assert state["step"] >= logged >= 1  # the checkpoint holds all the work done before Ctrl-C
     assert state["step"] < 200
 
 
-def test_cli_resume_needs_only_the_new_length(tmp_path, synth_screen, capsys):
+def test_cli_resume_needs_only_the_new_length(tmp_path, small_data, capsys):
     from gandl_core.cli import main
 
     run = tmp_path / "run"
-    base = ["train", str(synth_screen), "-o", str(run)]
+    base = ["train", str(small_data), "-o", str(run)]
     assert main(base + ["--preset", "cpu-tiny", "--kimg", str(STEP), "--seed", "5"]) == 0
     out = capsys.readouterr().out
     assert "checkpoint:" in out and "trained to 0.008 kimg (step 1)" in out and "s/kimg; SWD " in out
