@@ -87,10 +87,9 @@ def aggregate(
     keep = [c for c in others if (grouped[c].nunique(dropna=False) <= 1).all()]
     meta = grouped[keep].first() if keep else pd.DataFrame(index=agg.index)
     sites = grouped.size().rename("Metadata_Sites")
+    # Keep float32 features float32 (cast once: per-column assignment fragments wide frames).
+    agg = agg.astype({c: np.float32 for c in features if df[c].dtype == np.float32})
     out = pd.concat([meta, sites, agg], axis=1).reset_index()
-    for c in features:
-        if c in out.columns and df[c].dtype == np.float32:
-            out[c] = out[c].astype(np.float32)
     out.attrs = {}
     return out
 
