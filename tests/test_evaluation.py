@@ -97,3 +97,13 @@ def test_rows_with_nan_features_are_dropped_and_counted() -> None:
     df["f0"] = "x"
     with pytest.raises(DataError, match="f0"):
         separability(df)  # a text column that does not start with Metadata_ is named
+
+
+def test_zero_shot_reports_classes_unseen_in_training() -> None:
+    df = _sites(shift=0.0)
+    train = df[(df.Metadata_Plate == "P1")]
+    test = df[df.Metadata_Plate == "P2"].copy()
+    test.loc[test.index[:6], "Metadata_CellType"] = "A549"
+    z = zero_shot(train, test, label="Metadata_CellType")
+    assert z.params["unseen_classes"] == ["A549"]
+    assert z.confusion.loc["A549", "A549"] == 0 and z.confusion.loc["A549"].sum() == 6

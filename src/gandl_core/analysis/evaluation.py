@@ -394,4 +394,6 @@ def zero_shot(
         accuracy=float(accuracy_score(yte, pred)), balanced_accuracy=float(balanced_accuracy_score(yte, pred)),
         n_train=int(len(tr)), n_test=int(len(te)), classes=classes, confusion=_confusion(yte, pred, classes),
         per_group=_per_group(out, None), predictions=out,
-        params={"label": label, "C": C, "seed": seed, "n_features": len(features), "mode": "zero_shot"})
+        params={"label": label, "C": C, "seed": seed, "n_features": len(features), "mode": "zero_shot",
+                # test classes the model never saw are always wrong: say so instead of hiding it
+                "unseen_classes": sorted(set(yte) - set(ytr))})
