@@ -88,3 +88,25 @@ def test_batch_not_divisible_by_world_is_named(tmp_path, small_data):
                     "--batch", "9"], _env())
     assert proc.returncode != 0
     assert "batch" in proc.stderr and "9" in proc.stderr and "divisible" in proc.stderr
+
+
+def test_each_process_gets_its_own_gpu(monkeypatch):
+    """cuda -> cuda:LOCAL_RANK under torchrun; too many processes for the GPUs is a named error."""
+    import torch
+
+    from gandl_core.errors import ConfigError
+    from gandl_core.train import _local_device
+
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert _local_device(torch.device("cpu")) == torch.device("cpu")  # gloo ranks share the CPU
+    set_to = []
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: set_to.append(d))
+    assert _local_device(torch.device("cuda")) == torch.device("cuda", 1) and set_to == [torch.device("cuda", 1)]
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    with pytest.raises(ConfigError, match="--nproc-per-node 2"):
+        _local_device(torch.device("cuda"))
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert _local_device(torch.device("cuda")) == torch.device("cuda")  # single process: untouched

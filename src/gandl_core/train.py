@@ -173,6 +173,24 @@ def _save_png(path: Path, rgb: np.ndarray) -> None:
 # ------------------------------------------------------------------------------------------
 
 
+def _local_device(device):
+    """Under torchrun each process owns one GPU: cuda -> cuda:LOCAL_RANK (and make it current, which
+    NCCL collectives and all_gather_object rely on). CPU and single-process runs are unchanged."""
+    import torch
+
+    if device.type != "cuda" or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return device
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.index is None:
+        if local >= torch.cuda.device_count():
+            raise ConfigError(f"torchrun started {os.environ.get('LOCAL_WORLD_SIZE', '?')} processes on this node but "
+                              f"only {torch.cuda.device_count()} GPU(s) are visible: use --nproc-per-node "
+                              f"{torch.cuda.device_count()}.")
+        device = torch.device("cuda", local)
+    torch.cuda.set_device(device)
+    return device
+
+
 def _dist_setup(device):
     import torch
     import torch.distributed as dist
@@ -368,6 +386,7 @@ def train(config: TrainConfig, index=None, *, resume: bool = False) -> ProgressG
 
     config, index, normalizer, state = _prepare_run(config, index, resume)
     device = _resolve_device(config.device)
+    device = _local_device(device)
     rank, world = _dist_setup(device)
     if config.batch % world:
         raise ConfigError(f"option 'batch' = {config.batch} is not divisible by the {world} processes; "
@@ -567,7 +586,7 @@ def train(config: TrainConfig, index=None, *, resume: bool = False) -> ProgressG
             metrics: dict[str, float] = {}
             elapsed = time.time() - t_start
             if config.time_limit_s > 0 and step < total_steps:
-                over = torch.tensor([float(elapsed >= config.time_limit_s)])
+                over = torch.tensor([float(elapsed >= config.time_limit_s)], device=device)  # NCCL: on the GPU
                 if world > 1:  # rank 0's clock decides, so all ranks stop at the same step
                     import torch.distributed as dist
 
