@@ -109,3 +109,15 @@ def test_prefix_selects_one_feature_set(profiles, tmp_path, capsys) -> None:
     assert main(["evaluate", str(tmp_path / "two.parquet"), "--prefix", "DN_", "-o", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert "--prefix 'DN_'" in err and "CAE_" in err and "GAN_" in err
+
+
+def test_evaluate_map_of_replicates(profiles, tmp_path) -> None:
+    out = tmp_path / "m"
+    assert main(["evaluate", str(profiles), "--map", "Metadata_Role", "--map-query", "Metadata_Role != 'treated'",
+                 "-o", str(out)]) == 0
+    res = json.loads((out / "evaluation.json").read_text())
+    per = pd.read_csv(out / "map.csv").set_index("Metadata_Role")["mean_average_precision"]
+    # C+ share a strong direction (GAN_0 + 10): by cosine their replicates always rank first. C- are
+    # pure noise vectors (cosine among them is random), so only the C+ wells below them help.
+    assert per["positive"] > 0.99 and 0.5 < per["negative"] < per["positive"]
+    assert res["map"] == pytest.approx(per.mean()) and res["map_groups"] == 2

@@ -37,6 +37,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--C", type=float, default=1.0, dest="C", help="SVM soft-margin penalty (default 1)")
     p.add_argument("--prefix", default=None, help="use only feature columns starting with this (e.g. GAN_); "
                    "default: every non-Metadata_ column")
+    p.add_argument("--map", nargs="+", metavar="COL", dest="map_sameby",
+                   help="also compute replicate-retrieval mAP (copairs, cosine): rows with equal values of these "
+                   "columns are replicates, e.g. --map Metadata_Treatment Metadata_Concentration; writes map.csv")
+    p.add_argument("--map-query", metavar="QUERY", help="rows used for mAP (e.g. \"Metadata_Role == 'treated'\")")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder")
     p.set_defaults(func=run)
@@ -75,7 +79,18 @@ def run(args: argparse.Namespace) -> int:
     how = ("zero-shot: fit on PROFILES, tested on " + Path(args.test).name if args.test else
            f"out-of-fold, {args.cv}-fold split by well" if args.cv else "held-out wells")
     plots.confusion_matrix(res.confusion, out / "confusion.png", title=f"Confusion matrix ({how})")
-    write_json(out / "evaluation.json", {"profiles": str(args.profiles), "test_table": args.test, **res.summary()})
+    extra = {}
+    if args.map_sameby:
+        from ..analysis.metrics import mean_ap
+
+        m, per = mean_ap(df, sameby=args.map_sameby, diffby=[args.map_sameby[0]], features=features,
+                         query=args.map_query, seed=args.seed)
+        write_table(per, out / "map.csv")
+        extra = {"map": m, "map_sameby": args.map_sameby, "map_groups": len(per),
+                 "map_significant_groups": int(per["below_corrected_p"].sum()) if "below_corrected_p" in per else None}
+        print(f"replicate mAP over {len(per)} groups of {args.map_sameby}: {m:.3f}")
+    write_json(out / "evaluation.json", {"profiles": str(args.profiles), "test_table": args.test, **res.summary(),
+                                         **extra})
     print(json.dumps({"accuracy": round(res.accuracy, 4), "balanced_accuracy": round(res.balanced_accuracy, 4),
                       "n_train_wells": res.n_train, "n_test_wells": res.n_test}))
     print(f"wrote {out}/evaluation.json, predictions.csv, per_group.csv, confusion.csv, confusion.png")
