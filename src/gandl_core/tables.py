@@ -97,7 +97,7 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike, metadata: Mapping[str
 
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a Parquet/CSV/TSV table. Parquet file metadata (if any) lands in ``df.attrs['gandl']``.
+    """Read a Parquet/CSV/TSV table (CSV/TSV may be gzipped). Parquet file metadata (if any) lands in ``df.attrs['gandl']``.
 
     Raises
     ------
@@ -110,9 +110,10 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"{path}: no such file. Give the path of a .parquet or .csv table.")
     try:
-        if path.suffix.lower() == ".csv":
+        name = path.name.lower()
+        if name.endswith((".csv", ".csv.gz")):
             return pd.read_csv(path)
-        if path.suffix.lower() == ".tsv":
+        if name.endswith((".tsv", ".tsv.gz")):
             return pd.read_csv(path, sep="\t")
         table = pq.read_table(path)
     except Exception as exc:  # noqa: BLE001 - re-raised with the file named
