@@ -168,8 +168,11 @@ class AnalysisWidget(QWidget):
             self.column.value = "Metadata_Role"
         self._fill_values()
         prefixes = feature_prefixes(wells.drop(columns=[c for c in (ON, OFF, "n_sites") if c in wells]))
+        keep_prefix = self.prefix.value
         self.prefix.choices = prefixes
-        if "GAN_" in prefixes:
+        if keep_prefix in prefixes:
+            self.prefix.value = keep_prefix
+        elif "GAN_" in prefixes:
             self.prefix.value = "GAN_"
         numeric = [c for c in wells.columns if not str(c).startswith("Metadata_")
                    and pd.api.types.is_numeric_dtype(wells[c]) and c != "n_sites"]
@@ -185,9 +188,12 @@ class AnalysisWidget(QWidget):
         if session is None or not col:
             return
         vals = sorted(session.wells[col].dropna().astype(str).unique().tolist())
+        keep = (self.positive.value, self.negative.value)
         self.positive.choices = vals
         self.negative.choices = vals
-        if col == "Metadata_Role" and {"positive", "negative"} <= set(vals):
+        if keep[0] in vals and keep[1] in vals and keep[0] != keep[1]:
+            self.positive.value, self.negative.value = keep  # a refresh keeps the analyst's choice
+        elif col == "Metadata_Role" and {"positive", "negative"} <= set(vals):
             self.positive.value, self.negative.value = "positive", "negative"
         elif len(vals) > 1:
             self.negative.value = vals[1]
@@ -200,6 +206,8 @@ class AnalysisWidget(QWidget):
             notify_error(_no_plate())
             return None
         session = layer.metadata[L.SESSION_KEY]
+        if not self.prefix.choices:
+            self.refresh_choices()  # features arrived (embedding) after the dock was opened
         try:
             scores, zp, _ = fit_projection(session.wells, column=self.column.value, positive=self.positive.value,
                                            negative=self.negative.value, prefix=self.prefix.value or "GAN_")

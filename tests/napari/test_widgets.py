@@ -249,3 +249,31 @@ def test_real_training_on_the_open_plate_stops_with_a_checkpoint(make_napari_vie
     assert "loss_G" in w.history and np.isfinite([v for _, v in w.history["loss_G"]]).all()
     assert viewer.layers["fakes DNA"].data.ndim == 2
     assert w.resume_btn.enabled
+
+
+def test_embed_then_fit_on_the_real_core(make_napari_viewer, tiny_rxrx, tmp_path, qtbot) -> None:
+    """Analyst path: open the plate and the docks first, embed every well, then Fit."""
+    viewer = make_napari_viewer()
+    viewer.open(str(tiny_rxrx), plugin="napari-gandl")
+    _, ana = viewer.window.add_plugin_dock_widget("napari-gandl", "Projection and activity")
+    assert ana.prefix.choices == ()  # nothing embedded yet
+    ana.column.value = "Metadata_Condition"
+    ana.positive.value, ana.negative.value = "Mock", "Active SARS-CoV-2"
+    pm = L.find_plate_map(viewer)
+    ckpt = tiny_checkpoint(tmp_path / "tiny.pt", pm.metadata[L.SESSION_KEY].index)
+    w = dock(viewer, "Embed wells")
+    w.checkpoint.value = str(ckpt)
+    worker = w.start()
+    with qtbot.waitSignal(worker.finished, timeout=90000):
+        pass
+    qtbot.waitUntil(lambda: w.sites is not None, timeout=5000)
+    assert len(w.sites) == 32
+    scores = ana.fit()
+    assert scores is not None and len(scores) == 16 and np.isfinite(scores["OnScore"]).all()
+    assert (ana.positive.value, ana.negative.value) == ("Mock", "Active SARS-CoV-2")  # kept by the refresh
+    wells = pm.metadata[L.SESSION_KEY].wells
+    mock = wells["Metadata_Condition"] == "Mock"
+    act = wells["Metadata_Condition"] == "Active SARS-CoV-2"  # treated wells are Active too
+    assert wells.loc[mock, "OnScore"].mean() == pytest.approx(1.0, abs=1e-6)
+    assert wells.loc[act, "OnScore"].mean() == pytest.approx(-1.0, abs=1e-6)
+    assert np.isfinite(ana.z_prime)
