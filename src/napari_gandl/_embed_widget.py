@@ -115,6 +115,13 @@ class EmbedWidget(QWidget):
         session.embeddings = sites
         wells = well_profiles(sites)
         session.merge_wells(wells)
+        # Scores fitted on the previous features are stale now: drop them (refit in the analysis dock).
+        stale = [c for c in ("OnScore", "OffScore") if c in session.wells.columns]
+        if stale:
+            session.wells = session.wells.drop(columns=stale)
+            if session.extras.get("colour_by") in stale:
+                session.extras.pop("colour_by")
+                L.update_overlay(self.viewer)
         L.refresh_features(layer)
         self.bar.setValue(1000)
         n_feat = sum(1 for c in wells.columns if not str(c).startswith("Metadata_"))

@@ -277,3 +277,9 @@ def test_embed_then_fit_on_the_real_core(make_napari_viewer, tiny_rxrx, tmp_path
     assert wells.loc[mock, "OnScore"].mean() == pytest.approx(1.0, abs=1e-6)
     assert wells.loc[act, "OnScore"].mean() == pytest.approx(-1.0, abs=1e-6)
     assert np.isfinite(ana.z_prime)
+    # re-embedding invalidates the scores: they are dropped and the plate map goes back to grey
+    worker = w.start()
+    with qtbot.waitSignal(worker.finished, timeout=90000):
+        pass
+    qtbot.waitUntil(lambda: "OnScore" not in pm.features.columns, timeout=5000)
+    np.testing.assert_allclose(pm.face_color[:, :3], 0.5, atol=0.01)
