@@ -225,3 +225,19 @@ def test_loader_workers_do_not_change_the_run(tmp_path, index):
     c = run_to_end(train(_cfg(tmp_path, "seed1", kimg=2 * STEP, seed=1), index))
     dc = load_checkpoint(c)["D"]
     assert any(not torch.allclose(da[k], dc[k]) for k in da if da[k].is_floating_point())  # the seed matters
+
+
+def test_time_limit_stops_with_a_checkpoint_and_a_steady_total(tmp_path, index):
+    reports = []
+    gen = train(_cfg(tmp_path, kimg=100 * STEP, time_limit_s=1e-3, tick_kimg=50 * STEP), index)
+    while True:
+        try:
+            reports.append(next(gen))
+        except StopIteration as stop:
+            final = stop.value
+            break
+    assert len(reports) == 1 and reports[0].done == pytest.approx(STEP)
+    assert reports[0].total == pytest.approx(100 * STEP)  # the bar keeps its planned length
+    assert load_checkpoint(final)["step"] == 1
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == [1]  # the last step is logged even off-tick

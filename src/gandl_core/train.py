@@ -450,6 +450,7 @@ def train(config: TrainConfig, index=None, *, resume: bool = False) -> ProgressG
     data_iter = iter(loader)
 
     total_steps = int(math.ceil(config.kimg * 1000 / config.batch))
+    planned_steps = total_steps  # what progress bars show, even if a time limit ends the run sooner
     def steps_of(kimg: float) -> int:
         return max(1, int(round(kimg * 1000 / config.batch)))
     tick_s, snap_s, fakes_s, qual_s = (steps_of(config.tick_kimg), steps_of(config.snapshot_kimg),
@@ -627,7 +628,7 @@ def train(config: TrainConfig, index=None, *, resume: bool = False) -> ProgressG
                 log({"kimg": round(kimg_at(step), 4), "step": step, "time_s": round(elapsed, 2), "world": world,
                      **{k: (round(v, 6) if math.isfinite(v) else None) for k, v in metrics.items()}})
             if rank == 0:
-                yield Progress(kimg_at(step), kimg_at(total_steps), unit="kimg", stage="train",
+                yield Progress(kimg_at(step), kimg_at(planned_steps), unit="kimg", stage="train",
                                metrics=metrics, artifacts=artifacts)
         finished = True
         if os.environ.get("GANDL_TRAIN_RANK_DIGEST"):
