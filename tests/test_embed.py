@@ -411,6 +411,13 @@ def test_nan_and_constant_features(plate) -> None:
         run_to_end(embed_iter(index, ModuleFeaturizer(Const(), **kw)))
     with pytest.raises(DataError, match="P1 B02 site 1: the features are NaN/inf"):
         run_to_end(embed_iter(index, ModuleFeaturizer(Nan(), **kw)))
+    with pytest.warns(UserWarning, match="skipped 16"):
+        df = run_to_end(embed_iter(index, ModuleFeaturizer(Nan(), **kw), skip_bad=True))
+    assert len(df) == 0 and len(df.attrs["gandl"]["skipped"]) == 16
+    # A featurizer without a checkpoint (identity checkpoint None) still gets a clear channel error.
+    other = ModuleFeaturizer(Const(), **{**kw, "channels": ["A", "B", "C"]}, info={"checkpoint": None})
+    with pytest.raises(CheckpointError, match="'T_'"):
+        run_to_end(embed_iter(index, other))
 
 
 # --------------------------------------------------------------------------------------------

@@ -96,7 +96,8 @@ def check_channels(featurizer: Any, channels: Sequence[str], *, source: str = "t
     expected, channels = list(expected), list(channels)
     if expected == channels:
         return
-    where = featurizer.identity().get("checkpoint", {}).get("path") if hasattr(featurizer, "identity") else None
+    ident = featurizer.identity() if hasattr(featurizer, "identity") else {}
+    where = (ident.get("checkpoint") or {}).get("path") if isinstance(ident.get("checkpoint"), dict) else None
     what = f"the checkpoint {where}" if where else f"the featurizer {getattr(featurizer, 'prefix', '')!r}"
     missing = [c for c in expected if c not in channels]
     if missing:
