@@ -53,6 +53,17 @@ def test_featurize_methods(tmp_path, synth_screen, monkeypatch, method, extra, p
     np.testing.assert_allclose(read_table(out2)[feats].to_numpy(), df[feats].to_numpy(), rtol=1e-4, atol=1e-5)
 
 
+def test_handcrafted_raw_intensities_through_the_engine(tmp_path, synth_screen):
+    out = tmp_path / "raw.parquet"
+    assert main(["featurize", str(synth_screen), "-m", "handcrafted", "--intensity", "raw", "-o", str(out),
+                 "--wells", "B02", "--workers", "0"]) == 0
+    df = read_table(out)
+    ident = df.attrs["gandl"]["featurizer"]
+    assert ident["intensity"] == "raw"
+    p99 = df[f"HC_{ident['feature_labels'].index('Intensity_p99_DNA'):03d}"]
+    assert (p99 > 1.5).all()  # raw 16-bit counts, not the [0, 1] normalized scale
+
+
 def test_train_convae_then_featurize(tmp_path, synth_screen, capsys):
     run = tmp_path / "cae"
     assert main(["train-convae", str(synth_screen), "-o", str(run), "--resolution", "16", "--kimg", "0.008",

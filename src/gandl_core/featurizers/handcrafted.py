@@ -63,6 +63,9 @@ class RawIntensities:
 
     def __init__(self, channels: Sequence[str]) -> None:
         self.channels = [str(c) for c in channels]
+        # lo/hi as an identity mapping, so code checking "is it fitted?" sees a fitted normalizer
+        self.lo = np.zeros(len(self.channels))
+        self.hi = np.ones(len(self.channels))
 
     def transform(self, img: Any) -> Any:
         """Return ``img`` as float32 (numpy or torch), unchanged."""
