@@ -86,3 +86,18 @@ def test_raw_mode_and_options():
         HandcraftedFeaturizer(["A"], distances=[0])
     with pytest.raises(ConfigError, match=r"\[2, H, W\]"):
         HandcraftedFeaturizer(["A", "B"])(torch.zeros(1, 3, 8, 8))
+
+
+def test_real_bbbc022_field(shared_data):
+    """A real 5-stain U2OS field: ~90 Hoechst nuclei of plausible size (0.66 um/px)."""
+    from gandl_core.plates import IntensityNormalizer, build_index, channel_names, read_site
+
+    index = build_index(shared_data / "bbbc022_cellpainting_sample" / "load_data.csv").iloc[:1]
+    norm = IntensityNormalizer().fit(index)
+    f = HandcraftedFeaturizer(channel_names(index))
+    assert f.nuclear_channel == "DNA" and f.n_features == 208
+    v = dict(zip(f.labels, f(torch.from_numpy(norm.transform(read_site(index.iloc[0])))[None])[0].numpy()))
+    assert 60 <= v["Objects_count"] <= 130
+    assert 250 <= v["Objects_area_mean"] <= 800  # ~10-20 um nuclei
+    assert v["Objects_intensity_DNA_mean"] > 2 * v["Intensity_mean_DNA"]  # nuclei are the bright part
+    assert np.isfinite(list(v.values())).all()
