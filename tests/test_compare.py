@@ -86,3 +86,12 @@ def test_cli(tmp_path, capsys):
     assert main(["compare", str(tmp_path / "a.parquet"), "--ground-truth", str(tmp_path / "no.csv"),
                  "-o", str(tmp_path / "c3")]) == 2
     assert "--ground-truth" in capsys.readouterr().err
+
+
+def test_celltype_task():
+    df = _screen(False, seed=2)
+    shifted = df.copy()
+    shifted.loc[shifted["Metadata_CellType"] == "A", "F_001"] += 3.0  # cell type A differs in one feature
+    res = compare_embeddings({"typed": shifted, "plain": df}, tasks=["celltype"], replicate_map=False)
+    assert res.loc[("celltype", "accuracy"), "typed"] == 1.0
+    assert res.loc[("celltype", "accuracy"), "plain"] < 0.8
