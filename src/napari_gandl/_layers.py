@@ -322,7 +322,13 @@ def show_plate(layer: Any, plate: str) -> None:
 def refresh_features(layer: Any) -> None:
     """Copy the session's (updated) well table of the shown plate into ``layer.features``."""
     session: PlateSession = layer.metadata[SESSION_KEY]
-    layer.features = session.plate_wells()
+    import warnings
+
+    with warnings.catch_warnings():
+        # The colour column may be gone (scores dropped after a new embedding): napari warns that
+        # the colour property was dropped; apply_colour below sets the colours again anyway.
+        warnings.filterwarnings("ignore", message="property used for face_color dropped")
+        layer.features = session.plate_wells()
     apply_colour(layer)
 
 
