@@ -17,8 +17,9 @@ TEST_DATA = Path(__file__).resolve().parent / "data"
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
-    # pytest-xvfb has started Xvfb (and set DISPLAY) by now when it is installed and enabled.
+    # trylast: runs after pytest-xvfb's pytest_configure has started Xvfb and set DISPLAY.
     if not os.environ.get("DISPLAY") and not os.environ.get("QT_QPA_PLATFORM"):
         warnings.warn("No DISPLAY: Qt falls back to 'offscreen' (no OpenGL; napari layer tests may fail).")
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
