@@ -141,11 +141,11 @@ def ckpt_mod(plates, monkeypatch):
         return fake
 
 
-def write_checkpoint(ckpt_mod, path: Path, fz: GanFeaturizer, channels=CHANNELS) -> Path:
+def write_checkpoint(ckpt_mod, path: Path, fz: GanFeaturizer, channels=CHANNELS, **config) -> Path:
     """A minimal checkpoint per docs/architecture.md (config, D, normalizer, channel_names)."""
     D = fz.module
     cfg = {"resolution": D.resolution, "channels": D.channels, "channel_base": TINY["channel_base"],
-           "channel_max": TINY["channel_max"], "mbstd_group": 4, "feature_dim": D.feature_dim}
+           "channel_max": TINY["channel_max"], "mbstd_group": 4, "feature_dim": D.feature_dim, **config}
     state = {"format": "gandl-checkpoint", "version": 1, "kind": "stylegan2", "config": cfg,
              "channel_names": list(channels), "normalizer": fz.normalizer.to_dict(),
              "D": {k: v.contiguous() for k, v in D.state_dict().items()}, "kimg": 1.5, "step": 3}
@@ -532,3 +532,22 @@ def test_torchrun_resume_of_a_merged_table_does_nothing(plate, tmp_path, monkeyp
         run_to_end(embed_iter(index, fz, out=out, resume=True, wells=["B02"]))
     with pytest.raises(ConfigError, match="output file"):
         run_to_end(embed_iter(index, fz))
+
+
+def test_featurizer_field_mode_is_the_default(plate) -> None:
+    index, fz = plate
+    fz.field_mode = "resize"  # e.g. a checkpoint trained with crop_mode="resize"
+    auto = run_to_end(embed_iter(index, fz, wells=["B02"]))
+    assert auto.attrs["gandl"]["field_mode"] == "resize"
+    forced = run_to_end(embed_iter(index, fz, wells=["B02"], field_mode="tiles"))
+    assert forced.attrs["gandl"]["field_mode"] == "tiles"
+    assert not np.allclose(auto[FEATS].to_numpy(), forced[FEATS].to_numpy())
+
+
+def test_checkpoint_crop_mode_and_scale_reach_the_featurizer(plate, ckpt_mod, tmp_path) -> None:
+    _, fz = plate
+    plain = GanFeaturizer.from_checkpoint(write_checkpoint(ckpt_mod, tmp_path / "a.pt", fz))
+    assert plain.field_mode is None and plain.scale == 1.0
+    ck = write_checkpoint(ckpt_mod, tmp_path / "b.pt", fz, crop_mode="resize", field_scale=0.5)
+    resized = GanFeaturizer.from_checkpoint(ck)
+    assert resized.field_mode == "resize" and resized.scale == 0.5

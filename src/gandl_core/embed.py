@@ -307,7 +307,7 @@ def embed_iter(
     sites: Iterable[int] | None = None,
     batch_size: int = 32,
     num_workers: int = 0,
-    field_mode: str = DEFAULT_FIELD_MODE,
+    field_mode: str | None = None,
     resume: bool = False,
     overwrite: bool = False,
     shard: str | Sequence[int] | None = None,
@@ -332,7 +332,9 @@ def embed_iter(
     num_workers
         DataLoader worker processes decoding images while the main process runs the network.
     field_mode
-        ``"tiles"`` or ``"resize"`` for fields larger than ``featurizer.resolution``.
+        ``"tiles"`` or ``"resize"`` for fields larger than ``featurizer.resolution``; ``None`` =
+        the featurizer's ``field_mode`` attribute if it has one (a discriminator trained on whole
+        resized fields, ``crop_mode="resize"``, asks for ``"resize"``), else ``"tiles"``.
     resume, overwrite
         What to do with an existing ``out`` or unfinished parts: continue / start over.
     shard
@@ -368,6 +370,8 @@ def embed_iter(
     CheckpointError
         The data's channels are not the featurizer's.
     """
+    if field_mode is None:
+        field_mode = getattr(featurizer, "field_mode", None) or DEFAULT_FIELD_MODE
     if field_mode not in FIELD_MODES:
         raise ConfigError(f"--field-mode {field_mode!r}: choose one of {list(FIELD_MODES)}.")
     if int(batch_size) < 1:

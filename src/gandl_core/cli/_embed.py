@@ -37,7 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=None,
                    help="image-decoding worker processes (default: CPU cores - 1, at most 8)")
     p.add_argument("--field-mode", choices=["tiles", "resize"], default=None,
-                   help="fields larger than the network's resolution: average over tiles (default) or resize")
+                   help="fields larger than the network's resolution: average over tiles or resize (default: "
+                        "resize for a checkpoint trained with --crop-mode resize, else tiles)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default cpu)")
     p.add_argument("--shard", metavar="K/N", help="embed only shard K of N (0-based; for array jobs); writes "
                    "OUT's stem + .shard-K-of-N.parquet; combine with --merge")
@@ -63,7 +64,7 @@ def _wells(text: str | None) -> list | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..embed import DEFAULT_FIELD_MODE, embed_iter, merge_shards, parse_shard, shard_path
+    from ..embed import embed_iter, merge_shards, parse_shard, shard_path
     from ..errors import ConfigError
 
     out = Path(args.out)
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     rank = int(os.environ.get("RANK", "0") or 0)
     df = follow(
         embed_iter(index, featurizer, out=target, wells=_wells(args.wells), batch_size=args.batch_size,
-                   num_workers=workers, field_mode=args.field_mode or DEFAULT_FIELD_MODE,
+                   num_workers=workers, field_mode=args.field_mode,
                    resume=args.resume, overwrite=args.overwrite, shard=shard, skip_bad=args.skip_bad),
         desc="embed", quiet=rank != 0,
     )

@@ -166,6 +166,8 @@ class ModuleFeaturizer:
         self.channels_last = bool(channels_last)
         # Downscale factor applied to fields before tiling (the training data's PlateDataset scale).
         self.scale = float(scale)
+        # Field mode the network was trained for (None: the engine's default, tiles).
+        self.field_mode: str | None = None
         self.module = module.to(self.device).eval()
         if self.channels_last:
             self.module = self.module.to(memory_format=torch.channels_last)
@@ -264,9 +266,13 @@ class GanFeaturizer(ModuleFeaturizer):
         cfg = info.get("config") if isinstance(info.get("config"), dict) else {}
         # TrainConfig.field_scale: fields were downscaled before cropping in training.
         scale = cfg.get("field_scale") or cfg.get("scale") or info.get("scale") or 1.0
-        return cls(D, prefix=prefix, n_features=int(D.feature_dim), channels=list(names),
-                   resolution=int(D.resolution), normalizer=normalizer,
-                   forward=_discriminator_features, info=ident, device=device, scale=float(scale))
+        fz = cls(D, prefix=prefix, n_features=int(D.feature_dim), channels=list(names),
+                 resolution=int(D.resolution), normalizer=normalizer,
+                 forward=_discriminator_features, info=ident, device=device, scale=float(scale))
+        # Trained on whole fields shrunk to the resolution (TrainConfig.crop_mode="resize"): embed alike.
+        if cfg.get("crop_mode") == "resize":
+            fz.field_mode = "resize"
+        return fz
 
     @classmethod
     def from_discriminator(cls, discriminator: "torch.nn.Module", normalizer: Any,
