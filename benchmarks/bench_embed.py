@@ -13,7 +13,7 @@ What is measured, in one run (ratios compare like with like on a shared machine)
 PNGs come from ``gandl_core.synth.make_screen`` (the synthetic screen) when available; the index
 cycles over its sites to reach ``--sites`` rows (every row is a real file decode).
 
-Example (the numbers in docs/benchmarks_embed.md)::
+Example (the numbers in docs/benchmarks.md)::
 
     OMP_NUM_THREADS=1 python benchmarks/bench_embed.py --sites 256 --size 256 --resolution 64 \
         --batch-size 16 --workers 1 --threads 1 --rss-sites 100,1000 --json bench_embed.json

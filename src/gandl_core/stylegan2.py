@@ -26,7 +26,7 @@ the two resolutions (4x fewer multiply-adds than resampling the feature maps fir
 
 CPU speed: the networks are fastest in ``channels_last`` memory format
 (``net.to(memory_format=torch.channels_last)`` and likewise for the input), see
-benchmarks/bench_train.py and docs/benchmarks_train.md.
+benchmarks/bench_train.py and docs/benchmarks.md.
 
 Tensor layout is [N, C, H, W] everywhere; ``channels`` is the number of image channels (stains).
 

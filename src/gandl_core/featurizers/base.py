@@ -142,7 +142,7 @@ class ModuleFeaturizer:
         network trained on downscaled fields must see them at the same scale.
     channels_last
         Run convolutions in NHWC memory format: ~1.4x faster discriminator forward on CPU
-        (docs/benchmarks_embed.md); the numbers differ from NCHW only by float round-off.
+        (docs/benchmarks.md); the numbers differ from NCHW only by float round-off.
     """
 
     def __init__(

@@ -33,7 +33,7 @@ Intensities
     texture and granularity then quantize/scale each channel by its own 0.1-99.9th percentiles in
     that field, as they need a bounded range.
 
-Speed: numpy/scikit-image per image on one core; ``docs/benchmarks_featurizers.md`` gives sites/s.
+Speed: numpy/scikit-image per image on one core; ``docs/benchmarks.md`` gives sites/s.
 """
 
 from __future__ import annotations
