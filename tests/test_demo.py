@@ -20,7 +20,8 @@ def test_demo_cli_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     printed = capsys.readouterr().out
     assert f"report: {out / 'report.html'}" in printed and "Z' of the On-perturbation score" in printed
     numbers = json.loads((out / "numbers.json").read_text())
-    for key in ("controls_accuracy", "controls_accuracy_random_d", "z_prime", "ec50_spearman", "active_auc"):
+    for key in ("controls_accuracy", "controls_accuracy_random_d", "z_prime", "z_prime_random_d", "ec50_spearman",
+                "active_auc"):
         assert key in numbers
     assert 0.0 <= numbers["controls_accuracy"] <= 1.0 and numbers["train_kimg"] > 0
     html = (out / "report.html").read_text()

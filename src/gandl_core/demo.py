@@ -41,7 +41,8 @@ class DemoResult:
             ("controls_accuracy", "C+ vs C- held-out accuracy (trained D)"),
             ("controls_accuracy_random_d", "C+ vs C- held-out accuracy (random-weight D)"),
             ("celltype_accuracy", "cell-type held-out accuracy"),
-            ("z_prime", "Z' of the On-perturbation score"),
+            ("z_prime", "Z' of the On-perturbation score (trained D)"),
+            ("z_prime_random_d", "Z' of the On-perturbation score (random-weight D)"),
             ("ec50_spearman", "Spearman rho, fitted vs true EC50 (actives)"),
             ("active_auc", "AUC, actives vs inactives by fitted efficacy"),
             ("train_kimg", "training length (kimg)"),
@@ -52,7 +53,7 @@ class DemoResult:
         return "\n".join(lines)
 
 
-def run_demo(out_dir: str | os.PathLike, *, seed: int = 0, minutes: float = 4.0, preset: str = "cpu-small",
+def run_demo(out_dir: str | os.PathLike, *, seed: int = 0, minutes: float = 6.0, preset: str = "cpu-small",
              image_size: int = 96, plates: int = 1, overwrite: bool = False) -> ProgressGenerator[DemoResult]:
     """Run the whole pipeline on a fresh synthetic screen, yielding progress; return the headline numbers.
 
@@ -156,6 +157,8 @@ def run_demo(out_dir: str | os.PathLike, *, seed: int = 0, minutes: float = 4.0,
     write_table(scores, out / "scores.parquet")
     numbers["z_prime"] = float(stats["z_prime"])
     numbers["ssmd"] = float(stats["ssmd"])
+    numbers["z_prime_random_d"] = float(projection.project_table(prof_rand, positive=POSITIVE,
+                                                                 negative=NEGATIVE)[2]["z_prime"])
     plots.e2_scatter(scores, figs / "e2.png", color="Metadata_Role", marker="Metadata_CellType")
 
     # 7. dose-response per compound on the On score, scored against the truth

@@ -686,7 +686,7 @@ def _read_parts(pdir: Path, part_ids: list[int], meta_cols: list[str], columns: 
         skipped += df.attrs.get("gandl", {}).get("skipped", [])
         frames.append(df)
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=meta_cols + columns)
-    df[columns] = df[columns].astype(np.float32)
+    df = df.astype({c: np.float32 for c in columns})  # one cast: per-column assignment fragments the frame
     df.attrs = {}
     return df, skipped
 

@@ -174,9 +174,9 @@ PRESETS: dict[str, dict[str, Any]] = {
                      batch=8, kimg=0.05, mbstd_group=4, tick_kimg=0.016, snapshot_kimg=0.024, fakes_kimg=0.024,
                      quality_kimg=0.024, r1_interval=4, pl_interval=2, ema_kimg=0.01, augment_speed_kimg=5.0),
     # A first look on a laptop / 2-core CPU: ~4 minutes, cells recognisable, controls separable.
-    # Sized on a 2-core CPU (docs/training.md): 32 px crops at native pixel size (2-4 cells each).
+    # Sized on a 2-core CPU: ~10 s/kimg idle, so 24 kimg in ~4 min; 32 px crops at native pixel size (2-4 cells).
     "cpu-small": dict(resolution=32, z_dim=128, w_dim=128, channel_base=1024, channel_max=64, feature_dim=512,
-                      batch=16, kimg=10.0, lr_g=0.0025, lr_d=0.0025, tick_kimg=0.16, snapshot_kimg=2.0,
+                      batch=16, kimg=24.0, lr_g=0.0025, lr_d=0.0025, tick_kimg=0.16, snapshot_kimg=2.0,
                       fakes_kimg=1.0, quality_kimg=2.0, ema_kimg=1.0, augment_speed_kimg=20.0, pl_weight=0.0),
     # A GPU run of sensible size.
     "gpu-256": dict(resolution=256, channel_base=16384, channel_max=512, batch=32, kimg=5000,
