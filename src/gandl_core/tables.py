@@ -66,6 +66,46 @@ def default_file_mode(directory: bool = False) -> int:
     return (0o777 if directory else 0o666) & ~umask
 
 
+def jsonable(v: Any) -> Any:
+    """Strict-JSON-ready copy: numpy scalars -> Python numbers, NaN/inf -> None, paths/others -> str."""
+    import math
+
+    if isinstance(v, Mapping):
+        return {str(k): jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [jsonable(x) for x in v]
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        return float(v) if math.isfinite(float(v)) else None  # JSON has no NaN
+    if isinstance(v, pd.DataFrame):
+        return v.to_dict(orient="records")
+    return v if isinstance(v, (str, type(None))) else str(v)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) via a temp file in the same folder and a rename, with ordinary permissions."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, default_file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path: str | os.PathLike, data: Any) -> Path:
+    """Write ``data`` as strict JSON (see :func:`jsonable`) atomically."""
+    return write_text_atomic(path, json.dumps(jsonable(data), indent=2))
+
+
 def write_table(df: pd.DataFrame, path: str | os.PathLike, metadata: Mapping[str, Any] | None = None) -> Path:
     """Write ``df`` as Parquet (or CSV by suffix) atomically: temp file in the same folder, then rename.
 

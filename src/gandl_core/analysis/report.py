@@ -22,7 +22,6 @@ import html as _html
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -98,22 +97,7 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, Mapping):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, (bool, np.bool_)):
-        return bool(v)
-    if isinstance(v, (int, np.integer)):
-        return int(v)
-    if isinstance(v, (float, np.floating)):
-        return float(v) if math.isfinite(float(v)) else None  # JSON has no NaN
-    if isinstance(v, pd.DataFrame):
-        return v.to_dict(orient="records")
-    if isinstance(v, os.PathLike):
-        return str(v)
-    return v if isinstance(v, (str, type(None))) else str(v)
+from ..tables import jsonable as _jsonable  # noqa: E402  (one JSON convention for every artifact)
 
 
 def _numbers_table(numbers: Mapping[str, Any]) -> str:
@@ -155,24 +139,10 @@ def _section_html(s: Section, max_rows: int) -> str:
     return "".join(parts)
 
 
-def _umask_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
 def _atomic_write(path: Path, text: str) -> None:
-    """Temp file in the same folder, then rename; ordinary file mode (mkstemp makes 0600)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.chmod(tmp, _umask_mode())
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from ..tables import write_text_atomic
+
+    write_text_atomic(path, text)
 
 
 def write_report(path: str | os.PathLike, sections: Sequence[Section] = (), *,

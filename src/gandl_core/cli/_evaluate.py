@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -97,66 +95,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _jsonable(v: Any) -> Any:
-    """numpy scalars -> Python numbers, NaN/inf -> None (strict JSON), other objects -> str."""
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if hasattr(v, "item") and not isinstance(v, (str, bytes)):
-        try:
-            v = v.item()
-        except (ValueError, AttributeError):
-            return str(v)
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, (str, int, float, bool)) or v is None:
-        return v
-    return str(v)
-
-
 def write_json(path: str | os.PathLike, data: dict[str, Any]) -> Path:
-    """Write ``data`` as strict JSON atomically (temp file + rename, ordinary file mode)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; results are meant to be shared
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(_jsonable(data), fh, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Strict JSON, atomically (:func:`gandl_core.tables.write_json`)."""
+    from ..tables import write_json as _write
+
+    return _write(path, data)
 
 
 def read_profiles(path: str | os.PathLike):
-    """``tables.read_table`` plus gzip-compressed CSV/TSV (``.csv.gz``/``.tsv.gz``, the usual
-    pycytominer/cytominer outputs).
-
-    Raises
-    ------
-    DataError
-        Missing or unreadable file (named).
-    """
-    import pandas as pd
-
-    from ..errors import DataError
+    """A profile table: Parquet, CSV/TSV, gzipped or not (:func:`gandl_core.tables.read_table`)."""
     from ..tables import read_table
 
-    p = Path(path)
-    name = p.name.lower()
-    if name.endswith((".csv.gz", ".tsv.gz")):
-        if not p.is_file():
-            raise DataError(f"{p}: no such file. Give the path of a .parquet or .csv table.")
-        try:
-            return pd.read_csv(p, sep="\t" if name.endswith(".tsv.gz") else ",")
-        except Exception as exc:  # noqa: BLE001 - re-raised with the file named
-            raise DataError(f"{p}: cannot read this compressed table ({exc}).") from exc
-    return read_table(p)
+    return read_table(path)
 
 
 def select_features(df, prefix: str | None) -> list[str] | None:

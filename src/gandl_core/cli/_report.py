@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import tempfile
 from pathlib import Path
-from typing import Any
+
+from ._evaluate import read_profiles, write_json  # noqa: F401  (shared helpers, re-exported for dose-response)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,24 +22,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def write_json(path: str | os.PathLike, data: dict[str, Any]) -> Path:
-    """Write ``data`` as strict JSON (NaN/inf -> null, numpy scalars -> numbers) atomically."""
-    from ..analysis.report import _jsonable, _umask_mode
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.chmod(tmp, _umask_mode())
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(_jsonable(data), fh, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def run(args: argparse.Namespace) -> int:
     from ..analysis.report import collect_sections, write_report
 
@@ -51,21 +31,3 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_profiles(path: str | os.PathLike):
-    """``tables.read_table`` plus gzip-compressed CSV/TSV (``.csv.gz``, ``.tsv.gz``: the usual
-    pycytominer / cytominer outputs)."""
-    import pandas as pd
-
-    from ..errors import DataError
-    from ..tables import read_table
-
-    p = Path(path)
-    name = p.name.lower()
-    if name.endswith((".csv.gz", ".tsv.gz")):
-        if not p.is_file():
-            raise DataError(f"{p}: no such file. Give the path of a .parquet or .csv table.")
-        try:
-            return pd.read_csv(p, sep="\t" if name.endswith(".tsv.gz") else ",")
-        except Exception as exc:  # noqa: BLE001 - re-raised with the file named
-            raise DataError(f"{p}: cannot read this compressed table ({exc}).") from exc
-    return read_table(p)
