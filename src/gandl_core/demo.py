@@ -213,7 +213,7 @@ def _score_against_truth(fits: pd.DataFrame, truth: pd.DataFrame) -> dict[str, A
 
     t = truth.rename(columns={"treatment": "compound"}).set_index("compound")
     f = fits.set_index("compound")
-    both = f.join(t, how="inner", rsuffix="_true")
+    both = f.merge(t, left_index=True, right_index=True, how="inner", suffixes=("", "_true"))
     out: dict[str, Any] = {}
     act = both[both["active"].astype(bool) & np.isfinite(both["ec50"]) & (both["status"] == "ok")]
     out["n_actives_fitted"] = int(len(act))

@@ -88,7 +88,9 @@ def aggregate(
     meta = grouped[keep].first() if keep else pd.DataFrame(index=agg.index)
     sites = grouped.size().rename("Metadata_Sites")
     # Keep float32 features float32 (cast once: per-column assignment fragments wide frames).
-    agg = agg.astype({c: np.float32 for c in features if df[c].dtype == np.float32})
+    f32 = [c for c in features if df[c].dtype == np.float32]
+    if f32:  # one block cast (a per-column dict cast leaves one block per column)
+        agg = pd.concat([agg.drop(columns=f32), agg[f32].astype(np.float32)], axis=1)[features]
     out = pd.concat([meta, sites, agg], axis=1).reset_index()
     out.attrs = {}
     return out

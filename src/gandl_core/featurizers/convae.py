@@ -521,16 +521,16 @@ def train_convae(config: ConvAEConfig, index: Any = None, *, resume: bool = Fals
                 pix = F.l1_loss(y, x) if config.pixel_loss == "l1" else F.mse_loss(y, x)
                 s = ssim(y, x)
                 loss = pix + config.ssim_weight * (1.0 - s)
-                metrics = {"loss": 0.0, "pixel": float(pix), "ssim": float(s)}
+                metrics = {"loss": 0.0, "pixel": float(pix.detach()), "ssim": float(s.detach())}
                 if perceptual is not None:
                     pl = perceptual(y, x)
                     loss = loss + config.perceptual_weight * pl
-                    metrics["perceptual"] = float(pl)
+                    metrics["perceptual"] = float(pl.detach())
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 step += 1
-                metrics["loss"] = float(loss)
+                metrics["loss"] = float(loss.detach())
                 if not np.isfinite(metrics["loss"]):
                     raise DataError(f"convae training diverged at step {step} (loss {metrics['loss']}); "
                                     "lower --lr or check the images for NaN/inf.")
