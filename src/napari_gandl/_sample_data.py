@@ -12,7 +12,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-SAMPLE_NAME = "synthetic-screen-v2"
+from gandl_core import __version__
+
+# The cache is keyed by the package version so an upgrade that changes the renderer regenerates it.
+SAMPLE_NAME = f"synthetic-screen-{__version__}-r3"
 SAMPLE_KWARGS = {"plates": 1, "seed": 0, "image_size": 96}  # 2 cell types x 1 plate, ~5 s
 
 
