@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from napari_gandl import _layers as L
+from napari_gandl._sample_data import SAMPLE_NAME
 
 pytestmark = pytest.mark.napari
 
@@ -34,16 +35,16 @@ def test_sample_data_generates_and_opens(make_napari_viewer, tmp_path, monkeypat
     monkeypatch.setenv("NAPARI_GANDL_CACHE", str(tmp_path / "cache"))
     viewer = make_napari_viewer()
     viewer.open_sample("napari-gandl", "synthetic_screen")
-    assert (tmp_path / "cache" / "synthetic-screen-v2" / "metadata.csv").is_file()
+    assert (tmp_path / "cache" / SAMPLE_NAME / "metadata.csv").is_file()
     pm = L.find_plate_map(viewer)
     session = pm.metadata[L.SESSION_KEY]
     assert len(session.plates) == 2 and len(viewer.layers["site DNA"].data) == 96
     roles = set(session.wells["Metadata_Role"])
     assert {"positive", "negative", "treated"} <= roles
     # second call reuses the cache (no regeneration)
-    stamp = (tmp_path / "cache" / "synthetic-screen-v2" / "metadata.csv").stat().st_mtime_ns
+    stamp = (tmp_path / "cache" / SAMPLE_NAME / "metadata.csv").stat().st_mtime_ns
     viewer.open_sample("napari-gandl", "synthetic_screen")
-    assert (tmp_path / "cache" / "synthetic-screen-v2" / "metadata.csv").stat().st_mtime_ns == stamp
+    assert (tmp_path / "cache" / SAMPLE_NAME / "metadata.csv").stat().st_mtime_ns == stamp
 
 
 @pytest.mark.parametrize("name", ["Plate browser", "Train GAN", "Embed wells", "Projection and activity"])
