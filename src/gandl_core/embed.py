@@ -632,9 +632,9 @@ def _same_run(a: dict, b: dict, keys: Sequence[str] = _IDENTITY_KEYS) -> bool:
 
 
 def _write_json_atomic(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
+    from .tables import write_text_atomic
+
+    write_text_atomic(path, json.dumps(obj, indent=1, default=str))
 
 
 def _finished_parts(pdir: Path, info: dict) -> dict[int, Path]:

@@ -140,15 +140,10 @@ class TrainConfig:
         return cls(**d)
 
     def save(self, path: str | Path) -> None:
-        """Write the resolved config as JSON (atomically)."""
-        import os
-        import tempfile
+        """Write the resolved config as JSON (atomically, ordinary permissions)."""
+        from .tables import write_text_atomic
 
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config.", suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(self.to_dict(), fh, indent=2)
-        os.replace(tmp, path)
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=2))
 
     def diff(self, other: "TrainConfig", ignore: frozenset[str] = RESUMABLE_FIELDS) -> dict[str, tuple]:
         """Fields (outside ``ignore``) whose values differ: {name: (self, other)}."""
