@@ -265,7 +265,8 @@ class MappingNetwork(nn.Module):
             x = layer(x)
         if self.training and truncation_psi == 1.0:
             with torch.no_grad():
-                self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+                # float(): under bf16 autocast x is bf16 while the running mean stays fp32
+                self.w_avg.copy_(x.detach().float().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
         if truncation_psi != 1.0:
             x = self.w_avg.lerp(x, truncation_psi)
         return x
@@ -623,7 +624,7 @@ class MinibatchStd(nn.Module):
             y = y.mean(dim=(1, 2, 3))  # [N/G]
             if self.training:
                 with torch.no_grad():
-                    m = y.detach().mean()
+                    m = y.detach().float().mean()  # fp32 buffer, also under bf16 autocast
                     if int(self.num_batches_tracked) == 0:
                         self.running_std.copy_(m)
                     else:
