@@ -67,6 +67,27 @@ def test_normalizer_round_trip_and_channel_check(tmp_path) -> None:
         IntensityNormalizer(50, 10)
 
 
+def test_normalizer_gamma_stretches_dim_values_and_round_trips(tmp_path) -> None:
+    ix, arrays = _ramp_plate(tmp_path)
+    lin = IntensityNormalizer(low=1, high=99).fit(ix, n_sites=6)
+    sq = IntensityNormalizer(low=1, high=99, gamma=0.5).fit(ix, n_sites=6)
+    # a value a quarter of the way up the range: linear -0.5; square root: 2*sqrt(0.25)-1 = 0
+    q = lin.lo_ + 0.25 * (lin.hi_ - lin.lo_)
+    img = np.broadcast_to(q.reshape(3, 1, 1), (3, 2, 2)).astype(np.float32)
+    assert np.allclose(lin.transform(img), -0.5, atol=1e-5) and np.allclose(sq.transform(img), 0.0, atol=1e-5)
+    # the ends stay at -1 and +1, numpy and torch agree, inverse restores the raw values
+    x = sq.transform(arrays[0].astype(np.float32))
+    assert x.min() == -1.0 and x.max() == 1.0
+    assert torch.allclose(sq.transform(torch.from_numpy(arrays[0].astype(np.float32))), torch.from_numpy(x), atol=1e-6)
+    assert np.allclose(sq.inverse(x)[:, 10, 10:30], arrays[0][:, 10, 10:30], rtol=1e-4)
+    d = json.loads(json.dumps(sq.to_dict()))
+    assert d["gamma"] == 0.5 and IntensityNormalizer.from_dict(d).gamma == 0.5
+    old = {k: v for k, v in lin.to_dict().items() if k != "gamma"}  # written before gamma existed
+    assert IntensityNormalizer.from_dict(old).gamma == 1.0
+    with pytest.raises(ConfigError, match="gamma=0"):
+        IntensityNormalizer(gamma=0)
+
+
 def test_normalizer_sampling_is_seeded_and_constant_channel_safe(tmp_path) -> None:
     ix, _ = _ramp_plate(tmp_path)
     a = IntensityNormalizer().fit(ix, n_sites=2, seed=1).to_dict()

@@ -139,7 +139,8 @@ def test_ctrl_c_or_sigterm_in_the_cli_leaves_a_checkpoint(tmp_path, small_data, 
     metrics = run / "metrics.jsonl"
     deadline = time.time() + 90
     try:
-        while time.time() < deadline and not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 1):
+        # line 1 is the untrained generator's SWD (step 0); line 2 the first training tick
+        while time.time() < deadline and not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 2):
             assert proc.poll() is None, proc.stderr.read()[-2000:]
             time.sleep(0.2)
         proc.send_signal(sig)
@@ -205,12 +206,18 @@ def test_out_of_memory_suggests_smaller_batch(tmp_path, index, monkeypatch):
 
 
 def test_quality_is_logged_on_its_own_schedule(tmp_path, index):
-    # ticks every 3 steps, SWD every 2: SWD must still be measured (and logged) at steps 2 and 4
+    # ticks every 3 steps, SWD every 2: SWD must still be measured (and logged) at steps 2 and 4,
+    # and once before the first step (the untrained generator: where the curve starts)
     run_to_end(train(_cfg(tmp_path, kimg=4 * STEP, tick_kimg=3 * STEP, quality_kimg=2 * STEP), index))
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [x["step"] for x in lines] == [2, 3, 4]
-    assert [x.get("swd") is not None for x in lines] == [True, False, True]
+    assert [x["step"] for x in lines] == [0, 2, 3, 4]
+    assert [x.get("swd") is not None for x in lines] == [True, True, False, True]
     assert all(x["swd"] > 0 for x in lines if x.get("swd") is not None)
+    assert lines[0]["kimg"] == 0.0 and "loss_D" not in lines[0]
+    # a resumed run does not measure its start again
+    run_to_end(train(_cfg(tmp_path, kimg=6 * STEP, tick_kimg=3 * STEP, quality_kimg=2 * STEP), index, resume=True))
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines].count(0) == 1
 
 
 def test_loader_workers_do_not_change_the_run(tmp_path, index):

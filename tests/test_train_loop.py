@@ -103,7 +103,9 @@ def test_run_folder_metrics_fakes_and_checkpoint(tmp_path, index):
     saved = json.loads((run / "config.json").read_text())
     assert saved["channels"] == 2 and saved["channel_names"] == ["DNA", "Actin"]
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [x["step"] for x in lines] == [1, 2, 3, 4]
+    assert [x["step"] for x in lines] == [0, 1, 2, 3, 4]  # step 0: SWD of the untrained generator
+    assert lines[0]["swd"] > 0 and "loss_D" not in lines[0]
+    lines = lines[1:]
     for key in ("loss_G", "loss_D", "pl", "augment_p", "sec_per_kimg", "eta_s"):
         assert all(key in x for x in lines), key
     assert all(np.isfinite(x["loss_D"]) and x["loss_D"] > 0 for x in lines)

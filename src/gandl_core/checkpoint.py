@@ -129,7 +129,8 @@ def build_generator(config: dict):
 
     return Generator(int(config["resolution"]), int(config["channels"]), z_dim=int(config.get("z_dim", 512)),
                      w_dim=int(config.get("w_dim", 512)), mapping_layers=int(config.get("mapping_layers", 3)),
-                     channel_base=int(config["channel_base"]), channel_max=int(config["channel_max"]))
+                     channel_base=int(config["channel_base"]), channel_max=int(config["channel_max"]),
+                     input_mode=str(config.get("g_input", "const")))  # runs before g_input existed: const
 
 
 def load_discriminator(path: str | os.PathLike, device: str = "cpu") -> tuple[Any, Any, dict]:

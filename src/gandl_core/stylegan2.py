@@ -396,6 +396,15 @@ class ToImage(nn.Module):
 _NOISE_MODES = ("random", "const", "none")
 
 
+# The generator's 4x4 input. "const" is StyleGAN2's learned constant: styles then only rescale its
+# channels, so the coarse layout is shared by all samples unless training finds a way to vary it.
+# That suits aligned images (faces) and very long runs; on fields of cells, where objects sit anywhere,
+# a short run collapses to one layout (every fake shows the same blob positions; measured on the
+# synthetic screen: docs/training.md). "mapped" adds a per-sample 4x4 map, an affine function of the
+# first style w (as DCGAN projects z to its first feature map), so layouts differ from the first step.
+INPUT_MODES = ("const", "mapped")
+
+
 class SynthesisNetwork(nn.Module):
     """Styles ``ws`` [N, num_ws, w_dim] -> image [N, channels, resolution, resolution] (skip architecture).
 
@@ -413,17 +422,24 @@ class SynthesisNetwork(nn.Module):
         w_dim: int = 512,
         channel_base: int = 32768,
         channel_max: int = 512,
+        input_mode: str = "const",
     ) -> None:
         super().__init__()
         self.resolution = check_resolution(resolution)
         self.channels = _check_positive_int(channels, "channels")
         _check_positive_int(channel_base, "channel_base")
         _check_positive_int(channel_max, "channel_max")
+        if input_mode not in INPUT_MODES:
+            raise ConfigError(f"option 'g_input' = {input_mode!r}: choose one of {', '.join(INPUT_MODES)}.")
         self.w_dim = w_dim
         log2 = int(math.log2(self.resolution))
         self.num_ws = 2 * log2 - 2
         c4 = channels_at(4, channel_base, channel_max)
         self.const = nn.Parameter(torch.randn(c4, 4, 4))
+        self.input_mode = input_mode
+        # "mapped": the 4x4 input is the constant plus a per-sample map computed from w, so the
+        # coarse layout (where the cells are) can change from sample to sample. See INPUT_MODES.
+        self.input_map = EqualizedLinear(w_dim, c4 * 16) if input_mode == "mapped" else None
         self.conv4 = SynthesisLayer(c4, c4, w_dim, 4, input_gain=1.0)  # input: the learned constant
         self.img4 = ToImage(c4, channels, w_dim)
         self.blocks = nn.ModuleList()
@@ -451,6 +467,8 @@ class SynthesisNetwork(nn.Module):
             raise ConfigError(f"option 'noise_mode' = {noise_mode!r}: use one of {', '.join(_NOISE_MODES)}.")
         n = ws.shape[0]
         x = self.const.unsqueeze(0).expand(n, -1, -1, -1)
+        if self.input_map is not None:
+            x = (x + self.input_map(ws[:, 0]).reshape(n, *self.const.shape)) * math.sqrt(0.5)
         x = self.conv4(x, ws[:, 0], noise_mode)
         img = self.img4(x, ws[:, 1])
         for i, block in enumerate(self.blocks):
@@ -476,6 +494,9 @@ class Generator(nn.Module):
         Depth of the mapping network (3 in GAN-DL; 8 in StyleGAN2's FFHQ config).
     channel_base, channel_max
         Feature maps at resolution r are ``min(channel_base // r, channel_max)``.
+    input_mode
+        ``"const"`` (StyleGAN2's learned 4x4 constant) or ``"mapped"`` (constant plus a per-sample
+        map from w); see :data:`INPUT_MODES`.
 
     Raises
     ------
@@ -500,6 +521,7 @@ class Generator(nn.Module):
         mapping_layers: int = 3,
         channel_base: int = 32768,
         channel_max: int = 512,
+        input_mode: str = "const",
     ) -> None:
         super().__init__()
         self.resolution = check_resolution(resolution)
@@ -507,7 +529,8 @@ class Generator(nn.Module):
         self.z_dim, self.w_dim = z_dim, w_dim
         self.mapping = MappingNetwork(z_dim, w_dim, mapping_layers)
         self.synthesis = SynthesisNetwork(
-            resolution, channels, w_dim=w_dim, channel_base=channel_base, channel_max=channel_max
+            resolution, channels, w_dim=w_dim, channel_base=channel_base, channel_max=channel_max,
+            input_mode=input_mode,
         )
         self.num_ws = self.synthesis.num_ws
 

@@ -28,12 +28,14 @@ class TrainConfig:
     channels: int = 5                   # image channels (stains); set from the data
     channel_names: tuple[str, ...] = () # stain names in channel order; set from the data
     norm_sites: int = 64                # sites sampled to fit the intensity normalizer
+    intensity_gamma: float = 1.0        # power on the [0,1]-scaled intensities (0.5 = sqrt stretch; see IntensityNormalizer)
     # --- networks (GAN-DL: mapping depth 3, style 512) ------------------------------------
     z_dim: int = 512                    # latent size
     w_dim: int = 512                    # style vector size
     mapping_layers: int = 3             # mapping network depth (8 in StyleGAN2, 3 in GAN-DL)
     channel_base: int = 32768           # feature maps at resolution r: min(channel_base // r, channel_max)
     channel_max: int = 512              # cap on feature maps
+    g_input: str = "const"              # G's 4x4 input: "const" (StyleGAN2) or "mapped" (+ a map from w; see stylegan2.INPUT_MODES)
     mbstd_group: int = 4                # minibatch-stddev group size
     feature_dim: int = 512              # discriminator embedding size (GAN-DL: 512)
     # --- optimisation ---------------------------------------------------------------------
@@ -75,6 +77,11 @@ class TrainConfig:
         _check_resolution(self.resolution)
         if self.loss not in {"stylegan2", "wgan-gp"}:
             raise ConfigError(f"option 'loss' = {self.loss!r}: choose 'stylegan2' or 'wgan-gp'.")
+        if not 0 < float(self.intensity_gamma) <= 4:
+            raise ConfigError(f"option 'intensity_gamma' = {self.intensity_gamma!r} must be in (0, 4] (1 = linear, "
+                              "0.5 = square root).")
+        if self.g_input not in {"const", "mapped"}:
+            raise ConfigError(f"option 'g_input' = {self.g_input!r}: choose 'const' (StyleGAN2) or 'mapped'.")
         if self.augment not in {"ada", "fixed", "none"}:
             raise ConfigError(f"option 'augment' = {self.augment!r}: choose 'ada', 'fixed' or 'none'.")
         for name in ("batch", "channels", "z_dim", "w_dim", "mapping_layers", "channel_base", "channel_max",
@@ -168,11 +175,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu-tiny": dict(resolution=16, z_dim=32, w_dim=32, channel_base=256, channel_max=32, feature_dim=512,
                      batch=8, kimg=0.05, mbstd_group=4, tick_kimg=0.016, snapshot_kimg=0.024, fakes_kimg=0.024,
                      quality_kimg=0.024, r1_interval=4, pl_interval=2, ema_kimg=0.01, augment_speed_kimg=5.0),
-    # A first look on a laptop / 2-core CPU: ~4 minutes, cells recognisable, controls separable.
-    # Sized on a 2-core CPU: ~10 s/kimg idle, so 24 kimg in ~4 min; 32 px crops at native pixel size (2-4 cells).
+    # A first look on a laptop / 2-core CPU: a few minutes, controls separable, nucleus- and cytoplasm-like fakes.
+    # Sized on a 2-core CPU: ~8-10 s/kimg idle, so 24 kimg in ~4 min; 32 px crops at native pixel size (2-4 cells).
+    # g_input "mapped": with StyleGAN2's constant input every fake of a short run had the same layout
+    # (docs/training.md, "How cpu-small was tuned").
     "cpu-small": dict(resolution=32, z_dim=128, w_dim=128, channel_base=1024, channel_max=64, feature_dim=512,
                       batch=16, kimg=24.0, lr_g=0.0025, lr_d=0.0025, tick_kimg=0.16, snapshot_kimg=2.0,
-                      fakes_kimg=1.0, quality_kimg=2.0, ema_kimg=1.0, augment_speed_kimg=20.0, pl_weight=0.0),
+                      fakes_kimg=1.0, quality_kimg=2.0, ema_kimg=1.0, augment_speed_kimg=20.0, pl_weight=0.0,
+                      g_input="mapped"),
     # A GPU run of sensible size.
     "gpu-256": dict(resolution=256, channel_base=16384, channel_max=512, batch=32, kimg=5000,
                     tick_kimg=4, snapshot_kimg=100, fakes_kimg=50, quality_kimg=100, workers=8),

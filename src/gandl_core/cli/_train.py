@@ -30,6 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--r1-gamma", type=float, dest="r1_gamma", help="R1 weight (default: ADA heuristic)")
     p.add_argument("--augment", choices=["ada", "fixed", "none"], help="discriminator augmentation")
     p.add_argument("--mapping-layers", type=int, dest="mapping_layers", help="mapping network depth (GAN-DL: 3)")
+    p.add_argument("--g-input", dest="g_input", choices=["const", "mapped"],
+                   help="generator input: const (StyleGAN2's learned constant) or mapped (+ a per-sample map from "
+                   "w; cpu-small's default: varied layouts in short runs)")
+    p.add_argument("--intensity-gamma", type=float, dest="intensity_gamma",
+                   help="power on the [0,1]-scaled intensities (1 = linear, default; 0.5 = square-root stretch)")
     p.add_argument("--seed", type=int, help="random seed")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--workers", type=int, help="DataLoader worker processes")
@@ -44,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     from ..train import TrainConfig, train
 
     overrides = {k: getattr(args, k) for k in ("resolution", "kimg", "batch", "loss", "lr_g", "lr_d", "r1_gamma",
-                                              "augment", "mapping_layers", "seed", "device", "workers", "crop_mode")}
+                                              "augment", "mapping_layers", "seed", "device", "workers", "crop_mode",
+                                              "g_input", "intensity_gamma")}
     overrides["field_scale"] = args.field_scale
     if args.minutes is not None:
         overrides["time_limit_s"] = args.minutes * 60.0
@@ -113,5 +119,8 @@ def _summary(out) -> str:
     text = f"trained to {last['kimg']:g} kimg (step {last['step']}), {last.get('sec_per_kimg') or 0:.0f} s/kimg"
     swd = [(x["kimg"], x["swd"]) for x in lines if x.get("swd") is not None]
     if swd:
-        text += "; SWD " + " -> ".join(f"{v:.3f}" for _, v in swd[-6:]) + " (lower = fakes closer to the reals)"
+        shown = [f"{v:.3f}" for _, v in swd[-6:]]
+        if len(swd) > 6:  # keep the start of the curve in view: the untrained generator's value
+            shown = [f"{swd[0][1]:.3f}", "..."] + shown[1:]
+        text += "; SWD " + " -> ".join(shown) + " (lower = fakes closer to the reals)"
     return text
