@@ -101,11 +101,11 @@ def test_single_stain_run_and_longer_resume(tmp_path, synth_screen):
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")
     assert state["config"]["channels"] == 1 and state["channel_names"] == ["Actin"]
     assert json.loads((tmp_path / "run" / "normalizer.json").read_text())
-    # real crops in the fakes' layout: 1 stain block + composite, 8 crops of 16 px (+2 px padding)
+    # real crops in the fakes' layout: 1 stain block + composite, 8 crops of 16 px drawn 4x (64 px, +2 px padding)
     from PIL import Image
 
     reals = np.asarray(Image.open(tmp_path / "run" / "fakes" / "reals.png"))
-    assert reals.shape == (2 * 18 + 4, 8 * 18, 3) and reals.std() > 1
+    assert reals.shape == (2 * 66 + 4, 8 * 66, 3) and reals.std() > 1
     # kimg may grow on resume; data with other channels may not
     run_to_end(train(_cfg(tmp_path, kimg=2 * STEP), one, resume=True))
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")["step"] == 2
@@ -127,6 +127,14 @@ def test_composite_uses_fluorescence_colours():
     grid = fakes_grid(np.random.default_rng(0).uniform(-1, 1, (5, 3, 8, 8)).astype(np.float32), ["DNA", "ER", "Actin"], cols=4)
     # 3 grey stain blocks + 1 composite block, 2 rows of 4 tiles each (8 px + 2 px padding), 4 px separators
     assert grid.dtype == np.uint8 and grid.shape == (4 * 2 * 10 + 3 * 4, 4 * 10, 3)
+    # scale: every pixel becomes a scale x scale block (32-px crops are drawn at 64 px in run folders)
+    imgs = np.random.default_rng(1).uniform(-1, 1, (2, 1, 4, 4)).astype(np.float32)
+    big = fakes_grid(imgs, ["DNA"], cols=2, scale=3)
+    assert big.shape == (14 + 4 + 14, 2 * 14, 3)  # 1 stain block + composite, 12-px tiles + 2 px padding
+    small = fakes_grid(imgs, ["DNA"], cols=2)
+    assert np.array_equal(big[:12:3, :12:3], small[:4, :4])
+    from gandl_core.train import png_scale
+    assert (png_scale(16), png_scale(32), png_scale(64), png_scale(256)) == (4, 2, 1, 1)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])

@@ -136,12 +136,16 @@ def composite_rgb(img: np.ndarray, channel_names: list[str] | tuple[str, ...]) -
     return np.clip(rgb, 0.0, 1.0)
 
 
-def fakes_grid(images: np.ndarray, channel_names, *, cols: int = 8) -> np.ndarray:
+def fakes_grid(images: np.ndarray, channel_names, *, cols: int = 8, scale: int = 1) -> np.ndarray:
     """One uint8 RGB picture: a row block per channel (grey) and a false-colour composite row block.
 
     ``images`` [N,C,H,W] in about [-1,1]. Channels are labelled by their row order (see the PNG's
     sidecar text in the run folder's README) — the composite uses fluorescence colours per stain.
+    ``scale`` enlarges every pixel to scale x scale (nearest neighbour), so 32-px crops are big enough
+    to look at; the run's PNGs use ``png_scale(resolution)``.
     """
+    if scale > 1:
+        images = np.repeat(np.repeat(np.asarray(images), scale, axis=2), scale, axis=3)
     n, c, h, w = images.shape
     cols = min(cols, n)
     rows = int(math.ceil(n / cols))
@@ -158,6 +162,11 @@ def fakes_grid(images: np.ndarray, channel_names, *, cols: int = 8) -> np.ndarra
     sep = np.full((4, blocks[0].shape[1], 3), 0.35, np.float32)
     out = np.concatenate([x for b in blocks for x in (b, sep)][:-1], axis=0)
     return (out * 255).astype(np.uint8)
+
+
+def png_scale(resolution: int) -> int:
+    """Pixel enlargement of the fakes/reals PNGs: tiles of at least 64 screen pixels."""
+    return max(1, 64 // int(resolution))
 
 
 def _save_png(path: Path, rgb: np.ndarray) -> None:
@@ -510,7 +519,7 @@ def train(config: TrainConfig, index=None, *, resume: bool = False) -> ProgressG
     try:
         if qual_s and rank == 0 and step == 0:
             # The curve starts at the untrained generator, so a run shows how far it came.
-            quality_reals = _quality_reals(base, config)
+            quality_reals = _quality_reals(base, config, config.quality_samples)
             quality = _quality(G_ema, quality_reals, config, device)
             log({"kimg": 0.0, "step": 0, "time_s": 0.0, "world": world, **{k: round(v, 6) for k, v in quality.items()}})
             yield Progress(0.0, kimg_at(planned_steps), unit="kimg", stage="train", metrics=dict(quality),
@@ -523,7 +532,8 @@ def train(config: TrainConfig, index=None, *, resume: bool = False) -> ProgressG
             if real_probe is None and rank == 0:
                 real_probe = real[:16].detach().cpu()
                 # The same grid layout for real crops: what the fakes should come to look like.
-                _save_png(fakes_dir / "reals.png", fakes_grid(real_probe.float().numpy(), config.channel_names))
+                _save_png(fakes_dir / "reals.png", fakes_grid(real_probe.float().numpy(), config.channel_names,
+                                                                  scale=png_scale(config.resolution)))
             real = real.contiguous(memory_format=mem)
             n = real.shape[0]
             try:
@@ -634,7 +644,7 @@ def train(config: TrainConfig, index=None, *, resume: bool = False) -> ProgressG
                         raise RuntimeError(f"distributed training diverged between ranks: D checksums {sums}")
                 if quality_due and rank == 0 and real_probe is not None:
                     if quality_reals is None:  # drawn once: every SWD point compares against the same reals
-                        quality_reals = _quality_reals(base, config)
+                        quality_reals = _quality_reals(base, config, config.quality_samples)
                     quality = _quality(G_ema, quality_reals, config, device)
                     metrics.update(quality)
                     artifacts["quality"] = quality
@@ -642,7 +652,7 @@ def train(config: TrainConfig, index=None, *, resume: bool = False) -> ProgressG
             if rank == 0 and (step % fakes_s == 0 or step == total_steps):
                 with torch.no_grad():
                     imgs = G_ema(z_fixed, noise_mode="const").float().cpu().numpy()
-                grid = fakes_grid(imgs, config.channel_names)
+                grid = fakes_grid(imgs, config.channel_names, scale=png_scale(config.resolution))
                 png = fakes_dir / f"fakes-{kimg_at(step):09.3f}.png"
                 _save_png(png, grid)
                 _save_png(fakes_dir / "latest.png", grid)

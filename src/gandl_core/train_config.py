@@ -12,7 +12,7 @@ from .errors import ConfigError
 
 # Fields that may differ between a run and its resume (everything else must match).
 RESUMABLE_FIELDS = frozenset({"kimg", "out_dir", "workers", "device", "snapshot_kimg", "fakes_kimg",
-                              "quality_kimg", "tick_kimg", "data", "time_limit_s"})
+                              "quality_kimg", "quality_samples", "tick_kimg", "data", "time_limit_s"})
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,7 @@ class TrainConfig:
     snapshot_kimg: float = 5.0          # checkpoint every N kimg
     fakes_kimg: float = 5.0             # fakes grid every N kimg
     quality_kimg: float = 5.0           # SWD quality metric every N kimg (0 disables)
+    quality_samples: int = 256          # real crops and fakes per SWD measurement (floor 0.059 at 256, 0.085 at 64)
     time_limit_s: float = 0.0           # stop (with a checkpoint) after this many seconds; 0 = train to kimg
     preset: str = "custom"              # name of the preset this came from
 
@@ -85,7 +86,7 @@ class TrainConfig:
         if self.augment not in {"ada", "fixed", "none"}:
             raise ConfigError(f"option 'augment' = {self.augment!r}: choose 'ada', 'fixed' or 'none'.")
         for name in ("batch", "channels", "z_dim", "w_dim", "mapping_layers", "channel_base", "channel_max",
-                     "r1_interval", "pl_interval", "norm_sites"):
+                     "r1_interval", "pl_interval", "norm_sites", "quality_samples"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"option '{name}' = {getattr(self, name)!r} must be >= 1.")
         if self.batch < self.mbstd_group:
@@ -174,15 +175,18 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Seconds on a CPU: unit tests and smoke runs.
     "cpu-tiny": dict(resolution=16, z_dim=32, w_dim=32, channel_base=256, channel_max=32, feature_dim=512,
                      batch=8, kimg=0.05, mbstd_group=4, tick_kimg=0.016, snapshot_kimg=0.024, fakes_kimg=0.024,
-                     quality_kimg=0.024, r1_interval=4, pl_interval=2, ema_kimg=0.01, augment_speed_kimg=5.0),
+                     quality_kimg=0.024, quality_samples=32, r1_interval=4, pl_interval=2, ema_kimg=0.01,
+                     augment_speed_kimg=5.0),
     # A first look on a laptop / 2-core CPU: a few minutes, controls separable, nucleus- and cytoplasm-like fakes.
     # Sized on a 2-core CPU: ~8-10 s/kimg idle, so 24 kimg in ~4 min; 32 px crops at native pixel size (2-4 cells).
-    # g_input "mapped": with StyleGAN2's constant input every fake of a short run had the same layout
-    # (docs/training.md, "How cpu-small was tuned").
+    # g_input "mapped": with StyleGAN2's constant input every fake of a short run had the same layout.
+    # augment "none": ADA smoothed the SWD curve but cut the demo's Z' from 0.22/0.26 to 0.09/0.13 (seeds
+    # 0/1); a few minutes on a few hundred fields is too short for D to overfit. docs/training.md,
+    # "How cpu-small was tuned", has the measurements.
     "cpu-small": dict(resolution=32, z_dim=128, w_dim=128, channel_base=1024, channel_max=64, feature_dim=512,
                       batch=16, kimg=24.0, lr_g=0.0025, lr_d=0.0025, tick_kimg=0.16, snapshot_kimg=2.0,
-                      fakes_kimg=1.0, quality_kimg=2.0, ema_kimg=1.0, augment_speed_kimg=20.0, pl_weight=0.0,
-                      g_input="mapped"),
+                      fakes_kimg=1.0, quality_kimg=2.0, ema_kimg=1.0, augment="none", augment_speed_kimg=20.0,
+                      pl_weight=0.0, g_input="mapped"),
     # A GPU run of sensible size.
     "gpu-256": dict(resolution=256, channel_base=16384, channel_max=512, batch=32, kimg=5000,
                     tick_kimg=4, snapshot_kimg=100, fakes_kimg=50, quality_kimg=100, workers=8),
