@@ -142,8 +142,11 @@ def test_ctrl_c_or_sigterm_in_the_cli_leaves_a_checkpoint(tmp_path, small_data, 
     run = tmp_path / "interrupted"
     cli = [sys.executable, "-m", "gandl_core.cli", "train", str(small_data), "-o", str(run), "--preset", "cpu-tiny",
            "--kimg", str(200 * STEP)]
+    # The child gets the default SIGINT disposition, as in a terminal: if pytest itself runs in a background
+    # job (nohup ... &), SIGINT is inherited as ignored and Python would never raise KeyboardInterrupt.
     proc = subprocess.Popen(cli, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     metrics = run / "metrics.jsonl"
     deadline = time.time() + 90
     try:

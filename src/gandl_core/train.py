@@ -632,8 +632,10 @@ def train(config: TrainConfig, index=None, *, resume: bool = False) -> ProgressG
             quality_due = bool(qual_s) and (step % qual_s == 0 or step == total_steps)
             if step % tick_s == 0 or step == total_steps or quality_due:
                 metrics = {k: v / n_acc for k, v in acc.items()}
-                metrics.update(augment_p=float(ada.p), rt=float(ada.r_t) if ada.r_t is not None else float("nan"),
-                               sec_per_kimg=sec_per_kimg, eta_s=sec_per_kimg * (kimg_at(total_steps) - kimg_at(step)))
+                metrics.update(augment_p=float(ada.p), sec_per_kimg=sec_per_kimg,
+                               eta_s=sec_per_kimg * (kimg_at(total_steps) - kimg_at(step)))
+                if ada.r_t is not None:  # ADA's overfitting signal; absent (not NaN) when ADA is off
+                    metrics["rt"] = float(ada.r_t)
                 if world > 1:
                     import torch.distributed as dist
 
