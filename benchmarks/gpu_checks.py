@@ -73,13 +73,7 @@ def _screen(folder: Path, image_size: int, compounds: int) -> Path:
 def correct(args) -> dict:
     import torch
 
-    from gandl_core.checkpoint import load_checkpoint
-    from gandl_core.embed import embed_iter
-    from gandl_core.featurizers.base import GanFeaturizer
-    from gandl_core.plates import build_index
-    from gandl_core.progress import run_to_end
     from gandl_core.stylegan2 import Discriminator, Generator
-    from gandl_core.train import TrainConfig, train
 
     res: dict = {}
     dev = args.device
@@ -138,7 +132,7 @@ def _correct_training(args, res: dict) -> None:
     t0 = time.time()
     ckpt = run_to_end(train(cfg, index))
     res["train_amp_s"] = round(time.time() - t0, 1)
-    rows = [json.loads(line) for line in open(run / "metrics.jsonl")]
+    rows = [r for r in map(json.loads, open(run / "metrics.jsonl")) if r["step"] > 0]  # step 0: untrained SWD only
     res["train_amp_losses_finite"] = all(r["loss_D"] is not None and r["loss_G"] is not None for r in rows)
     res["train_amp_last"] = {k: rows[-1].get(k) for k in ("kimg", "loss_D", "loss_G", "r1", "pl", "swd")}
     state = load_checkpoint(ckpt)  # CPU, weights_only
@@ -188,7 +182,7 @@ def speed(args) -> dict:
             print(res, flush=True)
             continue
         wall = time.time() - t0
-        rows = [json.loads(line) for line in open(run / "metrics.jsonl")]
+        rows = [r for r in map(json.loads, open(run / "metrics.jsonl")) if r["step"] > 0]
         steady = [r for r in rows if r["kimg"] >= args.warmup_kimg]
         k0, t0_, k1, t1_ = steady[0]["kimg"], steady[0]["time_s"], steady[-1]["kimg"], steady[-1]["time_s"]
         spk = (t1_ - t0_) / max(k1 - k0, 1e-9)
