@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -85,19 +86,36 @@ def jsonable(v: Any) -> Any:
     return v if isinstance(v, (str, type(None))) else str(v)
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) via a temp file in the same folder and a rename, with ordinary permissions."""
+@contextmanager
+def atomic_write(path: str | os.PathLike, suffix: str = ".tmp", *, fsync: bool = False) -> Iterator[Path]:
+    """Yield a temporary path in ``path``'s folder; when the block ends without error the file written
+    there gets ordinary permissions (``default_file_mode``; mkstemp's would be 0600), is optionally
+    fsynced, and is renamed onto ``path``. On error the temporary file is removed and ``path`` is
+    untouched: a reader never sees a half-written file. ``suffix`` lets writers that pick their format
+    from the extension (PNG) see the right one.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        yield tmp
+        if fsync:
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
         os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) via a temp file in the same folder and a rename, with ordinary permissions."""
+    path = Path(path)
+    with atomic_write(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return path
 
 
@@ -115,10 +133,7 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike, metadata: Mapping[str
     import pyarrow.parquet as pq
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_write(path) as tmp:
         if path.suffix.lower() in {".csv", ".tsv"}:
             df.to_csv(tmp, index=False, sep="\t" if path.suffix.lower() == ".tsv" else ",")
         else:
@@ -128,11 +143,6 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike, metadata: Mapping[str
                 meta[_SCHEMA_KEY] = json.dumps(metadata, default=str).encode()
                 table = table.replace_schema_metadata(meta)
             pq.write_table(table, tmp)
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

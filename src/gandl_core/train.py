@@ -172,9 +172,10 @@ def png_scale(resolution: int) -> int:
 def _save_png(path: Path, rgb: np.ndarray) -> None:
     from PIL import Image
 
-    tmp = path.with_suffix(".tmp.png")
-    Image.fromarray(rgb).save(tmp)
-    os.replace(tmp, path)
+    from .tables import atomic_write
+
+    with atomic_write(path, suffix=".png") as tmp:
+        Image.fromarray(rgb).save(tmp)
 
 
 # ------------------------------------------------------------------------------------------
@@ -201,7 +202,6 @@ def _local_device(device):
 
 
 def _dist_setup(device):
-    import torch
     import torch.distributed as dist
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -256,9 +256,9 @@ def _gather(t, world: int):
 
 
 def _save_json(path: Path, obj: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+    from .tables import write_text_atomic
+
+    write_text_atomic(path, json.dumps(obj, indent=2))
 
 
 def _np_state_list() -> list:
@@ -483,7 +483,7 @@ def train(config: TrainConfig, index=None, *, resume: bool = False) -> ProgressG
     autocast = _autocast(device, config.amp)
     metrics_file = out / "metrics.jsonl"
     last_saved = step if state is not None else -1
-    t_start, t_tick, step_start = time.time(), time.time(), step
+    t_start, step_start = time.time(), step
     acc: dict[str, float] = {}
     n_acc = 0
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -50,20 +49,17 @@ def _plt():
 
 def _save(fig: Any, path: str | os.PathLike) -> Path:
     """Write ``fig`` as PNG atomically (temp file in the same folder, then rename) and close it."""
+    from ..tables import atomic_write
+
     plt = _plt()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        # Legends placed outside the axes are not always in the tight box unless named.
-        extra = fig.get_default_bbox_extra_artists()
-        extra += [a for ax in fig.axes for a in ax.get_children() if type(a).__name__ == "Legend" and a not in extra]
-        fig.savefig(tmp, dpi=DPI, bbox_inches="tight", bbox_extra_artists=extra, facecolor="white")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_write(path, suffix=".png") as tmp:
+            # Legends placed outside the axes are not always in the tight box unless named.
+            extra = fig.get_default_bbox_extra_artists()
+            extra += [a for ax in fig.axes for a in ax.get_children()
+                      if type(a).__name__ == "Legend" and a not in extra]
+            fig.savefig(tmp, dpi=DPI, bbox_inches="tight", bbox_extra_artists=extra, facecolor="white")
     finally:
         plt.close(fig)
     return path

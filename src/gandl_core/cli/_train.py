@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..plates import build_index
-    from ..train import TrainConfig, train
+    from ..train import train
 
     overrides = {k: getattr(args, k) for k in ("resolution", "kimg", "batch", "loss", "lr_g", "lr_d", "r1_gamma",
                                               "augment", "mapping_layers", "seed", "device", "workers", "crop_mode",

@@ -31,9 +31,9 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..errors import CheckpointError, ConfigError, DataError
 from ..progress import Progress, ProgressGenerator
@@ -309,26 +309,9 @@ class _Perceptual:
 
 
 def _save(path: Path, state: dict) -> None:
-    try:
-        from ..checkpoint import save_checkpoint
-    except ImportError:
-        save_checkpoint = None
-    if save_checkpoint is not None:
-        save_checkpoint(path, state)
-        return
-    import tempfile
+    from ..checkpoint import save_checkpoint  # atomic, fsynced, ordinary permissions
 
-    import torch
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    save_checkpoint(path, state)
 
 
 def load_convae(path: str | os.PathLike, device: str = "cpu") -> tuple["torch.nn.Module", Any, dict]:
