@@ -107,7 +107,7 @@ def make_featurizer(index: pd.DataFrame, args: argparse.Namespace):
 
     from gandl_core.featurizers.base import GanFeaturizer
     from gandl_core.plates import IntensityNormalizer, channel_names
-    from gandl_core.stylegan2 import Discriminator
+    from gandl_core.gan.stylegan2 import Discriminator
 
     torch.manual_seed(0)
     names = channel_names(index)

@@ -107,8 +107,8 @@ def build(args: argparse.Namespace):
     """Networks, optimizers and a data batch as the training loop would hold them."""
     import torch
 
-    from gandl_core.augment import AdaptiveAugment
-    from gandl_core.stylegan2 import Discriminator, Generator
+    from gandl_core.gan.augment import AdaptiveAugment
+    from gandl_core.gan.stylegan2 import Discriminator, Generator
 
     torch.manual_seed(0)
     G = Generator(args.resolution, args.channels, z_dim=args.z_dim, w_dim=args.z_dim,
@@ -132,7 +132,7 @@ def make_train_step(args, G, D, opt_g, opt_d, reals, ada) -> Callable[[], None]:
     """One full G+D step (plus amortized lazy regularizers with ``--with-reg``)."""
     import torch
 
-    from gandl_core import losses
+    from gandl_core.gan import losses
 
     pl_state = losses.PathLengthState()
     counter = {"i": 0}
@@ -197,7 +197,7 @@ def run(args: argparse.Namespace) -> dict:
     result["peak_gflops"] = peak
 
     G, D, opt_g, opt_d, reals, ada = build(args)
-    from gandl_core.stylegan2 import parameter_count
+    from gandl_core.gan.stylegan2 import parameter_count
 
     result["params_G"] = parameter_count(G)
     result["params_D"] = parameter_count(D)
@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--channels", type=int, default=5)
     p.add_argument("--batch", type=int, default=None, help="default 16 (or the preset's)")
     p.add_argument("--preset", default=None, help="take resolution/batch/channel_base/channel_max/mapping_layers/"
-                   "z_dim from the training presets (gandl_core.train_config.PRESETS); explicit options override")
+                   "z_dim from the training presets (gandl_core.gan.train_config.PRESETS); explicit options override")
     p.add_argument("--channel-base", type=int, default=None, help="default 16384 (or the preset's)")
     p.add_argument("--channel-max", type=int, default=None, help="default 512 (or the preset's)")
     p.add_argument("--mapping-layers", type=int, default=None, help="default 3 (or the preset's)")
@@ -301,9 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.preset:
         # Only when asked: the training modules are another engineer's and may move.
         try:
-            from gandl_core.train_config import PRESETS
+            from gandl_core.gan.train_config import PRESETS
         except ImportError:
-            from gandl_core.train import PRESETS
+            from gandl_core.gan.train import PRESETS
         if args.preset not in PRESETS:
             p.error(f"--preset {args.preset!r}: choose one of {sorted(PRESETS)}")
         preset = dict(PRESETS[args.preset])

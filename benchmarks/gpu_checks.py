@@ -4,7 +4,7 @@
    (relative error of G's images and D's features), then a short cpu-tiny-sized training run on CUDA
    with bf16 autocast + channels-last, its checkpoint loaded on the CPU (weights_only), a resume on
    CUDA, and the embedding of a few sites on CUDA vs the CPU.
-2. ``speed``: the real training loop (``gandl_core.train.train``: data loading, ADA, lazy R1, path
+2. ``speed``: the real training loop (``gandl_core.gan.train.train``: data loading, ADA, lazy R1, path
    length, EMA) at a preset's size, e.g. gpu-256 = 256x256x5, batch 32; reports the steady-state
    seconds per kimg from the run's own metrics (after ``--warmup-kimg``), images/s, peak GPU memory,
    and the device's bf16 and fp32 matmul rates measured in the same process.
@@ -73,7 +73,7 @@ def _screen(folder: Path, image_size: int, compounds: int) -> Path:
 def correct(args) -> dict:
     import torch
 
-    from gandl_core.stylegan2 import Discriminator, Generator
+    from gandl_core.gan.stylegan2 import Discriminator, Generator
 
     res: dict = {}
     dev = args.device
@@ -117,7 +117,7 @@ def _correct_training(args, res: dict) -> None:
     from gandl_core.featurizers.base import GanFeaturizer
     from gandl_core.plates import build_index
     from gandl_core.progress import run_to_end
-    from gandl_core.train import TrainConfig, train
+    from gandl_core.gan.train import TrainConfig, train
 
     dev = args.device
     out = Path(args.out)
@@ -155,7 +155,7 @@ def speed(args) -> dict:
     import torch
 
     from gandl_core.plates import build_index
-    from gandl_core.train import TrainConfig, train
+    from gandl_core.gan.train import TrainConfig, train
 
     out = Path(args.out)
     res = {**matmul_rates(args.device)} if args.device.startswith("cuda") else {}

@@ -50,7 +50,7 @@ def _run_one(args: tuple) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    from gandl_core.train import TrainConfig, train
+    from gandl_core.gan.train import TrainConfig, train
 
     overrides = dict(overrides)
     kimg = float(overrides.pop("_kimg", kimg))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gandl_core.augment import AdaptiveAugment, augment
+from gandl_core.gan.augment import AdaptiveAugment, augment
 from gandl_core.errors import CheckpointError, ConfigError
 
 OFF = dict(xflip=False, rotate90=False, translate=0.0, scale_std=0.0, brightness_std=0.0, contrast_std=0.0)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gandl_core.checkpoint import load_checkpoint
-from gandl_core.train import _StepBatches
+from gandl_core.gan.train import _StepBatches
 
 STEP = 0.008  # cpu-tiny: 8 images per step (4 per rank with 2 ranks)
 
@@ -95,7 +95,7 @@ def test_each_process_gets_its_own_gpu(monkeypatch):
     import torch
 
     from gandl_core.errors import ConfigError
-    from gandl_core.train import _local_device
+    from gandl_core.gan.train import _local_device
 
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("LOCAL_RANK", "1")

@@ -16,7 +16,7 @@ from gandl_core.embed import embed_iter, merge_shards, parse_shard, parts_dir, s
 from gandl_core.errors import CheckpointError, ConfigError, DataError
 from gandl_core.featurizers.base import GanFeaturizer, ModuleFeaturizer, check_channels, feature_names
 from gandl_core.progress import Progress, run_to_end
-from gandl_core.stylegan2 import Discriminator
+from gandl_core.gan.stylegan2 import Discriminator
 
 CHANNELS = ["DNA", "ER", "Actin"]
 TINY = dict(channel_base=256, channel_max=16, feature_dim=16)

@@ -12,7 +12,7 @@ from gandl_core.plates import IntensityNormalizer
 
 def _checkpoint(tmp_path, channels=("DNA", "ER")):
     from gandl_core.checkpoint import save_checkpoint
-    from gandl_core.stylegan2 import Discriminator
+    from gandl_core.gan.stylegan2 import Discriminator
 
     D = Discriminator(16, len(channels), channel_base=256, channel_max=32)
     norm = IntensityNormalizer().fit(torch.rand(2, len(channels), 16, 16).numpy() * 100, channels=list(channels))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from gandl_core.errors import ConfigError
-from gandl_core.losses import (
+from gandl_core.gan.losses import (
     PathLengthState,
     d_logistic_loss,
     epsilon_penalty,
@@ -140,8 +140,8 @@ def test_path_length_errors() -> None:
 
 def test_losses_train_a_tiny_stylegan2_to_the_data() -> None:
     """End to end: networks + logistic losses + lazy R1 + style mixing + ADA fit a simple 2-stain pattern."""
-    from gandl_core.augment import AdaptiveAugment
-    from gandl_core.stylegan2 import Discriminator, Generator
+    from gandl_core.gan.augment import AdaptiveAugment
+    from gandl_core.gan.stylegan2 import Discriminator, Generator
 
     torch.manual_seed(0)
     G = Generator(8, 2, z_dim=16, w_dim=16, channel_base=64, channel_max=16)

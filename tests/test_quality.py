@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gandl_core.quality import laplacian_pyramid, swd
+from gandl_core.gan.quality import laplacian_pyramid, swd
 
 
 def _blobs(n: int, seed: int, sigma: float = 2.0, size: int = 32, channels: int = 3) -> torch.Tensor:

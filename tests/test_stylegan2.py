@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from gandl_core.errors import ConfigError, DataError
-from gandl_core.stylegan2 import (
+from gandl_core.gan.stylegan2 import (
     Discriminator,
     Generator,
     MinibatchStd,
@@ -249,7 +249,7 @@ def test_fir_resampling() -> None:
 def test_up_and_down_layers_keep_alignment() -> None:
     # A fresh generator's upsampling conv and the discriminator's downsampling conv keep the
     # spatial layout: a blob's centre of mass stays at the same relative position.
-    from gandl_core.stylegan2 import EqualizedConv2d
+    from gandl_core.gan.stylegan2 import EqualizedConv2d
 
     down = EqualizedConv2d(1, 1, 3, bias=False, down=True)
     down.weight.data.zero_()

@@ -17,7 +17,7 @@ import pytest
 from gandl_core.checkpoint import load_checkpoint
 from gandl_core.errors import CheckpointError, ConfigError, DataError
 from gandl_core.progress import run_to_end
-from gandl_core.train import TrainConfig, composite_rgb, fakes_grid, train
+from gandl_core.gan.train import TrainConfig, composite_rgb, fakes_grid, train
 
 STEP = 0.008  # cpu-tiny: 8 images per step
 FAST = dict(quality_kimg=0.0, fakes_kimg=1.0, snapshot_kimg=1.0, tick_kimg=STEP, norm_sites=8)
@@ -51,7 +51,7 @@ def test_crop_larger_than_field_is_named(tmp_path, index):
 
 
 def test_resize_mode_trains_on_whole_fields(tmp_path, index):
-    from gandl_core.train import _CropSource
+    from gandl_core.gan.train import _CropSource
     from gandl_core.plates import IntensityNormalizer, PlateDataset
 
     norm = IntensityNormalizer().fit(index, n_sites=4)
@@ -133,7 +133,7 @@ def test_composite_uses_fluorescence_colours():
     assert big.shape == (14 + 4 + 14, 2 * 14, 3)  # 1 stain block + composite, 12-px tiles + 2 px padding
     small = fakes_grid(imgs, ["DNA"], cols=2)
     assert np.array_equal(big[:12:3, :12:3], small[:4, :4])
-    from gandl_core.train import png_scale
+    from gandl_core.gan.train import png_scale
     assert (png_scale(16), png_scale(32), png_scale(64), png_scale(256)) == (4, 2, 1, 1)
 
 
@@ -186,7 +186,7 @@ def test_cli_resume_needs_only_the_new_length(tmp_path, small_data, capsys):
 def test_configs_and_the_train_parser_do_not_import_torch():
     """napari and the CLI build configs at start-up: that must not pay for importing torch."""
     code = ("import sys, argparse\n"
-            "from gandl_core.train import TrainConfig, PRESETS\n"
+            "from gandl_core.gan.train import TrainConfig, PRESETS\n"
             "from gandl_core.cli import _train\n"
             "[TrainConfig.from_preset(n).to_dict() for n in PRESETS]\n"
             "_train.register(argparse.ArgumentParser().add_subparsers())\n"
@@ -196,7 +196,7 @@ def test_configs_and_the_train_parser_do_not_import_torch():
 
 
 def test_out_of_memory_suggests_smaller_batch(tmp_path, index, monkeypatch):
-    from gandl_core import stylegan2
+    from gandl_core.gan import stylegan2
 
     real_forward = stylegan2.Discriminator.forward
     calls = {"n": 0}

@@ -13,10 +13,10 @@ import json
 import pytest
 import torch
 
-import gandl_core.train as train_mod
+import gandl_core.gan.train as train_mod
 from gandl_core.progress import run_to_end
-from gandl_core.stylegan2 import Discriminator, Generator
-from gandl_core.train import TrainConfig, train
+from gandl_core.gan.stylegan2 import Discriminator, Generator
+from gandl_core.gan.train import TrainConfig, train
 
 
 def _cpu_bf16(device, amp):

@@ -17,7 +17,7 @@ import torch
 from gandl_core.checkpoint import load_checkpoint, load_discriminator
 from gandl_core.errors import ConfigError
 from gandl_core.progress import Progress, run_to_end
-from gandl_core.train import PRESETS, TrainConfig, train
+from gandl_core.gan.train import PRESETS, TrainConfig, train
 
 # One step of cpu-tiny = batch 8 images = 0.008 kimg. Tests count in steps.
 STEP = 0.008

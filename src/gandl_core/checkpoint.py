@@ -103,8 +103,8 @@ def file_identity(path: str | os.PathLike) -> dict:
 
 
 def build_discriminator(config: dict):
-    """A :class:`~gandl_core.stylegan2.Discriminator` with the architecture recorded in ``config``."""
-    from .stylegan2 import Discriminator
+    """A :class:`~gandl_core.gan.stylegan2.Discriminator` with the architecture recorded in ``config``."""
+    from .gan.stylegan2 import Discriminator
 
     try:
         return Discriminator(int(config["resolution"]), int(config["channels"]),
@@ -116,8 +116,8 @@ def build_discriminator(config: dict):
 
 
 def build_generator(config: dict):
-    """A :class:`~gandl_core.stylegan2.Generator` with the architecture recorded in ``config``."""
-    from .stylegan2 import Generator
+    """A :class:`~gandl_core.gan.stylegan2.Generator` with the architecture recorded in ``config``."""
+    from .gan.stylegan2 import Generator
 
     return Generator(int(config["resolution"]), int(config["channels"]), z_dim=int(config.get("z_dim", 512)),
                      w_dim=int(config.get("w_dim", 512)), mapping_layers=int(config.get("mapping_layers", 3)),

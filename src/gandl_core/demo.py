@@ -85,7 +85,7 @@ def run_demo(out_dir: str | os.PathLike, *, seed: int = 0, minutes: float = 6.0,
     from .plates import build_index
     from .synth import make_screen_iter
     from .tables import write_table
-    from .train import TrainConfig, train
+    from .gan.train import TrainConfig, train
 
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):

@@ -2,8 +2,8 @@
 
 Fields: data (a plate folder / LoadData CSV / index parquet; empty = the plate open in the viewer),
 output folder, preset (first: presets fix sensible sizes), then *advanced* fields folded away, made
-from :class:`gandl_core.train.TrainConfig` itself (so every option the core has is here, with the
-preset's value as default). Start runs :func:`gandl_core.train.train` in a ``thread_worker``;
+from :class:`gandl_core.gan.train.TrainConfig` itself (so every option the core has is here, with the
+preset's value as default). Start runs :func:`gandl_core.gan.train.train` in a ``thread_worker``;
 the progress bar shows kimg and time left, the plot the losses, and the latest fakes appear as
 ``fakes <channel>`` image layers updated in place. Stop quits the worker: the core generator is
 closed and leaves a valid checkpoint. Resume starts again from the newest checkpoint of the run.
@@ -33,8 +33,8 @@ FAKES_PREFIX = "fakes"
 
 
 def train_api() -> tuple[Any, dict, Any]:
-    """``(TrainConfig, PRESETS, train)`` from :mod:`gandl_core.train` (imported when first needed)."""
-    from gandl_core import train as core
+    """``(TrainConfig, PRESETS, train)`` from :mod:`gandl_core.gan.train` (imported when first needed)."""
+    from gandl_core.gan import train as core
 
     return core.TrainConfig, core.PRESETS, core.train
 
@@ -70,7 +70,7 @@ def _read_fakes_png(path: str | Path) -> np.ndarray:
 
 
 class TrainWidget(QWidget):
-    """Dock widget running :func:`gandl_core.train.train` in a worker (see module docstring)."""
+    """Dock widget running :func:`gandl_core.gan.train.train` in a worker (see module docstring)."""
 
     REDRAW_S = 0.5
 
@@ -127,7 +127,7 @@ class TrainWidget(QWidget):
         try:
             self._api = train_api()
         except ImportError as exc:  # core training not installed/landed: say so instead of crashing
-            self.info.setText(f"gandl_core.train is not available ({exc}).")
+            self.info.setText(f"gandl_core.gan.train is not available ({exc}).")
             self.start_btn.enabled = False
             return
         _, presets, _ = self._api

@@ -121,7 +121,7 @@ def test_same_control_values_and_bad_train_option_are_messages(make_napari_viewe
     w.negative.value = "positive"
     assert w.fit() is None
     assert "positive" in shown[-1] and "pick two values" in shown[-1]
-    pytest.importorskip("gandl_core.train")
+    pytest.importorskip("gandl_core.gan.train")
     _, t = viewer.window.add_plugin_dock_widget("napari-gandl", "Train GAN")
     t._advanced["resolution"].value = 12
     assert t.start() is None

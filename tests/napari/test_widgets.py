@@ -169,7 +169,7 @@ def tiny_checkpoint(path: Path, index: pd.DataFrame) -> Path:
 
     from gandl_core.checkpoint import save_checkpoint
     from gandl_core.plates import IntensityNormalizer, channel_names
-    from gandl_core.stylegan2 import Discriminator
+    from gandl_core.gan.stylegan2 import Discriminator
 
     torch.manual_seed(0)
     tiny = dict(channel_base=256, channel_max=16, feature_dim=16)
@@ -226,7 +226,7 @@ def test_embed_without_checkpoint_names_the_field(make_napari_viewer, tiny_rxrx,
 
 def test_real_training_on_the_open_plate_stops_with_a_checkpoint(make_napari_viewer, tiny_rxrx, tmp_path,
                                                                    qtbot) -> None:
-    pytest.importorskip("gandl_core.train")
+    pytest.importorskip("gandl_core.gan.train")
     from gandl_core.checkpoint import load_checkpoint
 
     viewer = make_napari_viewer()

@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..plates import build_index
-    from ..train import train
+    from ..gan.train import train
 
     overrides = {k: getattr(args, k) for k in ("resolution", "kimg", "batch", "loss", "lr_g", "lr_d", "r1_gamma",
                                               "augment", "mapping_layers", "seed", "device", "workers", "crop_mode",
@@ -75,7 +75,7 @@ def _config(args: argparse.Namespace, overrides: dict):
     from pathlib import Path
 
     from ..errors import ConfigError
-    from ..train import TrainConfig
+    from ..gan.train import TrainConfig
 
     saved = Path(args.out) / "config.json"
     given = {k: v for k, v in overrides.items() if v is not None}

@@ -2,7 +2,7 @@
 
 The control that tells how much of GAN-DL's separability comes from *training* rather than from
 the architecture (random convolutional features are a strong baseline on cell images). The
-network is exactly GAN-DL's :class:`gandl_core.stylegan2.Discriminator`, built with the same
+network is exactly GAN-DL's :class:`gandl_core.gan.stylegan2.Discriminator`, built with the same
 architecture as
 
 * a given training checkpoint (``--checkpoint``: resolution, channel_base, channel_max,
@@ -106,10 +106,10 @@ def architecture(*, checkpoint: dict | None = None, preset: str | None = None,
     else:
         preset = preset or DEFAULT_PRESET
         try:
-            from ..train_config import PRESETS, TrainConfig
+            from ..gan.train_config import PRESETS, TrainConfig
         except ImportError as exc:
             raise ConfigError(f"--preset {preset}: training presets are not available in this install "
-                              "(gandl_core.train missing); give --resolution instead.") from exc
+                              "(gandl_core.gan.train missing); give --resolution instead.") from exc
         if preset not in PRESETS:
             raise ConfigError(f"--preset {preset!r}: choose one of {sorted(PRESETS)}.")
         cfg = TrainConfig.from_preset(preset).to_dict()
@@ -158,7 +158,7 @@ def random_d_featurizer(channels: Sequence[str], *, checkpoint: str | os.PathLik
     """
     import torch
 
-    from ..stylegan2 import Discriminator
+    from ..gan.stylegan2 import Discriminator
 
     channels = [str(c) for c in channels]
     if not channels:

@@ -39,8 +39,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .errors import ConfigError, DataError
-from .progress import Progress, ProgressGenerator
+from ..errors import ConfigError, DataError
+from ..progress import Progress, ProgressGenerator
 from .train_config import PRESETS, RESUMABLE_FIELDS, TrainConfig  # noqa: F401  (re-exported)
 
 __all__ = ["TrainConfig", "PRESETS", "train", "fakes_grid", "composite_rgb"]
@@ -172,7 +172,7 @@ def png_scale(resolution: int) -> int:
 def _save_png(path: Path, rgb: np.ndarray) -> None:
     from PIL import Image
 
-    from .tables import atomic_write
+    from ..tables import atomic_write
 
     with atomic_write(path, suffix=".png") as tmp:
         Image.fromarray(rgb).save(tmp)
@@ -256,7 +256,7 @@ def _gather(t, world: int):
 
 
 def _save_json(path: Path, obj: dict) -> None:
-    from .tables import write_text_atomic
+    from ..tables import write_text_atomic
 
     write_text_atomic(path, json.dumps(obj, indent=2))
 
@@ -327,8 +327,8 @@ def _resolve_device(name: str):
 
 def _prepare_run(config: TrainConfig, index, resume: bool):
     """Index the data, fit or reload the normalizer, reconcile config with data and any resume state."""
-    from .checkpoint import check_compatible, load_checkpoint
-    from .plates import IntensityNormalizer, build_index, channel_names
+    from ..checkpoint import check_compatible, load_checkpoint
+    from ..plates import IntensityNormalizer, build_index, channel_names
 
     out = Path(config.out_dir)
     latest = out / "checkpoints" / "latest.pt"
@@ -401,8 +401,8 @@ def train(config: TrainConfig, index=None, *, resume: bool = False) -> ProgressG
 
     from . import losses
     from .augment import AdaptiveAugment
-    from .checkpoint import build_discriminator, build_generator, save_checkpoint
-    from .plates import PlateDataset
+    from ..checkpoint import build_discriminator, build_generator, save_checkpoint
+    from ..plates import PlateDataset
 
     config, index, normalizer, state = _prepare_run(config, index, resume)
     device = _resolve_device(config.device)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 # Fields that may differ between a run and its resume (everything else must match).
 RESUMABLE_FIELDS = frozenset({"kimg", "out_dir", "workers", "device", "snapshot_kimg", "fakes_kimg",
@@ -149,7 +149,7 @@ class TrainConfig:
 
     def save(self, path: str | Path) -> None:
         """Write the resolved config as JSON (atomically, ordinary permissions)."""
-        from .tables import write_text_atomic
+        from ..tables import write_text_atomic
 
         write_text_atomic(path, json.dumps(self.to_dict(), indent=2))
 
