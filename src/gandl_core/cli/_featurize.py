@@ -20,6 +20,7 @@ import argparse
 import os
 from pathlib import Path
 
+from ..featurizers.base import FEATURE_KINDS
 from ._common import follow
 
 HELP = "embed every site with a counterpart method (random-d, handcrafted, convae, densenet-*)"
@@ -39,6 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--preset", help="random-d: TrainConfig preset giving the architecture (e.g. cpu-small)")
     g.add_argument("--resolution", type=int, help="random-d: input resolution (power of two, default 64)")
     g.add_argument("--seed", type=int, help="random-d / densenet --random-weights: seed of the random weights (default 0)")
+    g.add_argument("--features", choices=FEATURE_KINDS, default=None,
+                   help="gan / random-d: discriminator readout, multiscale (default) or final (the paper's fc layer)")
     g.add_argument("--weights", metavar="FILE", help="densenet-*: torchvision DenseNet-121 ImageNet state_dict file")
     g.add_argument("--random-weights", action="store_true",
                    help="densenet-*: use a random network (tests/demos only; not ImageNet features)")
@@ -72,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     options = {"checkpoint": args.checkpoint, "preset": args.preset, "resolution": args.resolution,
                "seed": args.seed, "weights": args.weights, "random_weights": args.random_weights,
                "input_size": args.input_size, "nuclear_channel": args.nuclear_channel,
-               "intensity": args.intensity}
+               "intensity": args.intensity, "features": args.features}
     featurizer = make_featurizer(args.method, channel_names(index), device=args.device, **options)
     shard = parse_shard(args.shard)
     out = Path(args.out)

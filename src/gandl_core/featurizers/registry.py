@@ -33,8 +33,8 @@ METHODS: dict[str, str] = {
 
 # Options each method accepts (anything else is a mistake worth reporting).
 _OPTIONS: dict[str, set[str]] = {
-    "gan": {"checkpoint"},
-    "random-d": {"checkpoint", "preset", "resolution", "channel_base", "channel_max", "seed"},
+    "gan": {"checkpoint", "features"},
+    "random-d": {"checkpoint", "preset", "resolution", "channel_base", "channel_max", "seed", "features"},
     "handcrafted": {"nuclear_channel", "intensity", "distances", "levels", "granularity_steps",
                     "granularity_size", "granularity_background", "min_nucleus_area"},
     "convae": {"checkpoint"},
@@ -94,7 +94,8 @@ def make_featurizer(method: str, channels: Sequence[str], *, device: str = "cpu"
         if method == "gan":
             from .base import GanFeaturizer
 
-            feat = GanFeaturizer.from_checkpoint(options["checkpoint"], device=device)
+            feat = GanFeaturizer.from_checkpoint(options["checkpoint"], device=device,
+                                                 **({"features": options["features"]} if "features" in options else {}))
         else:
             from .convae import ConvAEFeaturizer
 
