@@ -262,3 +262,19 @@ def test_sigkill_mid_run_then_resume(plate, tmp_path) -> None:
     df = run_to_end(embed_iter(index, fz, out=out, part_size=4, batch_size=2, resume=True))
     _same(df, run_to_end(embed_iter(index, fz, batch_size=2)))
     assert _tmp_files(tmp_path) == [] and not lock_path(out).exists()
+
+
+def test_a_damaged_part_is_embedded_again_on_resume(plate, tmp_path) -> None:
+    """A part cut short outside our atomic writes (a copy, a crash of the filesystem) is redone, not trusted."""
+    index, fz, _ = plate
+    out = tmp_path / "emb.parquet"
+    gen = embed_iter(index, fz, out=out, batch_size=2, part_size=4)
+    _advance(gen, 5)
+    gen.close()
+    part = parts_dir(out) / "part-000001.parquet"
+    part.write_bytes(part.read_bytes()[:40])
+    counting = te.Counting(fz)
+    with pytest.warns(UserWarning, match="part-000001.parquet is damaged"):
+        df = run_to_end(embed_iter(index, counting, out=out, batch_size=2, part_size=4, resume=True))
+    assert counting.images == 12 * 4  # parts 1, 2 and 3; part 0 was kept
+    _same(df, run_to_end(embed_iter(index, fz)))
