@@ -16,6 +16,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..errors import DataError
+from . import _omezarr
 
 PATH_PREFIX = "Path_"
 STACK_SEP = "::"
@@ -30,6 +31,17 @@ def split_stack_path(path: str) -> tuple[str, int | None]:
     if sep and tail.isdigit():
         return head, int(tail)
     return path, None
+
+
+def _zarr_field(file: str) -> bool:
+    """True if ``file`` is an OME-Zarr field's array folder (the OME-Zarr HCS source)."""
+    return os.path.isdir(file) and _omezarr.is_zarr_array(file)
+
+
+def exists(path: str) -> bool:
+    """Whether the file (or OME-Zarr array) a ``Path_`` value names is there."""
+    file = split_stack_path(path)[0]
+    return os.path.isfile(file) or _zarr_field(file)
 
 
 def channel_axis(shape: Sequence[int], where: str = "") -> tuple[int | None, int]:
@@ -220,6 +232,9 @@ def read_site(row_or_paths: object, channels: Sequence[str] | None = None) -> np
     planes = []
     for path in paths:
         file, k = split_stack_path(path)
+        if _zarr_field(file):  # OME-Zarr: read only this channel's plane, axes from the metadata
+            planes.append(_omezarr.read_plane(file, k))
+            continue
         if file not in cache:
             cache[file] = read_plane(file)
         arr = cache[file]
@@ -243,6 +258,8 @@ def plane_shape(path: str, cache: dict | None = None) -> tuple[tuple[int, int], 
     ``cache`` (file -> header) lets the channels of one stack share a single header read.
     """
     file, k = split_stack_path(path)
+    if _zarr_field(file):
+        return _omezarr.plane_shape(file, k)
     if cache is not None and file in cache:
         shape, dtype = cache[file]
     else:

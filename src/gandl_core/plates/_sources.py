@@ -453,7 +453,7 @@ def split_index_frame(df: pd.DataFrame, where: str, base: Path | None) -> tuple[
 
 
 def detect(source: Path) -> str:
-    """Which layout ``source`` is: 'rxrx', 'loaddata', 'parquet' or 'tiff'."""
+    """Which layout ``source`` is: 'rxrx', 'loaddata', 'parquet', 'omezarr' or 'tiff'."""
     if not source.exists():
         raise DataError(f"{source}: no such file or folder. Give a plate folder, a LoadData CSV or an "
                         "index .parquet.")
@@ -469,6 +469,10 @@ def detect(source: Path) -> str:
         return "rxrx"
     if (source / "load_data.csv").is_file():  # a folder shipped with its LoadData CSV: use its names
         return "loaddata"
+    from ._omezarr import find_plates
+
+    if find_plates(source):  # an OME-Zarr HCS plate, or a folder of them
+        return "omezarr"
     return "tiff"
 
 
