@@ -106,7 +106,8 @@ def _rename(paths: pd.DataFrame, names: Sequence[str] | str | None, where: str) 
 
 def standardize_metadata(meta: pd.DataFrame) -> pd.DataFrame:
     """Types and derived columns: strings for ids, int site, float concentration, empty-string
-    treatment for untreated, and ``Metadata_Role`` from condition/treatment when absent."""
+    treatment and concentration 0.0 for untreated, and ``Metadata_Role`` from condition/treatment
+    when absent."""
     meta = meta.copy()
     for c in _STR_COLS:
         if c in meta.columns:
@@ -117,6 +118,11 @@ def standardize_metadata(meta: pd.DataFrame) -> pd.DataFrame:
                                                        errors="coerce").astype("float64")
     if "Metadata_Treatment" in meta.columns:
         meta["Metadata_Treatment"] = meta["Metadata_Treatment"].replace({"nan": "", "None": ""})
+        if "Metadata_Concentration" in meta.columns:
+            # Untreated wells get dose 0, not NaN: copairs refuses null metadata it groups by and
+            # pandas drops NaN keys from groups. A treated well with an unknown dose stays NaN.
+            untreated = (meta["Metadata_Treatment"] == "").to_numpy() & meta["Metadata_Concentration"].isna().to_numpy()
+            meta.loc[untreated, "Metadata_Concentration"] = 0.0
     if "Metadata_Role" not in meta.columns and ("Metadata_Condition" in meta.columns
                                                 or "Metadata_Treatment" in meta.columns):
         cond = meta.get("Metadata_Condition", pd.Series([""] * len(meta))).str.lower().to_numpy()
