@@ -6,7 +6,8 @@ to RGB as Pillow would). A path ``"<file>::<k>"`` names frame ``k`` (0-based) of
 stack; the channel axis of a stack is the one the file's metadata names (OME-XML, ImageJ, tifffile:
 see :mod:`._tiffmeta`), else the smaller of the first and last axis of a 3-D stack (and <= 16).
 A path ``"<array>::<k>"`` whose ``<array>`` is a zarr array folder is channel ``k`` of an OME-Zarr
-field (:mod:`._omezarr`). Nothing here keeps a file open after it returns, so the functions are safe
+field (:mod:`._omezarr`); ``"<file>::scene=<i>::<k>"`` is channel ``k`` of scene ``i`` of a vendor
+file read with bioio (:mod:`._bioio`). Nothing here keeps a file open after it returns, so the functions are safe
 in DataLoader workers.
 """
 
@@ -19,7 +20,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..errors import DataError
-from . import _omezarr, _tiffmeta
+from . import _bioio, _omezarr, _tiffmeta
 
 PATH_PREFIX = "Path_"
 STACK_SEP = "::"
@@ -44,7 +45,7 @@ def _zarr_field(file: str) -> bool:
 def exists(path: str) -> bool:
     """Whether the file (or OME-Zarr array) a ``Path_`` value names is there."""
     file = split_stack_path(path)[0]
-    return os.path.isfile(file) or _zarr_field(file)
+    return os.path.isfile(file) or _zarr_field(file) or _bioio.exists(file)
 
 
 def channel_axis(shape: Sequence[int], where: str = "", axes: str | None = None) -> tuple[int | None, int]:
@@ -234,6 +235,9 @@ def read_site(row_or_paths: object, channels: Sequence[str] | None = None) -> np
         if _zarr_field(file):  # OME-Zarr: read only this channel's plane, axes from the metadata
             planes.append(_omezarr.read_plane(file, k))
             continue
+        if _bioio.split_scene(file):  # "<vendor file>::scene=<i>": bioio reads channel k of scene i
+            planes.append(_bioio.read_plane(file, k))
+            continue
         if file not in cache:
             cache[file] = decode(file)
         arr, axes = cache[file]
@@ -259,6 +263,8 @@ def plane_shape(path: str, cache: dict | None = None) -> tuple[tuple[int, int], 
     file, k = split_stack_path(path)
     if _zarr_field(file):
         return _omezarr.plane_shape(file, k)
+    if _bioio.split_scene(file):
+        return _bioio.plane_shape(file, k)
     if cache is not None and file in cache:
         shape, dtype, axes = cache[file]
     else:

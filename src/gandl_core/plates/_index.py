@@ -172,6 +172,8 @@ def build_index_iter(source: str | os.PathLike | pd.DataFrame, *, channels: Sequ
         * an OME-Zarr HCS plate (NGFF 0.4 or 0.5; ``plate.ome.zarr``), or a folder of such plates:
           wells -> fields as sites (site = field + 1), channel names from ``omero``, the channel
           axis from ``multiscales.axes`` (see :mod:`._omezarr`).
+        * with the ``formats`` extra (bioio): an ``.nd2``/``.czi`` file or a folder of them, or an
+          ImageXpress acquisition folder; each scene is a site (see :mod:`._bioio`).
         * an index ``.parquet`` written earlier, or an index DataFrame (validated again unless
           ``validate=False``).
     channels
@@ -243,6 +245,10 @@ def build_index_iter(source: str | os.PathLike | pd.DataFrame, *, channels: Sequ
         from ._omezarr import read_omezarr
 
         meta, paths, origin = read_omezarr(src, level)
+    elif kind == "bioio":
+        from ._bioio import read_bioio
+
+        meta, paths, origin = read_bioio(src)
     else:
         meta, paths, origin = read_tiff_folder(src, pattern)
     paths = _rename(paths, names, str(src))

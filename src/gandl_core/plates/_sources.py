@@ -460,18 +460,22 @@ def split_index_frame(df: pd.DataFrame, where: str, base: Path | None) -> tuple[
 
 
 def detect(source: Path) -> str:
-    """Which layout ``source`` is: 'rxrx', 'loaddata', 'parquet', 'omezarr' or 'tiff'."""
+    """Which layout ``source`` is: 'rxrx', 'loaddata', 'parquet', 'omezarr', 'bioio' or 'tiff'."""
     if not source.exists():
         raise DataError(f"{source}: no such file or folder. Give a plate folder, a LoadData CSV or an "
                         "index .parquet.")
+    from . import _bioio
+
     if source.is_file():
         suf = source.suffix.lower()
         if suf == ".parquet":
             return "parquet"
+        if suf in _bioio.VENDOR_SUFFIXES:
+            return "bioio"
         if suf in (".csv", ".tsv"):
             return "loaddata"
         raise DataError(f"{source}: unsupported file type '{suf}'. Give a LoadData .csv, an index "
-                        ".parquet, or a folder.")
+                        ".parquet, an .nd2/.czi file, or a folder.")
     if (source / "metadata.csv").is_file() and (source / "images").is_dir():
         return "rxrx"
     if (source / "load_data.csv").is_file():  # a folder shipped with its LoadData CSV: use its names
@@ -480,6 +484,9 @@ def detect(source: Path) -> str:
 
     if find_plates(source):  # an OME-Zarr HCS plate, or a folder of them
         return "omezarr"
+    if _bioio.is_imagexpress(source) or (_bioio.sources(source) and not any(
+            p.suffix.lower() in (".tif", ".tiff") for p in source.iterdir())):
+        return "bioio"  # an ImageXpress acquisition, or a folder of ND2/CZI files
     return "tiff"
 
 
