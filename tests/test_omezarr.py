@@ -151,3 +151,21 @@ def test_bad_plates_name_the_problem(tmp_path):
     with pytest.warns(UserWarning, match="skipped 1 of 2"):
         idx = build_index(p, skip_missing=True)
     assert idx["Metadata_Well"].tolist() == ["B02"]
+
+
+def test_training_dataset_with_worker_processes(plate):
+    """The train path: normalizer fitted on the plate, random crops, DataLoader workers forked after the
+    parent has already read zarr (zarr 3 runs an event-loop thread)."""
+    import torch
+
+    from gandl_core.plates import IntensityNormalizer, PlateDataset
+
+    idx = build_index(plate)
+    norm = IntensityNormalizer().fit(idx, n_sites=4)
+    assert norm.channels_ == ["DNA", "ER", "Actin"]
+    ds = PlateDataset(idx, norm, 16, mode="random_crop", seed=0)
+    serial = torch.stack([ds[i] for i in range(len(ds))])
+    assert serial.shape == (4, 3, 16, 16) and float(serial.std()) > 0
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2)
+    forked = torch.cat(list(loader))
+    assert torch.equal(forked, serial)
