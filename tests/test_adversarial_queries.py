@@ -161,3 +161,69 @@ def test_none_means_missing() -> None:
     assert select(df, "Metadata_Dose != None").tolist() == [True, False, True]
     # NaN never matches a comparison (as in pandas)
     assert select(df, "Metadata_Dose < 5").tolist() == [True, False, True]
+
+
+# ----- every command that takes a query refuses the payload and runs nothing -----------------------------------
+
+@pytest.fixture
+def wells_table(tmp_path):
+    from gandl_core.tables import write_table
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for w in range(36):
+        role = ["positive", "negative", "treated"][w % 3]
+        conc = [0.1, 1.0, 10.0][(w // 3) % 3] if role == "treated" else 0.0
+        f = rng.normal(size=6)
+        f[0] += {"positive": 8.0, "negative": 0.0, "treated": 8.0 * conc / (conc + 1)}[role]
+        rows.append({"Metadata_Plate": "P1", "Metadata_Well": f"{'ABCDEF'[w // 6]}{w % 6 + 1:02d}",
+                     "Metadata_Role": role, "Metadata_Treatment": "drug" if role == "treated" else "",
+                     "Metadata_Concentration": conc, **{f"GAN_{i}": v for i, v in enumerate(f)}})
+    path = tmp_path / "wells.parquet"
+    write_table(pd.DataFrame(rows), path)
+    return path
+
+
+def _commands(table, out, payload):
+    ok_pos, ok_neg = "Metadata_Role == 'positive'", "Metadata_Role == 'negative'"
+    t = str(table)
+    return [
+        ("--controls", ["profile", t, "-o", str(out / "p.parquet"), "--controls", payload]),
+        ("--positive", ["evaluate", t, "-o", str(out / "e1"), "--positive", payload, "--negative", ok_neg]),
+        ("--negative", ["evaluate", t, "-o", str(out / "e2"), "--positive", ok_pos, "--negative", payload]),
+        ("--query", ["evaluate", t, "-o", str(out / "e3"), "--label", "Metadata_Role", "--query", payload]),
+        ("--map-query", ["evaluate", t, "-o", str(out / "e4"), "--map", "Metadata_Treatment", "--map-query",
+                         payload]),
+        ("--positive", ["project", t, "-o", str(out / "pj1"), "--positive", payload, "--negative", ok_neg]),
+        ("--negative", ["project", t, "-o", str(out / "pj2"), "--positive", ok_pos, "--negative", payload]),
+        ("--positive", ["dose-response", t, "-o", str(out / "dr"), "--positive", payload, "--negative", ok_neg]),
+        ("--task", ["compare", t, "-o", str(out / "cmp"), "--no-map", "--task", f"{payload};{ok_neg}"]),
+    ]
+
+
+def test_every_query_option_refuses_the_reported_payload(wells_table, tmp_path, monkeypatch, capsys) -> None:
+    from gandl_core.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    target = tmp_path / "PWNED"
+    payload = f"Metadata_Role == 'positive' | (@pd.io.common.os.system('touch {target}') == 0)"
+    out = tmp_path / "out"
+    out.mkdir()
+    for option, argv in _commands(wells_table, out, payload):
+        rc = main(argv)
+        err = capsys.readouterr().err
+        assert rc == 1, (argv[0], option, err)
+        assert option in err and "'@'" in err and "Traceback" not in err, (argv[0], err)
+        assert not target.exists(), f"{argv[0]} {option} ran the payload"
+    # The same commands with clean queries work (the refusal is the query's, not the command's).
+    assert main(["project", str(wells_table), "-o", str(out / "ok"), "--positive", "Metadata_Role == 'positive'",
+                 "--negative", "`Metadata_Role` == 'negative'"]) == 0
+
+
+def test_text_in_column_is_substring_match() -> None:
+    df = pd.DataFrame({"Metadata_moa": ["proteasome inhibitor", "NFkB pathway inhibitor|proteasome inhibitor",
+                                        None, "HDAC inhibitor"]})
+    want = df["Metadata_moa"].str.contains("proteasome", regex=False, na=False)
+    pd.testing.assert_series_equal(select(df, "'proteasome' in Metadata_moa"), want, check_names=False)
+    assert select(df, "'proteasome' not in Metadata_moa").tolist() == [False, False, True, True]
+    assert select(df, "'.*' in Metadata_moa").sum() == 0  # text, never a regular expression

@@ -9,6 +9,8 @@ through :func:`select`. It reads like a pandas query but can never run code:
   looser than comparisons), parentheses, column names (``backticks`` for names that are not
   identifiers: ```Metadata_Dose (uM)` > 1``), literals (text in quotes, numbers, ``True``,
   ``False``, ``None``) and lists/tuples of literals;
+* ``'text' in column`` selects the rows whose value contains ``text`` (what pandas users write as
+  ``column.str.contains('text', regex=False, na=False)``; calls are not allowed);
 * everything else -- attribute access, calls, subscripts, ``@`` local variables, lambdas,
   arithmetic, f-strings -- is refused with a :class:`~gandl_core.errors.ConfigError` naming the
   option and the offending part;
@@ -35,7 +37,8 @@ from .errors import ConfigError
 
 __all__ = ["select", "check_expr", "ALLOWED"]
 
-ALLOWED = ("comparisons (==, !=, <, <=, >, >=), in / not in, and / or / not (or &, |, ~), parentheses, "
+ALLOWED = ("comparisons (==, !=, <, <=, >, >=), in / not in (column in [list]; 'text' in column: the column's "
+           "text contains it), and / or / not (or &, |, ~), parentheses, "
            "column names (`backticks` around names with spaces or symbols), literals (text in quotes, "
            "numbers, True, False, None) and lists of literals")
 EXAMPLE = "e.g. \"Metadata_Role == 'negative'\" or \"Metadata_Treatment in ['DMSO', 'none'] and Metadata_Dose > 0\""
@@ -303,6 +306,9 @@ def _one(p: _Parsed, node: ast.Compare, op: ast.cmpop, left, right):
             hit = left.isin(list(right))
         elif isinstance(left, list) and isinstance(right, pd.Series):
             hit = right.isin(left)
+        elif isinstance(left, str) and isinstance(right, pd.Series):  # 'text' in column: substring
+            text = right.astype("string")
+            hit = text.str.contains(left, regex=False).fillna(False).astype(bool)
         elif not isinstance(left, pd.Series) and isinstance(right, list):
             hit = left in right
         else:
