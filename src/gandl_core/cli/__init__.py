@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "out_required", False) and not args.out:  # -o given under a hidden alias is fine
+        parser.exit(2, f"gandl-core {args.command}: error: the following arguments are required: -o/--out\n")
     try:
         return int(args.func(args) or 0)
     except GandlError as exc:
@@ -77,6 +79,17 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"gandl-core {args.command}: error: {full}", file=sys.stderr)
         return 1
+
+
+def _target_of(filename) -> str:
+    """The output a temporary file of ``tables.atomic_write`` stands for (``.x.parquet.ab12cd34.tmp``
+    -> ``x.parquet``); other names unchanged."""
+    import re
+    from pathlib import Path
+
+    p = Path(str(filename))
+    m = re.match(r"^\.(.+)\.[a-z0-9_]{8}(\.[A-Za-z0-9]+)?$", p.name)
+    return str(p.with_name(m.group(1))) if m else str(p)
 
 
 _FULL = ("No space left on device", "Disk quota exceeded", "file write failed")
@@ -95,7 +108,7 @@ def disk_full(exc: BaseException) -> str | None:
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            where = f" writing {exc.filename}" if exc.filename else ""
+            where = f" writing {_target_of(exc.filename)}" if exc.filename else ""
             return (f"the disk is full{where} ({exc.strerror or 'no space left'}); nothing half-written was "
                     "kept. Free some space (or choose an -o on another disk) and run the command again.")
         if any(text in str(exc) for text in _FULL):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_data_argument, follow
+from ..gan.train_config import PRESETS
+from ._common import add_batch_size_argument, add_data_argument, add_out_argument, follow
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,16 +15,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "for several processes/GPUs. Presets: cpu-tiny (tests), cpu-small (first look on a CPU, "
                        "minutes), gpu-256, paper.")
     add_data_argument(p)
-    p.add_argument("-o", "--out", required=True, metavar="RUN_DIR", help="run folder")
-    p.add_argument("--preset", default=None,
-                   help="cpu-tiny | cpu-small | gpu-256 | paper (default cpu-small; with --resume: the run's own)")
+    add_out_argument(p, "RUN_DIR", "run folder")
+    p.add_argument("--preset", default=None, choices=list(PRESETS),
+                   help="training recipe (default cpu-small; with --resume: the run's own)")
     p.add_argument("--resolution", type=int, help="training crop size, power of two")
     p.add_argument("--field-scale", type=float, help="downscale fields by this factor before cropping")
     p.add_argument("--crop-mode", dest="crop_mode", choices=["random", "resize"],
                    help="random: random RESOLUTION-px crops of each field (default); resize: the whole field "
                    "shrunk to RESOLUTION px")
     p.add_argument("--kimg", type=float, help="training length, thousands of real images")
-    p.add_argument("--batch", type=int, help="images per step (over all processes)")
+    add_batch_size_argument(p, None, "images per step (over all processes)", old="--batch", dest="batch")
     p.add_argument("--loss", choices=["stylegan2", "wgan-gp"], help="GAN loss")
     p.add_argument("--lr-g", type=float, dest="lr_g", help="generator learning rate")
     p.add_argument("--lr-d", type=float, dest="lr_d", help="discriminator learning rate")
