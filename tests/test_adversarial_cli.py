@@ -259,3 +259,25 @@ def test_stale_temp_files_of_a_killed_writer_are_removed(tmp_path) -> None:
     os.utime(stale, (old, old))
     wt(pd.DataFrame({"a": [1]}), target)
     assert target.is_file() and not stale.exists() and fresh.exists()
+
+
+def test_non_finite_numbers_are_usage_errors(capsys) -> None:
+    for argv in (["train", "plate", "-o", "run", "--lr-g", "nan"], ["train", "plate", "-o", "run", "--kimg", "inf"],
+                 ["evaluate", "p.parquet", "-o", "ev", "--C", "nan"], ["demo", "--minutes=-inf"]):
+        with pytest.raises(SystemExit) as bad:
+            main(argv)
+        assert bad.value.code == 2
+        assert "is not a finite number" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the CPU-only refusal")
+def test_missing_device_is_one_line(tmp_path, test_data, capsys) -> None:
+    for argv in (["train", str(test_data / "bbbc022_crop"), "-o", str(tmp_path / "run"), "--device", "cuda"],
+                 ["featurize", str(test_data / "bbbc022_crop"), "-m", "handcrafted", "-o", str(tmp_path / "h.parquet"),
+                  "--device", "cuda:1"],
+                 ["embed", str(test_data / "bbbc022_crop"), "-c", "x.pt", "-o", str(tmp_path / "e.parquet"),
+                  "--device", "tpu9"]):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("gandl-core ") and "--device" in err and "Traceback" not in err, err
+    assert not (tmp_path / "run").exists()

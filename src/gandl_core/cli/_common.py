@@ -31,6 +31,51 @@ def add_batch_size_argument(parser, default: int | None, help: str, *, old: str 
         parser.add_argument(old, dest=dest, type=int, help=argparse.SUPPRESS)
 
 
+def finite_float(text: str) -> float:
+    """argparse type: a finite number ('nan' and 'inf' are refused as the usage errors they are)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def check_device(device: str | None, option: str = "--device") -> None:
+    """Refuse a device this PyTorch build or machine does not have, in one line (torch would raise
+    an assertion deep inside the first ``.to(device)``).
+
+    Raises
+    ------
+    ConfigError
+        ``cuda`` without a CUDA build or a visible GPU, a GPU index beyond the count, ``mps`` where it
+        is not available, or a name torch does not know.
+    """
+    from ..errors import ConfigError
+
+    if device is None or device in ("auto", "cpu"):
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"{option} {device!r}: not a device name; use cpu, cuda, cuda:N or auto.") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            built = "this PyTorch build has no CUDA" if torch.version.cuda is None else "no GPU is visible"
+            raise ConfigError(f"{option} {device}: {built}; use --device cpu, or install a CUDA build of torch "
+                              "on a machine with an NVIDIA GPU.")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"{option} {device}: only {torch.cuda.device_count()} GPU(s) are visible "
+                              f"(cuda:0..cuda:{torch.cuda.device_count() - 1}).")
+    elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ConfigError(f"{option} {device}: Apple MPS is not available here; use --device cpu.")
+
+
 def add_data_argument(parser: argparse.ArgumentParser, name: str = "data") -> None:
     """Add the positional DATA argument accepted by every image-reading step."""
     parser.add_argument(

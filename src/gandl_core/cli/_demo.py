@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..gan.train_config import PRESETS
-from ._common import add_out_positional, follow, out_of
+from ._common import add_out_positional, finite_float, follow, out_of
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "--minutes). Prints where the HTML report is and the headline numbers, each scored "
                        "against the ground truth.")
     add_out_positional(p, "OUT", "output folder (default demo-out)", default="demo-out")
-    p.add_argument("--minutes", type=float, default=6.0,
+    p.add_argument("--minutes", type=finite_float, default=6.0,
                    help="training time budget in minutes (default 6; cpu-small's 24 kimg take ~4 on 2 idle cores)")
     p.add_argument("--preset", default="cpu-small", choices=list(PRESETS),
                    help="training preset (default cpu-small; cpu-tiny = smoke test)")

@@ -6,7 +6,7 @@ import argparse
 import re
 from pathlib import Path
 
-from ._common import add_out_argument, add_overwrite_argument, check_queries, staged_output
+from ._common import add_out_argument, add_overwrite_argument, check_queries, finite_float, staged_output
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,9 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--exclude", nargs="*", default=[], metavar="NAME", help="compounds to leave out (e.g. DMSO)")
     p.add_argument("--positive", metavar="QUERY", help="profiles input: selection of the C+ rows for the On score")
     p.add_argument("--negative", metavar="QUERY", help="profiles input: selection of the C- rows for the On score")
-    p.add_argument("--min-efficacy", type=float, default=0.5,
+    p.add_argument("--min-efficacy", type=finite_float, default=0.5,
                    help="hit rule: |top-bottom| as a fraction of the C- -> C+ window (default 0.5)")
-    p.add_argument("--min-r2", type=float, default=0.5, help="hit rule: minimum R2 of the fit (default 0.5)")
+    p.add_argument("--min-r2", type=finite_float, default=0.5, help="hit rule: minimum R2 of the fit (default 0.5)")
     p.add_argument("--direction", default=None, choices=["positive", "both"],
                    help="hit rule direction: positive (towards C+, a rescue; default) or both")
     p.add_argument("--top", type=int, default=6, help="dose plots for this many top-ranked compounds (default 6)")

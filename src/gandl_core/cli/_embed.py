@@ -16,7 +16,7 @@ import argparse
 import os
 from pathlib import Path
 
-from ._common import add_batch_size_argument, add_out_argument, follow, plain
+from ._common import add_batch_size_argument, add_out_argument, check_device, follow, plain
 
 HELP = "embed every site with a trained discriminator (GAN-DL features, one row per site)"
 
@@ -80,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     from ..featurizers.base import GanFeaturizer
     from ..plates import build_index
 
+    check_device(args.device)
     channels = [c.strip() for c in args.channels.split(",") if c.strip()] if args.channels else None
     index = build_index(args.data, channels=channels)
     featurizer = GanFeaturizer.from_checkpoint(args.checkpoint, device=args.device)

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ._common import add_out_argument, add_overwrite_argument, check_queries, staged_output
+from ._common import add_out_argument, add_overwrite_argument, check_queries, finite_float, staged_output
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,10 +32,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "TABLE (e.g. other plates or another experiment; features matched by column name)")
     p.add_argument("--by", metavar="COL", help="also report accuracy per value of this column")
     p.add_argument("--cv", type=int, metavar="K", help="K-fold grouped cross-validation instead of one 75/25 split")
-    p.add_argument("--test-size", type=float, default=0.25, help="fraction of wells held out (default 0.25)")
+    p.add_argument("--test-size", type=finite_float, default=0.25, help="fraction of wells held out (default 0.25)")
     p.add_argument("--group", default="Metadata_Well", help="column naming a well (plate is prepended); "
                    "'none' splits rows independently (default Metadata_Well)")
-    p.add_argument("--C", type=float, default=1.0, dest="C", help="SVM soft-margin penalty (default 1)")
+    p.add_argument("--C", type=finite_float, default=1.0, dest="C", help="SVM soft-margin penalty (default 1)")
     p.add_argument("--prefix", default=None, help="use only feature columns starting with this (e.g. GAN_); "
                    "default: every non-Metadata_ column")
     p.add_argument("--map", nargs="+", metavar="COL", dest="map_sameby",

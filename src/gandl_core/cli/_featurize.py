@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..gan.train_config import PRESETS
 
-from ._common import add_batch_size_argument, add_out_argument, follow, plain
+from ._common import add_batch_size_argument, add_out_argument, check_device, follow, plain
 
 HELP = "embed every site with a counterpart method (random-d, handcrafted, convae, densenet-*)"
 METHODS = ["gan", "random-d", "handcrafted", "convae", "densenet-collapsed", "densenet-concat"]
@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from ..plates import build_index, channel_names
     from ._embed import _wells
 
+    check_device(args.device)
     channels = [c.strip() for c in args.channels.split(",") if c.strip()] if args.channels else None
     index = build_index(args.data, channels=channels)
     options = {"checkpoint": args.checkpoint, "preset": args.preset, "resolution": args.resolution,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import add_out_argument, add_overwrite_argument, check_new_file, check_queries, plain
+from ._common import add_out_argument, add_overwrite_argument, check_new_file, check_queries, finite_float, plain
 
 HELP = "aggregate site features per well and normalize each plate to its control wells"
 
@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--aggregate", choices=["median", "mean", "none"], default="median",
                    help="site -> well aggregation (default median; none keeps the rows)")
     p.add_argument("--sphere", action="store_true", help="whiten with a transform fitted on the controls")
-    p.add_argument("--epsilon", type=float, default=1e-6, help="sphering regularizer (default 1e-6)")
+    p.add_argument("--epsilon", type=finite_float, default=1e-6, help="sphering regularizer (default 1e-6)")
     add_overwrite_argument(p)
     p.set_defaults(func=run)
 

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ._common import add_out_argument, add_overwrite_argument, check_queries, staged_output
+from ._common import add_out_argument, add_overwrite_argument, check_queries, finite_float, staged_output
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--positive", metavar="QUERY", help="selection of the C+ rows (default: Metadata_Role "
                    "== 'positive', else RxRx Mock untreated); comparisons, and/or/not, in; see docs/analysis.md")
     p.add_argument("--negative", metavar="QUERY", help="selection of the C- rows")
-    p.add_argument("--C", type=float, default=1.0, dest="C", help="SVM soft-margin penalty (default 1)")
+    p.add_argument("--C", type=finite_float, default=1.0, dest="C", help="SVM soft-margin penalty (default 1)")
     p.add_argument("--prefix", default=None, help="use only feature columns starting with this (e.g. GAN_)")
     p.add_argument("--color", default=None, help="E2 plot: colour column (default Metadata_Control)")
     p.add_argument("--marker", default="Metadata_CellType", help="E2 plot: marker column if present")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_out_positional, follow, out_of
+from ._common import add_out_positional, finite_float, follow, out_of
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--controls", type=int, default=10, help="C+ and C- wells per plate, each (default 10)")
     p.add_argument("--uv-controls", type=int, default=2,
                    help="UV-inactivated-virus wells per plate (C+, look like Mock; default 2)")
-    p.add_argument("--infection", type=float, default=0.9,
+    p.add_argument("--infection", type=finite_float, default=0.9,
                    help="fraction of cells infected in C- wells, in (0, 1] (default 0.9)")
     p.add_argument("--doses", default=None,
                    help="comma-separated concentrations in uM (default: six half-log doses 0.0316..10)")
