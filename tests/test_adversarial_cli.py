@@ -281,3 +281,24 @@ def test_missing_device_is_one_line(tmp_path, test_data, capsys) -> None:
         err = capsys.readouterr().err
         assert err.startswith("gandl-core ") and "--device" in err and "Traceback" not in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_report_publishes_page_and_json_together(profiles, tmp_path, monkeypatch) -> None:
+    ev = tmp_path / "ev"
+    assert main(["evaluate", str(profiles), "--cv", "3", "-o", str(ev)]) == 0
+    _fill_disk(monkeypatch)
+    assert main(["report", str(ev), "-o", str(tmp_path / "r.html")]) == 1
+    assert not (tmp_path / "r.html").exists() and not (tmp_path / "r.json").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".gandl-stage")]
+
+
+def test_second_writer_of_a_folder_is_refused(profiles, tmp_path, capsys) -> None:
+    from gandl_core.locks import output_lock
+
+    out = tmp_path / "proj"
+    out.mkdir()
+    with output_lock(out, command="project (another run)"):
+        assert main(["project", str(profiles), "-o", str(out)]) == 1
+        assert "another run" in capsys.readouterr().err
+    assert not (out / "scores.parquet").exists()
+    assert main(["project", str(profiles), "-o", str(out)]) == 0

@@ -232,6 +232,17 @@ def _previous_files(out: Path, command: str, known: Sequence[str]) -> list[str]:
     return sorted(n for n in names if any(fnmatch.fnmatch(n, pat) for pat in known))
 
 
+def _refuse_previous(out: Path, command: str, known: Sequence[str], overwrite: bool) -> list[str]:
+    from ..errors import DataError
+
+    previous = _previous_files(out, command, known)
+    if previous and not overwrite:
+        shown = ", ".join(previous[:4]) + (", ..." if len(previous) > 4 else "")
+        raise DataError(f"{out} already holds the output of a '{command}' run ({shown}); pass --overwrite to "
+                        "replace it (its old files are removed), or choose another -o.")
+    return previous
+
+
 @contextmanager
 def staged_output(out: str | os.PathLike, command: str, *, overwrite: bool,
                   known: Sequence[str] = ()) -> Iterator[Path]:
@@ -250,25 +261,37 @@ def staged_output(out: str | os.PathLike, command: str, *, overwrite: bool,
     DataError
         ``out`` holds a previous run's output and ``overwrite`` is false, or ``out`` is a file.
     """
-    import shutil
-    import tempfile
-    import time
-
     from ..errors import DataError
-    from ..locks import output_lock
-    from ..tables import write_json
 
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise DataError(f"-o {out}: is a file; give a folder for {command}'s outputs.")
-    previous = _previous_files(out, command, known)
-    if previous and not overwrite:
-        shown = ", ".join(previous[:4]) + (", ..." if len(previous) > 4 else "")
-        raise DataError(f"{out} already holds the output of a '{command}' run ({shown}); pass --overwrite to "
-                        "replace it (its old files are removed), or choose another -o.")
+    _refuse_previous(out, command, known, overwrite)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        with _locked_stage(out, command, known, overwrite) as stage:
+            yield stage
+    except BaseException:
+        if created:  # a folder this run made and filled with nothing is not left behind
+            try:
+                out.rmdir()
+            except OSError:
+                pass
+        raise
+
+
+@contextmanager
+def _locked_stage(out: Path, command: str, known: Sequence[str], overwrite: bool) -> Iterator[Path]:
+    import shutil
+    import tempfile
+    import time
+
+    from ..locks import output_lock
+    from ..tables import write_json
+
     with output_lock(out, command=command):
-        previous = _previous_files(out, command, known)  # again, under the lock
+        previous = _refuse_previous(out, command, known, overwrite)  # again: another run may have just finished
         for old in out.glob(STAGE_PREFIX + "*"):  # left by a killed run
             try:
                 if time.time() - old.stat().st_mtime > STALE_AFTER_S:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 from pathlib import Path
 
 from ._common import add_out_argument, add_overwrite_argument, check_new_file
@@ -32,7 +34,13 @@ def run(args: argparse.Namespace) -> int:
     check_new_file(target, args.overwrite)
     check_new_file(target.with_suffix(".json"), args.overwrite)
     sections, headline = collect_sections(args.folder)
-    out = write_report(target, sections, title=args.title, headline=headline)
+    # The page and its JSON are published together, or neither (a full disk must not leave one of them).
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".gandl-stage-report-", dir=target.parent) as tmp:
+        staged = write_report(Path(tmp) / target.name, sections, title=args.title, headline=headline)
+        os.replace(staged.with_suffix(".json"), target.with_suffix(".json"))
+        os.replace(staged, target)
+    out = target
     print(f"wrote {out} ({len(sections)} sections) and {out.with_suffix('.json')}")
     return 0
 
