@@ -16,12 +16,8 @@ import argparse
 import os
 from pathlib import Path
 
-<<<<<<< HEAD
 from ..featurizers.base import DEFAULT_FEATURES, FEATURE_KINDS
-from ._common import follow
-=======
 from ._common import add_batch_size_argument, add_out_argument, check_device, follow, plain
->>>>>>> main
 
 HELP = "embed every site with a trained discriminator (GAN-DL features, one row per site)"
 
