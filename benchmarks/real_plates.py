@@ -125,7 +125,8 @@ def score_table(table: pd.DataFrame, spec: dict) -> dict:
            "z": float(1 - 3 * (sp.std() + sn.std()) / abs(sp.mean() - sn.mean()))}
     _, scale = fit(np.arange(len(ctrl)))
     on = scale(X)
-    treated = (~neg & ~pos) & (wells.get("Metadata_Role", pd.Series("treated", index=wells.index)) == "treated").to_numpy()
+    # As the shared tool: every well the plate map calls treated (BBBC016's C+ wells are its top doses).
+    treated = (wells.get("Metadata_Role", pd.Series("treated", index=wells.index)) == "treated").to_numpy() & ~neg
     if spec["dose"] and treated.sum() > 2:
         out["rho"] = float(spearmanr(wells[spec["dose"]].to_numpy()[treated], on[treated]).statistic)
     if spec["replicate"] and treated.sum() > 3:
