@@ -137,6 +137,26 @@ def test_composite_uses_fluorescence_colours():
     assert (png_scale(16), png_scale(32), png_scale(64), png_scale(256)) == (4, 2, 1, 1)
 
 
+def test_unnamed_channels_get_distinct_colours():
+    """A GFP-only plate drew its composite blue (DNA's colour) and two unnamed channels shared one colour."""
+    from gandl_core.gan.images import GREEN, GREY, MAGENTA, channel_colours
+
+    assert channel_colours(["GFP"]) == [GREY] and channel_colours(["DNA"]) == [GREY]  # one channel: grey
+    assert channel_colours(["c1", "c2"]) == [GREEN, MAGENTA]
+    for names in (["c1", "c2", "c3"], ["a", "b", "c", "d", "e"], ["DNA", "GFP"], ["Golgi", "Mito"], ["DNA", "x", "y"]):
+        colours = channel_colours(names)
+        assert len(colours) == len(names) and len(set(colours)) == len(names), names
+    assert channel_colours(["DNA", "ER", "Actin"])[0][2] == 1.0  # named stains keep their colours: DNA blue
+    img = -np.ones((1, 4, 4), np.float32)
+    img[0, 0, 0] = 1.0
+    r, g, b = composite_rgb(img, ["GFP"])[0, 0]
+    assert r == g == b == 1.0  # a bright pixel of a single channel is white, not blue
+    two = -np.ones((2, 4, 4), np.float32)
+    two[0] = 1.0
+    r, g, b = composite_rgb(two, ["w1", "w2"])[0, 0]
+    assert g > 0.9 and r < 0.2 and b < 0.3  # the first unnamed channel green, the second (off) adds nothing
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_or_sigterm_in_the_cli_leaves_a_checkpoint(tmp_path, small_data, sig):
     run = tmp_path / "interrupted"

@@ -41,6 +41,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--minutes", type=float, help="stop after this many minutes (with a checkpoint)")
     p.add_argument("--channels", help="comma-separated channel names to train on (selects/reorders)")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from checkpoints/latest.pt")
+    p.add_argument("--keep-checkpoints", type=int, dest="keep_checkpoints", metavar="N",
+                   help="snapshots checkpoints/ckpt-*.pt to keep, the newest (default 3; 0 = all); best.pt (lowest "
+                   "SWD) and latest.pt are kept too")
+    p.add_argument("--cache-gib", type=float, dest="cache_gib", metavar="GIB",
+                   help="memory for decoded fields, read once and cropped in memory (default 2; 0 = decode per crop)")
     p.set_defaults(func=run)
 
 
@@ -52,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
                                               "augment", "mapping_layers", "seed", "device", "workers", "crop_mode",
                                               "g_input", "intensity_gamma")}
     overrides["field_scale"] = args.field_scale
+    overrides.update(keep_checkpoints=args.keep_checkpoints, cache_gib=args.cache_gib)
     if args.minutes is not None:
         overrides["time_limit_s"] = args.minutes * 60.0
     config = _config(args, overrides)
