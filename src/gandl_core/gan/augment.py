@@ -182,13 +182,7 @@ def augment(
         x = _translate(x, dx, dy, padding)
     if scale_std > 0:
         apply = chosen()
-        s = torch.exp2(_draw(torch.randn, (n,), generator, dev) * scale_std).to(x.dtype)
-        theta = torch.zeros(n, 2, 3, device=dev, dtype=x.dtype)
-        theta[:, 0, 0] = 1.0 / s  # output pixel at u samples input at u/s: zoom by s
-        theta[:, 1, 1] = 1.0 / s
-        grid = F.affine_grid(theta, [n, c, h, w], align_corners=False)
-        zoomed = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-        x = _select(apply, zoomed, x)
+        x = _select(apply, _zoom(x, torch.exp2(_draw(torch.randn, (n,), generator, dev) * scale_std)), x)
     if brightness_std > 0:
         apply = chosen().to(x.dtype)
         b = _randn((n, c), generator, x) * brightness_std * apply[:, None]
@@ -199,6 +193,17 @@ def augment(
         mean = x.mean(dim=(2, 3), keepdim=True)
         x = _select(apply, mean + (x - mean) * f[:, :, None, None], x)
     return x
+
+
+def _zoom(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """Zoom each sample by its factor ``s`` [N] about the centre (bilinear, reflected borders)."""
+    n, c, h, w = x.shape
+    s = s.to(x.dtype)
+    theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
+    theta[:, 0, 0] = 1.0 / s  # output pixel at u samples input at u/s: zoom by s
+    theta[:, 1, 1] = 1.0 / s
+    grid = F.affine_grid(theta, [n, c, h, w], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
 def _check_options(p: float, translate: float, padding: str, scale_std: float, brightness_std: float,
