@@ -96,8 +96,8 @@ def _config(args: argparse.Namespace, overrides: dict):
 
 
 def _sigterm_stops_cleanly() -> None:
-    """SIGTERM (cluster preemption, ``kill``, torchrun shutting down) stops like Ctrl-C: the loop
-    writes a final checkpoint before the process exits."""
+    """SIGTERM (cluster preemption, ``kill``, torchrun shutting down) stops like Ctrl-C. While the loop
+    runs, ``train`` itself turns both into "finish this step, write the checkpoint, then stop"."""
     import signal
     import threading
 

@@ -68,14 +68,16 @@ class RunFolder:
             return
         from ..locks import output_lock
 
+        existed = self.out.exists()
         with self._writing(self.out):
             self.out.mkdir(parents=True, exist_ok=True)
-        with output_lock(self.out, command=command):
-            self.clean_temp_files()
-            with self._writing(self.out):
-                self.checkpoints.mkdir(exist_ok=True)
-                self.fakes.mkdir(exist_ok=True)
-            yield self
+        try:
+            with output_lock(self.out, command=command):
+                self.clean_temp_files()
+                yield self  # checkpoints/ and fakes/ appear with their first file
+        finally:
+            if not existed and self.out.is_dir() and not any(self.out.iterdir()):
+                self.out.rmdir()  # refused before writing anything: leave no empty folder behind
 
     def clean_temp_files(self) -> list[Path]:
         """Remove temporary files of interrupted writes (``.<name>.<random>.tmp``/``.png``) and a
