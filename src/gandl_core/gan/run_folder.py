@@ -35,16 +35,37 @@ __all__ = ["RunFolder", "OutOfSpaceError"]
 
 
 class OutOfSpaceError(GandlError):
-    """A file of the run could not be written because the disk (or quota) is full."""
+    """A file of the run could not be written: the disk (or quota) is full, or the write failed."""
 
 
-def _no_space(exc: BaseException) -> bool:
+_TORCH_WRITE_ERRORS = ("file write failed", "PytorchStreamWriter failed", "iostream error", "unexpected pos")
+
+
+def _write_failed(exc: BaseException) -> bool:
+    """An OS-level write failure, or torch.save's RuntimeError for one (it reports a full disk as
+    "basic_ios::clear: iostream error", "unexpected pos ..." or "... file write failed")."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EIO, errno.EFBIG,
+                             errno.EROFS)
+    return isinstance(exc, RuntimeError) and any(m in str(exc) for m in _TORCH_WRITE_ERRORS)
+
+
+def _no_space(exc: BaseException, folder: Path, need: int) -> bool:
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
         return True
-    # torch.save reports a failed write as RuntimeError "[enforce fail at inline_container.cc:...]
-    # PytorchStreamWriter failed writing file ...: file write failed".
-    text = str(exc)
-    return isinstance(exc, RuntimeError) and ("file write failed" in text or "PytorchStreamWriter failed" in text)
+    try:  # torch does not say why: look at the disk (the partial file is already removed)
+        return shutil.disk_usage(folder).free < max(need, 1 << 20)
+    except OSError:
+        return False
+
+
+def _nbytes(obj) -> int:
+    """Bytes of the tensors in a (nested) checkpoint payload: about what torch.save will write."""
+    if isinstance(obj, dict):
+        return sum(_nbytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_nbytes(v) for v in obj)
+    return obj.numel() * obj.element_size() if hasattr(obj, "element_size") else 0
 
 
 class RunFolder:
@@ -111,18 +132,22 @@ class RunFolder:
 
     # ----------------------------------------------------------------------------- writing
     @contextmanager
-    def _writing(self, path: Path) -> Iterator[None]:
+    def _writing(self, path: Path, need: int = 0) -> Iterator[None]:
+        """Turn a failed write (full disk, I/O error) into one line naming the file and what is kept."""
         try:
             yield
         except (OSError, RuntimeError) as exc:
-            if not _no_space(exc):
+            if not _write_failed(exc):
                 raise
             self.failed = True
-            kept = (f"{self.latest} (step {self.saved_step}) is intact and --resume continues from it"
+            step = f" (step {self.saved_step})" if self.saved_step is not None else ""
+            kept = (f"{self.latest}{step} is intact and --resume continues from it"
                     if self.saved_step is not None or self.latest.is_file() else "no checkpoint could be written")
-            raise OutOfSpaceError(f"{path}: no space left on the disk ({exc.__class__.__name__}: "
-                                  f"{str(exc).splitlines()[0][:120]}). Free space in {self.out.parent} or train into "
-                                  f"a folder on another disk; {kept}.") from exc
+            detail = f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:120]}" if str(exc) else exc.__class__.__name__
+            if _no_space(exc, path.parent, need):
+                raise OutOfSpaceError(f"{path}: no space left on the disk ({detail}). Free space in {path.parent} or "
+                                      f"train into a folder on another disk; {kept}.") from exc
+            raise OutOfSpaceError(f"{path}: could not be written ({detail}); {kept}.") from exc
 
     def log(self, record: dict) -> None:
         """Append one JSON line to metrics.jsonl."""
@@ -156,7 +181,9 @@ class RunFolder:
         snap = self.checkpoints / f"ckpt-{kimg:09.3f}.pt"
         if not self.writer:
             return snap
-        with self._writing(self.latest):
+        if self.keep > 0:  # room first: the snapshots that this one pushes out go before it is written
+            self.prune(self.keep - 1)
+        with self._writing(self.latest, need=_nbytes(payload)):
             save_checkpoint(self.latest, payload)
         self.saved_step = step
         with self._writing(snap):
@@ -173,17 +200,19 @@ class RunFolder:
         try:
             os.link(src, tmp)
         except OSError as exc:
-            if _no_space(exc):
+            if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
                 raise
             shutil.copyfile(src, tmp)  # no hard links on this file system
         os.replace(tmp, dst)
 
-    def prune(self) -> list[Path]:
-        """Delete all but the newest ``keep`` snapshots (``keep`` 0: keep every one)."""
+    def prune(self, keep: int | None = None) -> list[Path]:
+        """Delete all but the newest ``keep`` (default ``self.keep``) snapshots; ``self.keep`` 0 keeps all.
+        latest.pt and best.pt are separate links: their data stays."""
+        keep = self.keep if keep is None else keep
         snaps = sorted(self.checkpoints.glob("ckpt-*.pt"))
-        if self.keep <= 0 or len(snaps) <= self.keep:
+        if self.keep <= 0 or len(snaps) <= keep:
             return []
-        old = snaps[:-self.keep]
+        old = snaps[:len(snaps) - keep]
         for p in old:
             p.unlink(missing_ok=True)
         return old

@@ -207,6 +207,7 @@ def train(config: TrainConfig, index=None, *, resume: bool = False) -> ProgressG
         folder.write_text("normalizer.json", json.dumps(normalizer.to_dict(), indent=2))  # readable scaling
         trainer, step = _build_trainer(config, device, rank, world, state)
         if state is not None:
+            folder.saved_step = step  # latest.pt holds this step
             folder.forget_after(step)
         from . import data
 
