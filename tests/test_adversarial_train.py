@@ -123,19 +123,30 @@ def test_signal_mid_step_then_resume_equals_the_uninterrupted_run(tmp_path, inde
 # ------------------------------------------------------------------------------------- full disk
 
 
-def _disk_full_on_call(monkeypatch, n: int) -> None:
-    real_save = torch.save
+def _disk_full_on_call(monkeypatch, n: int, full: bool = True) -> None:
+    """torch.save fails from its n-th call as it does on a full disk (seen on a real full tmpfs: "unexpected
+    pos" / "iostream error" RuntimeErrors, no errno), and the disk then reports no free space."""
+    import shutil
+    from collections import namedtuple
+
+    from gandl_core.gan import run_folder
+
+    real_save, real_usage = torch.save, shutil.disk_usage
     calls = {"n": 0}
 
     def save(obj, f, *a, **k):
         calls["n"] += 1
         if calls["n"] >= n:
             Path(f).write_bytes(b"PK\x03\x04 half")  # a partial file, as a full disk leaves it
-            raise RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing "
-                               "file data/12: file write failed")
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 3359616 vs 3359504")
         return real_save(obj, f, *a, **k)
 
+    def usage(path):
+        total = real_usage(path).total
+        return namedtuple("usage", "total used free")(total, total - 4096, 4096 if full else total // 2)
+
     monkeypatch.setattr(torch, "save", save)
+    monkeypatch.setattr(run_folder.shutil, "disk_usage", usage)
 
 
 def test_disk_full_keeps_a_loadable_latest_and_says_so_in_one_line(tmp_path, index, monkeypatch):
@@ -150,6 +161,12 @@ def test_disk_full_keeps_a_loadable_latest_and_says_so_in_one_line(tmp_path, ind
     assert sorted(p.name for p in ckpts.iterdir()) == ["ckpt-00000.016.pt", "latest.pt"]  # no newer snapshot, no temp
     run_to_end(train(_cfg(tmp_path, kimg=3 * STEP, snapshot_kimg=2 * STEP), index, resume=True))
     assert _latest(tmp_path)["step"] == 3
+
+
+def test_a_failed_write_with_space_left_is_one_line_too(tmp_path, index, monkeypatch):
+    _disk_full_on_call(monkeypatch, 1, full=False)
+    with pytest.raises(GandlError, match=r"latest.pt: could not be written \(RuntimeError.*no checkpoint could be"):
+        run_to_end(train(_cfg(tmp_path, kimg=STEP), index))
 
 
 def test_disk_full_in_the_cli_is_one_line(tmp_path, small_data, monkeypatch, capsys):
