@@ -80,7 +80,9 @@ def test_cli(tmp_path, capsys):
     assert list(csv.columns) == ["task", "metric", "sig", "noise"]
     assert csv.set_index(["task", "metric"]).loc[("controls", "accuracy"), "sig"] == 1.0
     assert "| task | metric | sig | noise |" in (tmp_path / "cmp" / "compare.md").read_text()
-    assert (tmp_path / "cmp" / "compare.html").is_file()
+    assert (tmp_path / "cmp" / "compare.html").is_file() and (tmp_path / "cmp" / "compare.json").is_file()
+    printed = capsys.readouterr().out
+    assert f"{tmp_path / 'cmp' / 'compare.html'} and {tmp_path / 'cmp' / 'compare.json'}" in printed
     assert main(["compare", str(tmp_path / "a.parquet"), "--task", "bogus", "-o", str(tmp_path / "c2")]) == 2
     assert "--task 'bogus'" in capsys.readouterr().err
     assert main(["compare", str(tmp_path / "a.parquet"), "--ground-truth", str(tmp_path / "no.csv"),

@@ -7,7 +7,8 @@ Examples::
         --ground-truth screen/ground_truth.csv -o cmp/
     gandl-core compare a.parquet b.parquet --task "Metadata_Condition == 'Mock';Metadata_Condition == 'Active SARS-CoV-2'" -o cmp/
 
-Writes DIR/compare.csv (rows = task/metric, columns = embeddings), DIR/compare.md and DIR/compare.html.
+Writes DIR/compare.csv (rows = task/metric, columns = embeddings), DIR/compare.md, DIR/compare.html (a report
+page) and DIR/compare.json (its numbers).
 """
 
 from __future__ import annotations
@@ -55,14 +56,11 @@ def run(args: argparse.Namespace) -> int:
     tmp = out / ".compare.md.tmp"
     tmp.write_text(md)
     tmp.replace(out / "compare.md")
-    try:
-        from ..analysis.report import write_report
+    from ..analysis.report import write_report
 
-        write_report(out / "compare.html", [report_section(result)], title="Embedding comparison")
-    except ImportError:  # report module absent in a partial install: CSV + Markdown are enough
-        pass
+    html = write_report(out / "compare.html", [report_section(result)], title="Embedding comparison")
     print(md)
     for note in result.attrs.get("notes", [])[:10]:
         print("note:", note)
-    print(f"wrote {out / 'compare.csv'}, {out / 'compare.md'}")
+    print(f"wrote {out / 'compare.csv'}, {out / 'compare.md'}, {html} and {html.with_suffix('.json')}")
     return 0
