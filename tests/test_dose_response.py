@@ -178,24 +178,29 @@ def test_ec50_below_the_tested_doses_is_extrapolated_not_ok() -> None:
 
 
 def test_a_trend_inside_the_control_noise_is_inactive() -> None:
-    # A small but (with 32 tight wells) significant drift: +0.3 On, where the negative controls scatter
-    # with SD 0.2. Before: "ok" with an EC50; now "inactive" because no dose mean leaves mean +- 3 SD.
-    c, y = _wells(-1.0, -0.7, 0.5, 1.5, noise=0.03, seed=7)
+    # A small but (with 32 tight wells) significant drift: +0.15 On at the top doses, where the negative
+    # controls scatter with SD 0.2, so a mean of 4 wells has SE 0.1: no dose mean reaches 3 SE. Before:
+    # "ok" with an EC50; now "inactive".
+    c, y = _wells(-1.0, -0.85, 0.5, 1.5, noise=0.03, seed=7)
     assert dr.fit_hill(c, y).status == "ok"  # no control noise given: only the F test speaks
     fit = dr.fit_hill(c, y, noise=(-1.0, 0.2))
     assert fit.status == "inactive" and not fit.active and np.isnan(fit.ec50)
-    assert fit.max_dev_sd == pytest.approx(np.abs(dr.dose_response(pd.DataFrame(
-        {"Metadata_Treatment": "x", "Metadata_Concentration": c, "OnScore": y}))["mean"] + 1.0).max() / 0.2)
-    assert "within 3 SD" in fit.message
+    means = dr.dose_response(pd.DataFrame({"Metadata_Treatment": "x", "Metadata_Concentration": c, "OnScore": y}))
+    assert fit.max_dev_se == pytest.approx(np.abs(means["mean"] + 1.0).max() / (0.2 / np.sqrt(4)))
+    assert "within 3 standard errors" in fit.message
     assert dr.fit_hill(c, y, noise=(-1.0, 0.05)).status == "ok"  # tighter controls: the drift is real
-    # fit_all takes the band from the table's negative-control rows
+    # one well per dose: the rule is the classic 3 SD of the control wells
+    one = dr.fit_hill(c[::4], y[::4], noise=(-1.0, 0.2, 1000))
+    assert one.max_dev_se == pytest.approx(np.abs(y[::4] + 1.0).max() / (0.2 * np.sqrt(1 + 1 / 1000)))
+    # fit_all takes the noise from the table's negative-control rows (12 wells: SE = SD sqrt(1/4 + 1/12))
     table = pd.DataFrame({"Metadata_Treatment": "drift", "Metadata_Concentration": c, "OnScore": y,
                           "Metadata_Control": ""})
     ctrl = pd.DataFrame({"Metadata_Treatment": "", "Metadata_Concentration": 0.0, "Metadata_Control": "negative",
                          "OnScore": -1.0 + 0.2 * np.random.default_rng(0).standard_normal(12)})
     fits = dr.fit_all(pd.concat([table, ctrl], ignore_index=True))
-    assert fits["Metadata_Status"].tolist() == ["inactive"] and fits.attrs["noise"]["k_sd"] == 3.0
-    assert dr.fit_all(table)["Metadata_Status"].tolist() == ["ok"] and fits.attrs["noise"] is not None
+    assert fits["Metadata_Status"].tolist() == ["inactive"]
+    assert fits.attrs["noise"]["n"] == 12 and fits.attrs["noise"]["k"] == 3.0
+    assert dr.fit_all(table)["Metadata_Status"].tolist() == ["ok"]  # no controls in the table: no noise known
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
@@ -283,8 +288,9 @@ def _site_stats(screen) -> pd.DataFrame:
 def test_active_calls_against_the_synthetic_truth(synth_screen) -> None:
     """The session's synthetic screen (2 cell types x 2 plates, 8 compounds x 6 doses x 2 wells per plate):
     plain image statistics, plate-normalized to C-, one On axis; then fit every compound and score the
-    calls against ground_truth.csv. Measured: precision 1.0, recall 1.0 (5 true actives all ok, the 3
-    compounds without a rescue -- one of them cytotoxic -- all inactive); EC50 rank correlation 1.0."""
+    calls against ground_truth.csv. Measured: precision 1.0, recall 1.0 (the 5 true actives all ok; of
+    the 3 compounds without a rescue the 2 non-toxic ones are inactive, the cytotoxic one non-monotone);
+    EC50 rank correlation 1.0. (Screens of seeds 1-3: precision 1.0/0.83/1.0, recall 1.0/1.0/0.8.)"""
     from scipy.stats import spearmanr
 
     from gandl_core.analysis.profiles import normalize_plates
@@ -299,8 +305,9 @@ def test_active_calls_against_the_synthetic_truth(synth_screen) -> None:
     precision = (called & true).sum() / called.sum()
     recall = (called & true).sum() / true.sum()
     assert precision >= 0.99 and recall >= 0.8, (precision, recall, fits["Metadata_Status"].to_dict())
-    # what the old statuses could not say: the compounds without a rescue are "inactive", not fitted
-    assert (fits.loc[~true, "Metadata_Status"] == "inactive").all()
+    # what the old statuses could not say: the compounds without a rescue or toxicity are "inactive"
+    quiet = ~true & ~truth.loc[fits.index, "toxic"].astype(bool)
+    assert quiet.sum() == 2 and (fits.loc[quiet, "Metadata_Status"] == "inactive").all()
     ok = fits[fits["Metadata_Status"] == "ok"]
     rho = spearmanr(ok["ec50"], truth.loc[ok.index, "ec50_uM"]).statistic
     assert len(ok) >= 4 and rho > 0.7

@@ -24,10 +24,14 @@ the whole way from C- to C+; negative efficacy moves them away from C+.
     Fewer than 3 distinct positive doses (a 4-parameter curve needs at least 3) or fewer than 5
     wells; means only.
 ``inactive``
-    The response never leaves the negative controls' noise: no dose's mean score lies beyond
-    ``noise_sd`` (default 3) standard deviations of the negative-control wells' scores from their
-    mean. Needs the controls' scores (``noise=`` or a ``Metadata_Control == "negative"`` row set in
-    :func:`fit_all`); without them this status is never given. No EC50 is reported.
+    The response never leaves the negative controls' noise: no dose's mean score differs from the
+    negative controls' mean by ``noise_k`` (default 3) standard errors or more, the standard error
+    of a dose mean of n wells against m control wells being ``sd_C- * sqrt(1/n + 1/m)``
+    (``sd_C-``: SD of the control wells' scores). With one well per dose this is the classic "3 SD
+    of the negative controls"; with replicates a dose mean is held to its own, smaller noise. Needs
+    the controls' scores (``noise=``, or :func:`control_noise` in :func:`fit_all`: the out-of-fold
+    control scores of ``project`` when known); without them this status is never given. No EC50 is
+    reported.
 ``flat``
     The Hill curve is not significantly better than a constant (extra-sum-of-squares F test,
     p >= ``alpha``); EC50 and CIs are NaN.
@@ -158,9 +162,9 @@ class HillFit:
         p-value of the F test "Hill curve vs constant" (small = real dose trend).
     monotone_r2
         Fraction of the dose means' spread explained by the best monotone fit.
-    max_dev_sd
-        Largest distance of a dose mean from the negative controls' mean, in control SDs (NaN
-        without control noise); ``inactive`` when below ``noise_sd``.
+    max_dev_se
+        Largest distance of a dose mean from the negative controls' mean, in standard errors of
+        that dose mean (NaN without control noise); ``inactive`` when below ``noise_k``.
     ci
         95% intervals ``{"bottom": (lo, hi), "top": ..., "ec50": ..., "hill": ..., "efficacy": ...}``,
         clipped to the fit's bounds.
@@ -178,7 +182,7 @@ class HillFit:
     r2: float = float("nan")
     p_flat: float = float("nan")
     monotone_r2: float = float("nan")
-    max_dev_sd: float = float("nan")
+    max_dev_se: float = float("nan")
     n: int = 0
     n_doses: int = 0
     dose_min: float = float("nan")
@@ -256,14 +260,16 @@ def _isotonic_r2(doses: np.ndarray, means: np.ndarray, weights: np.ndarray) -> f
     return 1.0 - best / ss
 
 
-def _max_dev_sd(means: np.ndarray, noise: tuple[float, float] | None) -> float:
-    """Largest |dose mean - control mean| in control SDs; NaN when the noise is unknown or zero."""
+def _max_dev_se(means: np.ndarray, counts: np.ndarray, noise: Sequence[float] | None) -> float:
+    """Largest |dose mean - control mean| in standard errors ``sd sqrt(1/n_dose + 1/n_controls)``;
+    NaN when the noise is unknown or zero. ``noise``: (mean, sd) or (mean, sd, n_controls)."""
     if noise is None:
         return float("nan")
-    center, sd = (float(v) for v in noise)
+    center, sd = float(noise[0]), float(noise[1])
+    m = float(noise[2]) if len(noise) > 2 and noise[2] else np.inf
     if not (np.isfinite(center) and np.isfinite(sd) and sd > 0):
         return float("nan")
-    return float(np.max(np.abs(means - center)) / sd)
+    return float(np.max(np.abs(means - center) / (sd * np.sqrt(1.0 / counts + 1.0 / m))))
 
 
 def _optimise(x: np.ndarray, y: np.ndarray, lower: list[float], upper: list[float]):
@@ -326,7 +332,7 @@ def _at_bounds(popt: np.ndarray, lower: list[float], upper: list[float]) -> str:
 
 def fit_hill(conc: Sequence[float] | np.ndarray, resp: Sequence[float] | np.ndarray, *, alpha: float = 0.05,
              window: float = CONTROL_WINDOW, min_monotone_r2: float = 0.7,
-             noise: tuple[float, float] | None = None, noise_sd: float = 3.0) -> HillFit:
+             noise: Sequence[float] | None = None, noise_k: float = 3.0) -> HillFit:
     """Fit a 4-parameter Hill curve to well-level responses of one compound.
 
     Never raises for a bad compound: flat, inactive, non-monotone, single-dose data and optimiser
@@ -346,10 +352,11 @@ def fit_hill(conc: Sequence[float] | np.ndarray, resp: Sequence[float] | np.ndar
     min_monotone_r2
         Below this share of dose-mean spread explained by a monotone fit, status is ``non-monotone``.
     noise
-        ``(mean, sd)`` of the negative-control wells' scores; ``None``: no ``inactive`` status.
-    noise_sd
-        A compound is ``inactive`` when no dose mean lies more than this many control SDs from the
-        control mean.
+        ``(mean, sd)`` or ``(mean, sd, n)`` of the negative-control wells' scores (n wells; unknown n
+        counts as many); ``None``: no ``inactive`` status.
+    noise_k
+        A compound is ``inactive`` when no dose mean lies ``noise_k`` standard errors or more from
+        the control mean.
 
     Returns
     -------
@@ -375,7 +382,8 @@ def fit_hill(conc: Sequence[float] | np.ndarray, resp: Sequence[float] | np.ndar
     if doses.size == 0:
         return HillFit("single-dose", message="no well with a positive dose and a finite score", **base)
     means = np.array([y[c == d].mean() for d in doses])
-    base["max_dev_sd"] = _max_dev_sd(means, noise)
+    counts = np.array([(c == d).sum() for d in doses], dtype=float)
+    base["max_dev_se"] = _max_dev_se(means, counts, noise)
     if doses.size < 3:
         status = "single-dose" if doses.size == 1 else "too-few-doses"
         return HillFit(status, message=f"{doses.size} distinct dose(s); a Hill fit needs 3 or more", **base)
@@ -383,7 +391,6 @@ def fit_hill(conc: Sequence[float] | np.ndarray, resp: Sequence[float] | np.ndar
         return HillFit("too-few-doses", message=f"{c.size} wells; a 4-parameter fit needs at least 5", **base)
 
     x = np.log10(c)
-    counts = np.array([(c == d).sum() for d in doses], dtype=float)
     mono = _isotonic_r2(np.log10(doses), means, counts)
     base["monotone_r2"] = float(mono)
     ss0 = float(np.sum((y - y.mean()) ** 2))
@@ -399,9 +406,9 @@ def fit_hill(conc: Sequence[float] | np.ndarray, resp: Sequence[float] | np.ndar
         # Extra-sum-of-squares F test: 4-parameter curve vs a constant (1 parameter).
         base["p_flat"] = (float(stats.f.sf(((ss0 - sse) / 3.0) / (sse / (n - 4)), 3, n - 4)) if sse > 0
                           else (0.0 if ss0 > 0 else 1.0))  # exact fit: decide by the spread alone
-    if np.isfinite(base["max_dev_sd"]) and base["max_dev_sd"] < noise_sd:
-        return HillFit("inactive", message=f"every dose mean lies within {noise_sd:g} SD of the negative controls "
-                       f"(largest {base['max_dev_sd']:.2f} SD)", **base)
+    if np.isfinite(base["max_dev_se"]) and base["max_dev_se"] < noise_k:
+        return HillFit("inactive", message=f"every dose mean lies within {noise_k:g} standard errors of the negative "
+                       f"controls' mean (largest {base['max_dev_se']:.2f})", **base)
     if best is None:
         return HillFit("failed", message="the optimiser did not converge from any start", **base)
     if base["p_flat"] >= alpha:
@@ -456,8 +463,8 @@ def _treated(df: pd.DataFrame, score: str, compound: str, dose: str) -> pd.DataF
 
 
 def control_noise(df: pd.DataFrame, *, score: str = "OnScore", column: str = "Metadata_Control",
-                  value: str = "negative") -> tuple[float, float] | None:
-    """``(mean, sd)`` of the negative-control wells' scores: the noise band of the ``inactive`` rule.
+                  value: str = "negative") -> tuple[float, float, int] | None:
+    """``(mean, sd, n)`` of the negative-control wells' scores: the noise of the ``inactive`` rule.
 
     Out-of-fold figures first: a table written by ``gandl-core project`` / :func:`~.projection.project_table`
     carries its projection statistics (``df.attrs["gandl"]["projection"]``), whose
@@ -474,22 +481,22 @@ def control_noise(df: pd.DataFrame, *, score: str = "OnScore", column: str = "Me
 
     Returns
     -------
-    (float, float) or None
-        Mean and sample SD (ddof 1); ``None`` when neither source is there (or fewer than 2 control
-        rows with a finite score).
+    (float, float, int) or None
+        Mean, sample SD (ddof 1) and number of control wells; ``None`` when neither source is there
+        (or fewer than 2 control rows with a finite score).
     """
     df, score = resolve_score(df, score)
     stats = ((df.attrs.get("gandl") or {}).get("projection") or {}) if score == "OnScore" else {}
     m, sd = stats.get("on_mean_negative_oof"), stats.get("on_sd_negative_oof")
     if m is not None and sd is not None and np.isfinite(m) and np.isfinite(sd) and sd > 0:
-        return float(m), float(sd)
+        return float(m), float(sd), int(stats.get("n_negative") or 0)
     if column not in df.columns or score not in df.columns:
         return None
     v = pd.to_numeric(df.loc[df[column].astype(str) == value, score], errors="coerce").to_numpy(float)
     v = v[np.isfinite(v)]
     if v.size < 2:
         return None
-    return float(v.mean()), float(v.std(ddof=1))
+    return float(v.mean()), float(v.std(ddof=1)), int(v.size)
 
 
 def dose_response(df: pd.DataFrame, *, score: str = "OnScore", compound: str = "Metadata_Treatment",
@@ -525,7 +532,7 @@ def dose_response(df: pd.DataFrame, *, score: str = "OnScore", compound: str = "
 #: Columns of :func:`fit_all`'s table: Metadata_* strings first, then numbers only.
 FIT_COLUMNS = (["Metadata_Compound", "Metadata_Status", "Metadata_Message", "n", "n_doses", "dose_min", "dose_max",
                 "bottom", "top", "ec50", "log10_ec50", "hill", "efficacy", "r2", "p_flat", "monotone_r2",
-                "max_dev_sd"] + [f"{p}_ci_{e}" for p in CI_PARAMS for e in ("low", "high")])
+                "max_dev_se"] + [f"{p}_ci_{e}" for p in CI_PARAMS for e in ("low", "high")])
 #: Names of the string columns before they took the Metadata_ prefix (dose_fits.csv of older versions).
 _OLD_FIT_COLUMNS = {"compound": "Metadata_Compound", "status": "Metadata_Status", "message": "Metadata_Message",
                     "hit": "Metadata_Hit", "rule": "Metadata_Rule"}
@@ -539,7 +546,7 @@ def with_fit_names(fits: pd.DataFrame) -> pd.DataFrame:
 
 def fit_all(df: pd.DataFrame, *, score: str = "OnScore", compound: str = "Metadata_Treatment",
             dose: str = "Metadata_Concentration", alpha: float = 0.05, window: float = CONTROL_WINDOW,
-            noise: tuple[float, float] | str | None = "auto", noise_sd: float = 3.0) -> pd.DataFrame:
+            noise: Sequence[float] | str | None = "auto", noise_k: float = 3.0) -> pd.DataFrame:
     """Fit :func:`fit_hill` to every compound of a table.
 
     Parameters
@@ -549,11 +556,11 @@ def fit_all(df: pd.DataFrame, *, score: str = "OnScore", compound: str = "Metada
     alpha, window
         Passed to :func:`fit_hill`.
     noise
-        ``(mean, sd)`` of the negative controls' scores for the ``inactive`` rule; ``"auto"``: from the
-        table's ``Metadata_Control == "negative"`` rows (:func:`control_noise`), if any; ``None``: no
-        ``inactive`` status.
-    noise_sd
-        Width of the noise band in control SDs (default 3).
+        ``(mean, sd[, n])`` of the negative controls' scores for the ``inactive`` rule; ``"auto"``:
+        :func:`control_noise` (out-of-fold statistics carried by a ``project`` scores table, else the
+        ``Metadata_Control == "negative"`` rows), if any; ``None``: no ``inactive`` status.
+    noise_k
+        Standard errors a dose mean must reach to leave the control noise (default 3).
 
     Returns
     -------
@@ -566,14 +573,15 @@ def fit_all(df: pd.DataFrame, *, score: str = "OnScore", compound: str = "Metada
     DataError
         A column is missing, or no row names a compound.
     ConfigError
-        ``noise`` is neither "auto", None nor a (mean, sd) pair.
+        ``noise`` is neither "auto", None nor (mean, sd[, n]).
     """
     if isinstance(noise, str):
         if noise != "auto":
             raise ConfigError(f"fit_all: noise={noise!r}; use 'auto', None or (mean, sd).")
         noise = control_noise(df, score=score)
-    elif noise is not None and len(noise) != 2:
-        raise ConfigError(f"fit_all: noise={noise!r}; give (mean, sd) of the negative controls' scores.")
+    elif noise is not None and len(noise) not in (2, 3):
+        raise ConfigError(f"fit_all: noise={noise!r}; give (mean, sd) or (mean, sd, n) of the negative controls' "
+                          "scores.")
     df, score = resolve_score(df, score)
     d = _treated(df, score, compound, dose)
     if d.empty:
@@ -582,19 +590,20 @@ def fit_all(df: pd.DataFrame, *, score: str = "OnScore", compound: str = "Metada
     rows = []
     for name, sub in d.groupby("compound", sort=True):
         res = fit_hill(sub["dose"].to_numpy(), sub["score"].to_numpy(), alpha=alpha, window=window,
-                       noise=noise, noise_sd=noise_sd)
+                       noise=noise, noise_k=noise_k)
         d_ = res.as_dict()
         rows.append({"Metadata_Compound": name, "Metadata_Status": d_.pop("status"),
                      "Metadata_Message": d_.pop("message"), **d_})
     out = pd.DataFrame(rows)[FIT_COLUMNS]
     band = ("no negative-control scores, so no 'inactive' status" if noise is None else
-            f"inactive if every dose mean is within {noise_sd:g} SD of the negative controls "
-            f"({noise[0]:.3g} +- {noise[1]:.3g})")
+            f"inactive if every dose mean is within {noise_k:g} standard errors of the negative controls' mean "
+            f"(mean {noise[0]:.3g}, well SD {noise[1]:.3g}, SE = SD sqrt(1/n_dose + 1/n_controls))")
     out.attrs["method"] = (f"4-parameter Hill fit of {score!r} vs {dose!r} per {compound!r} (well level, "
                            f"log10 EC50, slope 0.1-10, 95% CIs clipped to those bounds); {band}; flat if F test "
                            f"vs constant p >= {alpha}; extrapolated if EC50 outside the tested doses; "
                            f"efficacy = (top - bottom) / {window:g}")
-    out.attrs["noise"] = None if noise is None else {"mean": noise[0], "sd": noise[1], "k_sd": noise_sd}
+    out.attrs["noise"] = None if noise is None else {"mean": float(noise[0]), "sd": float(noise[1]),
+                                                     "n": int(noise[2]) if len(noise) > 2 else None, "k": noise_k}
     return out
 
 

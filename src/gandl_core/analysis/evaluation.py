@@ -211,7 +211,7 @@ def _folds(y: np.ndarray, groups: np.ndarray, *, cv, test_size: float, seed: int
         else:
             cv = max(2, min(AUTO_CV_FOLDS, int(per_class.min())))
             why = (f"{n_wells} wells < {AUTO_CV_WELLS}: {cv}-fold cross-validation grouped by well, every well "
-                   "tested once (a 25% split would test only a handful of wells)")
+                   f"tested once (a 25% split would test about {max(2, round(test_size * n_wells))})")
     else:
         why = "one split by well (cv=None)" if cv is None else f"{int(cv)}-fold cross-validation grouped by well"
     if cv is None:

@@ -14,7 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Input: a scores table from 'gandl-core project' (has an OnScore column; On from older "
         "versions is read too), or a profile table (then the On score is fitted first from --positive/--negative "
         "controls). Status per compound: ok, extrapolated (EC50 outside the tested doses), inactive (no dose mean "
-        "beyond --noise-sd SD of the negative controls), flat (no significant trend), non-monotone, "
+        "--noise-k or more standard errors away from the negative controls' mean), flat (no significant trend), non-monotone, "
         "too-few-doses/single-dose, failed. Writes DIR/dose_summary.csv (mean/sd/n per compound x dose), "
         "dose_fits.csv (one row per compound: status, EC50, hill, efficacy, each with a 95 percent CI, R2), "
         "hits.csv (ranked, with the hit rule) and dose_<compound>.png for the top ones.",
@@ -29,9 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--min-efficacy", type=float, default=0.5,
                    help="hit rule: |top-bottom| as a fraction of the C- -> C+ window (default 0.5)")
     p.add_argument("--min-r2", type=float, default=0.5, help="hit rule: minimum R2 of the fit (default 0.5)")
-    p.add_argument("--noise-sd", type=float, default=3.0, metavar="K",
-                   help="inactive when no dose mean lies more than K SD of the negative controls' scores from "
-                   "their mean (default 3; the out-of-fold controls of 'project' when known)")
+    p.add_argument("--noise-k", type=float, default=3.0, metavar="K",
+                   help="inactive when no dose mean lies K standard errors or more from the negative controls' "
+                   "mean (SE = control SD x sqrt(1/n_dose + 1/n_controls); the out-of-fold control scores of "
+                   "'project' when known; default 3)")
     p.add_argument("--direction", default=None, help="hit rule direction (see dose_response.hit_list)")
     p.add_argument("--top", type=int, default=6, help="dose plots for this many top-ranked compounds (default 6)")
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder")
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         df = df[~df[args.compound_col].astype(str).isin(args.exclude)]
     summary = dr.dose_response(df, score=args.score_col, compound=args.compound_col, dose=args.dose_col)
     fits = dr.fit_all(df, score=args.score_col, compound=args.compound_col, dose=args.dose_col, noise=noise,
-                      noise_sd=args.noise_sd)
+                      noise_k=args.noise_k)
     kw = dict(min_efficacy=args.min_efficacy, min_r2=args.min_r2)
     if args.direction:
         kw["direction"] = args.direction
