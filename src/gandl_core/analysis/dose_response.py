@@ -10,8 +10,8 @@ Three steps, each a plain function on a table:
 
   ``bottom`` is the response at low dose, ``top`` at high dose; ``hill > 0`` always, so a falling
   curve has ``top < bottom`` (this keeps the fit identifiable). EC50 is fitted as ``log10(EC50)``
-  (uM if the doses are uM), bounded to two decades around the tested range. 95% confidence
-  intervals come from the covariance matrix (Student t with n - 4 degrees of freedom).
+  (uM if the doses are uM), bounded to two decades around the tested range, with 95% confidence
+  intervals (below).
 * :func:`hit_list` -- ranks the fits and flags hits with an explicit rule (kept in the output).
 
 **Efficacy** is ``(top - bottom) / window`` with ``window = 2``: the distance between the negative
@@ -51,10 +51,13 @@ the whole way from C- to C+; negative efficacy moves them away from C+.
 A compound is **called active** when its status is ``ok`` or ``extrapolated``
 (:data:`ACTIVE_STATUSES`).
 
-**Confidence intervals** (95%) are Wald intervals from the covariance of the fit (Student t with
-n - 4 degrees of freedom), computed on the fitted scale (log10 EC50) and clipped to the fit's
-bounds: a Hill slope's interval never goes below 0.1 or above 10, an EC50's never beyond two decades
-outside the tested doses. A parameter that ends at a bound is named in ``message``.
+**Confidence intervals** (95%): EC50 and Hill slope by profile likelihood
+(:mod:`._hill_profile`: the values whose refitted curve is not significantly worse, F test with 1
+and n - 4 degrees of freedom), on a grid inside the fit's bounds -- a slope's interval never goes
+below 0.1 or above 10, an EC50's never beyond the two-decade margin, and a steep curve's EC50 is
+pinned to the gap between its doses. Bottom, top and efficacy: Wald intervals from the covariance
+(Student t, n - 4 dof), clipped to the bounds. A parameter that ends at a bound, and an EC50
+interval the data leave open on one side, are named in ``message``.
 
 **Tables** follow the profile-table contract: string columns are ``Metadata_*``
 (``Metadata_Compound``, ``Metadata_Status``, ``Metadata_Message``, and in the hit list
