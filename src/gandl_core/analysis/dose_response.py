@@ -417,6 +417,13 @@ def fit_hill(conc: Sequence[float] | np.ndarray, resp: Sequence[float] | np.ndar
     if base["p_flat"] >= alpha:
         return HillFit("flat", message=f"no significant dose trend (F test p = {base['p_flat']:.3g} >= {alpha})",
                        **base)
+    return _fitted(x, y, best, base, lower, upper, window=window, mono_ok=mono >= min_monotone_r2)
+
+
+def _fitted(x: np.ndarray, y: np.ndarray, best: tuple, base: dict, lower: list[float], upper: list[float], *,
+            window: float, mono_ok: bool) -> HillFit:
+    """The HillFit of a significant curve: non-monotone, extrapolated or ok, with its intervals."""
+    n = x.size
     sse, popt, jac = best
     try:  # covariance as curve_fit computes it: s^2 (J^T J)^-1
         pcov = np.linalg.pinv(jac.T @ jac) * (sse / max(n - 4, 1))
@@ -424,9 +431,9 @@ def fit_hill(conc: Sequence[float] | np.ndarray, resp: Sequence[float] | np.ndar
         pcov = np.full((4, 4), np.nan)
     bottom, top, log_ec50, slope = (float(v) for v in popt)
     notes = []
-    if mono < min_monotone_r2:
+    if not mono_ok:
         status = "non-monotone"
-        notes.append(f"a monotone fit explains only {mono:.0%} of the dose means' spread (rise and fall)")
+        notes.append(f"a monotone fit explains only {base['monotone_r2']:.0%} of the dose means' spread (rise and fall)")
     elif not base["dose_min"] <= 10**log_ec50 <= base["dose_max"]:
         status = "extrapolated"
         side = "below the lowest" if 10**log_ec50 < base["dose_min"] else "above the highest"
