@@ -217,7 +217,7 @@ class AnalysisWidget(QWidget):
         self.scores, self.z_prime = scores, zp
         session.merge_wells(scores)
         session.extras["controls"] = (self.column.value, self.positive.value, self.negative.value)
-        self.z_label.setText(f"Z' (On axis, {self.positive.value} vs {self.negative.value}) = {zp:.3f}")
+        self.z_label.setText(f"Z' out of fold (On axis, {self.positive.value} vs {self.negative.value}) = {zp:.3f}")
         self.refresh_choices()
         self.colour_by.value = ON
         self.apply_colour()
