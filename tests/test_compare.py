@@ -46,6 +46,8 @@ def test_signal_beats_noise():
     assert s[("controls", "z_prime")] > 0.3 and n[("controls", "z_prime")] < 0
     assert s[("controls", "n_dose_fits")] == 4 and n[("controls", "n_dose_fits")] <= 1
     assert s[("controls", "ec50_spearman")] == pytest.approx(1.0)
+    # every compound of the truth is active: the signal table calls all 4, the noise table at most 1
+    assert s[("controls", "active_recall")] == 1.0 and n[("controls", "active_recall")] <= 0.25
     assert s[("replicate", "replicate_map")] > n[("replicate", "replicate_map")] + 0.2
     assert ("controls [A]", "accuracy") in res.index and ("controls [B]", "z_prime") in res.index
     md = to_markdown(res)
