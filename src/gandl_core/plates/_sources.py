@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..errors import DataError
 from ._images import PATH_PREFIX, STACK_SEP, channel_axis, image_info
+from .wells import normalize_well as _normalize_well
 
 # RxRx channel maps: w1..wN -> stain name.
 # RxRx19a (5 stains; rxrx-datasets rxrx19a/README and Heiser et al. 2020): Hoechst, ConA,
@@ -42,7 +43,6 @@ RXRX_COLUMNS = {
 }
 
 _RXRX_FILE = re.compile(r"^(?P<well>[A-Za-z]{1,2}\d{1,3})_s(?P<site>\d+)_w(?P<channel>\d+)\.png$", re.I)
-_WELL = re.compile(r"^\s*([A-Za-z]{1,2})[-_ ]?0*(\d{1,3})\s*$")
 
 # File-name patterns tried, in order, on a folder of TIFFs when no pattern= is given.
 # A pattern without a 'channel' group means one multichannel stack per site.
@@ -77,12 +77,8 @@ def camel(name: str) -> str:
 
 
 def normalize_well(value: object, where: str) -> str:
-    """``b2``, ``B2``, ``B-02`` -> ``B02`` (row letters + at least 2-digit column)."""
-    m = _WELL.match(str(value))
-    if not m:
-        raise DataError(f"{where}: well {value!r} is not a well name like 'B02' (row letter(s) + column "
-                        "number). Fix the well column.")
-    return f"{m.group(1).upper()}{int(m.group(2)):02d}"
+    """``b2``, ``B2``, ``B-02`` -> ``B02`` (row letters + at least 2-digit column; see :mod:`.wells`)."""
+    return _normalize_well(value, where=where)
 
 
 def line_of(i: int, csv: Path) -> str:
