@@ -175,7 +175,7 @@ def test_disk_full_in_the_cli_is_one_line(tmp_path, small_data, monkeypatch, cap
     _disk_full_on_call(monkeypatch, 1)  # not even the first checkpoint fits
     rc = main(["train", str(small_data), "-o", str(tmp_path / "run"), "--preset", "cpu-tiny", "--kimg", str(STEP)])
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err[-1:]) == 1 and err[-1].startswith("gandl-core train: error:")
+    assert rc == 1 and len(err[-1:]) == 1 and err[-1].startswith("gandl-core train: error:")
     assert "no space left" in err[-1] and "no checkpoint could be written" in err[-1]
     ckpts = tmp_path / "run" / "checkpoints"
     assert not (ckpts.exists() and any(ckpts.iterdir()))  # nothing half-written, no snapshot
@@ -218,15 +218,28 @@ def test_a_diverged_run_does_not_overwrite_the_last_good_checkpoint(tmp_path, in
 # ------------------------------------------------------------------------------------- bad options
 
 
-@pytest.mark.parametrize("flags,option", [(["--lr-g", "nan"], "lr_g"), (["--lr-d", "inf"], "lr_d"),
-                                          (["--r1-gamma", "nan"], "r1_gamma"), (["--device", "gpu"], "device"),
-                                          (["--minutes", "nan"], "time_limit_s")])
-def test_bad_numbers_and_devices_are_one_line_before_any_work(tmp_path, small_data, capsys, flags, option):
+@pytest.mark.parametrize("option,value", [("lr_g", float("nan")), ("lr_d", float("inf")), ("lr_d", 0.0),
+                                          ("r1_gamma", float("nan")), ("time_limit_s", float("nan")),
+                                          ("beta2", 1.0), ("cache_gib", -1.0), ("device", "gpu"),
+                                          ("keep_checkpoints", -1)])
+def test_bad_numbers_and_devices_are_refused_by_the_config(option, value):
+    """The Python API and napari build TrainConfigs directly: `lr_g=nan` used to start a run that 'diverged'."""
+    with pytest.raises(ConfigError, match=f"'{option}'"):
+        TrainConfig.from_preset("cpu-tiny", **{option: value})
+
+
+@pytest.mark.parametrize("flags,words", [(["--lr-g", "nan"], "--lr-g"), (["--device", "gpu"], "device"),
+                                         (["--cache-gib", "inf"], "--cache-gib")])
+def test_bad_numbers_and_devices_in_the_cli_are_one_line_before_any_work(tmp_path, small_data, capsys, flags,
+                                                                          words):
     from gandl_core.cli import main
 
-    rc = main(["train", str(small_data), "-o", str(tmp_path / "run"), "--preset", "cpu-tiny"] + flags)
+    try:
+        rc = main(["train", str(small_data), "-o", str(tmp_path / "run"), "--preset", "cpu-tiny"] + flags)
+    except SystemExit as exc:  # argparse's usage error
+        rc = exc.code
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1 and f"'{option}'" in err[0], err
+    assert rc in (1, 2) and words in err[-1] and "Traceback" not in "".join(err), err
     assert not (tmp_path / "run").exists()  # refused before the run folder was made
 
 
