@@ -1,0 +1,137 @@
+"""``gandl-core explain``: what the On axis sees -- real sites along it, and the generator's illustrations.
+
+Examples::
+
+    gandl-core explain screen/ project/ -o explain/ --readout-channel RNA --where Metadata_CellType=HRCE
+    gandl-core explain plate.csv project/ -o explain/ --crop 128 --no-generator
+
+Writes DIR/montage.png + montage.csv (real sites at quantiles of the On score), and unless
+--no-generator DIR/strip.png + strip.csv (fakes of the run's generator moved along the axis;
+illustrations, not measurements), and DIR/explain.json (options, readout correlations, fit quality).
+The profile table, embeddings and checkpoint are found from the files' provenance
+(scores.parquet -> profiles -> embeddings -> checkpoint) unless given.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ._common import add_data_argument
+
+HELP = "montage of real sites along the On axis and generator strips moving along it (illustrations)"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("explain", help=HELP, description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_argument(p)
+    p.add_argument("project", metavar="PROJECT", help="output folder of 'gandl-core project' (or its scores.parquet)")
+    p.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--channels", metavar="A,B,..", help="select/reorder the plate's channels (as for embed)")
+    p.add_argument("--n", type=int, default=7, help="quantiles of the On score (montage columns, default 7)")
+    p.add_argument("--per-quantile", type=int, default=1, help="wells per quantile (montage rows, default 1)")
+    p.add_argument("--crop", type=int, default=None, metavar="PX", help="centre crop of each field (default: whole)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sites and of the generator's styles")
+    p.add_argument("--where", action="append", default=[], metavar="COL=VALUE",
+                   help="montage: only wells whose COL equals VALUE (repeatable), e.g. Metadata_CellType=HRCE")
+    p.add_argument("--readout-channel", metavar="NAME", default=None,
+                   help="channel read with the spot-fraction (puncta) readout in both figures (default: the only "
+                        "channel of a one-channel plate, else none)")
+    g = p.add_argument_group("generator's view")
+    g.add_argument("--no-generator", action="store_true", help="montage only")
+    g.add_argument("--checkpoint", metavar="CKPT", help="training checkpoint (default: the one the embeddings name)")
+    g.add_argument("--profiles", metavar="TABLE", help="profile table the projection was fitted on (default: recorded)")
+    g.add_argument("--embeddings", metavar="TABLE", help="embeddings the profiles came from (default: recorded)")
+    g.add_argument("--method", choices=["direction", "optimize"], default="direction",
+                   help="move along a direction in W fitted to fake scores (default), or optimize each fake")
+    g.add_argument("--starts", type=int, default=4, help="strips (random starting styles), default 4")
+    g.add_argument("--steps", type=int, default=7, help="images per strip, default 7")
+    g.add_argument("--span", type=float, nargs=2, default=(-1.0, 1.0), metavar=("FROM", "TO"),
+                   help="first and last target On score (default -1 1: C- mean to C+ mean)")
+    g.add_argument("--n-fit", type=int, default=1024, help="fakes sampled to fit the direction (default 1024)")
+    g.add_argument("--device", default="cpu", help="torch device for the generator (default cpu)")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty DIR")
+    p.set_defaults(func=run)
+
+
+def _where(scores, clauses: list[str]):
+    """Rows of ``scores`` whose columns equal the given values (compared as text; never evaluated)."""
+    from ..errors import ConfigError
+
+    keep = None
+    for clause in clauses:
+        col, sep, value = clause.partition("=")
+        if not sep or col.strip() not in scores.columns:
+            raise ConfigError(f"--where {clause!r}: use COL=VALUE with COL one of {list(scores.columns)[:10]}.")
+        m = scores[col.strip()].astype(str) == value.strip()
+        keep = m if keep is None else keep & m
+    if keep is None:
+        return scores
+    if not keep.any():
+        raise ConfigError(f"--where {' '.join(clauses)} selects no well.")
+    return scores[keep]
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..analysis import explain, explain_plots
+    from ..errors import DataError
+    from ..locks import output_lock
+    from ..plates import build_index
+    from ..tables import read_table, write_json, write_table
+
+    out = Path(args.out)
+    if out.exists() and any(p for p in out.iterdir() if not p.name.startswith(".")) and not args.overwrite:
+        raise DataError(f"{out} is not empty: choose another -o or pass --overwrite.")
+    proj = Path(args.project)
+    scores = read_table(proj / "scores.parquet" if proj.is_dir() else proj)
+    channels = [c.strip() for c in args.channels.split(",") if c.strip()] if args.channels else None
+    index = build_index(args.data, channels=channels)
+    out.mkdir(parents=True, exist_ok=True)
+    with output_lock(out, command="explain"):
+        montage = explain.axis_montage(_where(scores, args.where), index, n=args.n, per_quantile=args.per_quantile,
+                                       crop=args.crop, seed=args.seed)
+        rc = args.readout_channel or (montage.channels[0] if len(montage.channels) == 1 else None)
+        numbers = {"montage_wells_available": montage.info["wells_available"], "readout": "spot_fraction",
+                   "readout_channel": rc, "where": args.where}
+        table = montage.table
+        if rc:
+            reads, rho = explain.readout(montage, channel=rc)
+            table = table.assign(readout=reads["readout"].to_numpy())
+            numbers["montage_readout_spearman"] = rho
+        write_table(table, out / "montage.csv")
+        explain_plots.montage_figure(montage, out / "montage.png")
+        written = ["montage.png", "montage.csv"]
+        if not args.no_generator:
+            numbers.update(_generator(args, out, rc))
+            written += ["strip.png", "strip.csv"] + ([f"strip_{rc}.png"] if rc else [])
+        write_json(out / "explain.json", numbers)
+    print(f"wrote {out}/" + ", ".join(written + ["explain.json"]))
+    return 0
+
+
+def _generator(args: argparse.Namespace, out: Path, rc: str | None) -> dict:
+    """Fit the axis onto raw D features, draw the strips; returns the numbers for explain.json."""
+    from ..analysis import explain, explain_plots
+    from ..analysis.explain_generator import ILLUSTRATION_NOTE, generator_strip, load_feature_axis
+    from ..errors import DataError
+    from ..tables import write_table
+
+    axis, recorded = load_feature_axis(args.project, profiles=args.profiles, embeddings=args.embeddings)
+    ckpt = args.checkpoint or recorded
+    if not ckpt:
+        raise DataError("the embeddings name no checkpoint: give --checkpoint (the run whose D made them).")
+    strip = generator_strip(ckpt, axis, starts=args.starts, steps=args.steps, span=args.span, method=args.method,
+                            n_fit=args.n_fit, seed=args.seed, device=args.device)
+    table = strip.table
+    numbers = {f"strip_{k}": v for k, v in strip.info.items() if k != "note"}
+    numbers["note"] = ILLUSTRATION_NOTE
+    numbers["strip_score_spearman"] = float(table[["position", "score"]].corr("spearman").iloc[0, 1])
+    if rc:
+        reads, rho = explain.readout(strip, channel=rc)
+        table = table.assign(readout=reads["readout"].to_numpy())
+        numbers["strip_readout_spearman"] = rho
+        explain_plots.strip_figure(strip, out / f"strip_{rc}.png", channel=rc)
+    write_table(table, out / "strip.csv")
+    explain_plots.strip_figure(strip, out / "strip.png")
+    return numbers
