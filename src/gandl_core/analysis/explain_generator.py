@@ -46,7 +46,7 @@ from ..errors import CheckpointError, ConfigError, DataError
 from ..tables import feature_columns
 
 __all__ = ["ProfileAxis", "FeatureAxis", "Strip", "profile_axis", "feature_axis", "load_feature_axis", "generator_strip",
-           "ILLUSTRATION_NOTE", "METHODS"]
+           "strip_from_networks", "ILLUSTRATION_NOTE", "METHODS"]
 
 ILLUSTRATION_NOTE = ("Illustration, not a measurement: images invented by the run's generator, moved along the On "
                      "axis; the scores are those of D's features of each fake mapped onto the axis.")
@@ -260,9 +260,10 @@ class Strip:
     info: dict = field(default_factory=dict)
 
     def raw_images(self) -> np.ndarray:
-        """The images in the plate's raw intensity units (the normalizer undone)."""
+        """The images in the plate's raw intensity units: clipped to [-1, 1] (the range of the
+        normalized real images G learned from), then the normalizer undone."""
         n, r = self.images.shape[:2]
-        flat = self.images.reshape(n * r, *self.images.shape[2:])
+        flat = np.clip(self.images.reshape(n * r, *self.images.shape[2:]), -1.0, 1.0)
         return self.normalizer.inverse(flat).reshape(self.images.shape)
 
 
@@ -324,25 +325,35 @@ def _fit_direction(w: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, float, flo
 
 
 def _direction_styles(G: Any, D: Any, axis: FeatureAxis, w0: np.ndarray, unit: np.ndarray, sd_along: float,
-                      targets: np.ndarray, max_shift: float, batch: int, grid: int = 17) -> tuple[np.ndarray, np.ndarray]:
+                      targets: np.ndarray, max_shift: float, batch: int, grid: int = 17,
+                      refine: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """Styles [steps, starts, w_dim] on the line through each start along ``unit`` whose fakes score
     the targets, and their shifts (in sd of the sampled styles along the line).
 
-    Each start's line is sampled at ``grid`` shifts in [-max_shift, max_shift]; the fakes there are
-    scored, and each target is read off by linear interpolation of shift against score (made
-    monotone with a running maximum). Targets outside the scores a line reaches get its end.
+    Each start's line is sampled at ``grid`` shifts in [-max_shift, max_shift] and its fakes scored;
+    each target's shift is read off by linear interpolation of shift against score (the scores made
+    monotone with a running maximum, i.e. the first crossing), the fakes there are scored and added
+    to the samples, ``refine`` times (regula falsi). Targets outside what a line reaches get its end.
     """
     import torch
 
-    lam = np.linspace(-max_shift, max_shift, int(grid))
-    line = w0[:, None, :] + (lam * sd_along)[None, :, None] * unit[None, None, :]  # [starts, grid, w_dim]
-    _, s = _score_fakes(G, D, axis, torch.as_tensor(line.reshape(-1, line.shape[-1]), dtype=torch.float32), batch)
-    s = np.maximum.accumulate(s.reshape(len(w0), len(lam)), axis=1)
-    shift = np.empty((len(targets), len(w0)))
-    for r in range(len(w0)):
-        shift[:, r] = np.interp(targets, s[r], lam)  # np.interp clips to the ends: the line's reach
-    ws = w0[None] + (shift * sd_along)[..., None] * unit[None, None]
-    return ws, shift
+    def scores(lams: np.ndarray) -> np.ndarray:  # lams [starts, k] -> scores [starts, k]
+        line = w0[:, None, :] + (lams * sd_along)[..., None] * unit[None, None, :]
+        flat = torch.as_tensor(line.reshape(-1, line.shape[-1]), dtype=torch.float32)
+        return _score_fakes(G, D, axis, flat, batch)[1].reshape(lams.shape)
+
+    lam = np.tile(np.linspace(-max_shift, max_shift, int(grid)), (len(w0), 1))
+    val = scores(lam)
+    shift = np.empty((len(w0), len(targets)))
+    for it in range(int(refine) + 1):
+        for r in range(len(w0)):
+            order = np.argsort(lam[r], kind="stable")
+            mono = np.maximum.accumulate(val[r, order])
+            shift[r] = np.interp(targets, mono, lam[r, order])  # np.interp clips to the line's reach
+        if it < refine:
+            lam, val = np.concatenate([lam, shift], axis=1), np.concatenate([val, scores(shift)], axis=1)
+    ws = w0[None] + (shift.T * sd_along)[..., None] * unit[None, None]
+    return ws, shift.T
 
 
 def _optimize_styles(G: Any, D: Any, axis: FeatureAxis, w0: np.ndarray, targets: np.ndarray, w_sd: float,
@@ -368,8 +379,23 @@ def _optimize_styles(G: Any, D: Any, axis: FeatureAxis, w0: np.ndarray, targets:
     return ws, shift
 
 
+def _check_options(method: str, starts: int, steps: int, n_fit: int, span: Sequence[float] | str) -> None:
+    if method not in METHODS:
+        raise ConfigError(f"--method {method!r}: choose one of {', '.join(METHODS)}.")
+    if int(starts) < 1 or int(steps) < 2 or int(n_fit) < 16:
+        raise ConfigError(f"--starts {starts} / --steps {steps} / n_fit {n_fit}: need >= 1 start, >= 2 steps and "
+                          ">= 16 fakes to fit on.")
+    if isinstance(span, str):
+        if span != "auto":
+            raise ConfigError(f"--span {span!r}: give two scores (e.g. -1 1) or 'auto'.")
+        return
+    lo, hi = (float(v) for v in span)
+    if not lo < hi:
+        raise ConfigError(f"--span {lo} {hi}: the first target must be below the last (C- end first).")
+
+
 def generator_strip(checkpoint: str | os.PathLike, axis: FeatureAxis, *, starts: int = 4, steps: int = 7,
-                    span: Sequence[float] = (-1.0, 1.0), method: str = "direction", n_fit: int = 1024,
+                    span: Sequence[float] | str = (-1.0, 1.0), method: str = "direction", n_fit: int = 1024,
                     seed: int = 0, max_shift: float = 4.0, iters: int = 30, lam: float = 0.1,
                     batch: int = 64, device: str = "cpu") -> Strip:
     """Fakes of the run's generator that move along the On axis, ``steps`` targets for ``starts`` starts.
@@ -383,7 +409,9 @@ def generator_strip(checkpoint: str | os.PathLike, axis: FeatureAxis, *, starts:
     starts, steps
         Strips (random starting styles) and images per strip.
     span
-        First and last target On score (default the C- mean -1 to the C+ mean +1).
+        First and last target On score (default the C- mean -1 to the C+ mean +1), or ``"auto"``:
+        the 10th to the 90th percentile of the sampled fakes' scores (for fakes that do not reach
+        the control levels).
     method
         ``"direction"`` (move along a direction in W fitted to the scores of ``n_fit`` fakes) or
         ``"optimize"`` (gradient steps in W towards each target, penalised by the distance to the start).
@@ -410,23 +438,38 @@ def generator_strip(checkpoint: str | os.PathLike, axis: FeatureAxis, *, starts:
     CheckpointError
         The checkpoint lacks G or D, or is not the one the embeddings were made with.
     """
-    import torch
-
-    if method not in METHODS:
-        raise ConfigError(f"--method {method!r}: choose one of {', '.join(METHODS)}.")
-    if int(starts) < 1 or int(steps) < 2 or int(n_fit) < 16:
-        raise ConfigError(f"--starts {starts} / --steps {steps} / n_fit {n_fit}: need >= 1 start, >= 2 steps and "
-                          ">= 16 fakes to fit on.")
-    lo, hi = (float(v) for v in span)
-    if not lo < hi:
-        raise ConfigError(f"--span {lo} {hi}: the first target must be below the last (C- end first).")
+    _check_options(method, starts, steps, n_fit, span)
     G, D, normalizer, info = _load_gd(checkpoint, device)
     _check_axis(axis, D, info)
+    channels = list(info.get("channel_names") or normalizer.channels or [])
+    strip = strip_from_networks(G, D, normalizer, axis, channels=channels, starts=starts, steps=steps, span=span,
+                                method=method, n_fit=n_fit, seed=seed, max_shift=max_shift, iters=iters, lam=lam,
+                                batch=batch, device=device)
+    strip.info.update({"checkpoint": info.get("path"), "kimg": info.get("kimg")})
+    return strip
+
+
+def strip_from_networks(G: Any, D: Any, normalizer: Any, axis: FeatureAxis, *, channels: Sequence[str],
+                        starts: int = 4, steps: int = 7, span: Sequence[float] | str = (-1.0, 1.0),
+                        method: str = "direction", n_fit: int = 1024, seed: int = 0, max_shift: float = 4.0,
+                        iters: int = 30, lam: float = 0.1, batch: int = 64, device: str = "cpu") -> Strip:
+    """:func:`generator_strip` on networks in memory (any ``G`` with ``z_dim``, ``num_ws``, ``mapping(z)``
+    and ``synthesis(ws, noise_mode=)``, any ``D`` with ``features``); the options are the same.
+
+    Raises
+    ------
+    ConfigError
+        Bad method, counts or span.
+    """
+    import torch
+
+    _check_options(method, starts, steps, n_fit, span)
     gen = torch.Generator().manual_seed(int(seed))
     z = torch.randn(int(n_fit), G.z_dim, generator=gen)
     with torch.no_grad():
         w = torch.cat([G.mapping(zb.to(device)) for zb in z.split(int(batch))]).float().cpu()
     _, s = _score_fakes(G, D, axis, w, int(batch))
+    lo, hi = (float(np.quantile(s, 0.1)), float(np.quantile(s, 0.9))) if span == "auto" else (float(v) for v in span)
     W = w.numpy().astype(np.float64)
     beta, icpt, r2 = _fit_direction(W, s)
     unit = beta / max(float(np.linalg.norm(beta)), 1e-12)
@@ -446,10 +489,9 @@ def generator_strip(checkpoint: str | os.PathLike, axis: FeatureAxis, *, starts:
     stats = {"method": method, "n_fit": int(n_fit), "seed": int(seed), "r2_cv": r2,
              "fake_score_q05": float(np.quantile(s, 0.05)), "fake_score_median": float(np.median(s)),
              "fake_score_q95": float(np.quantile(s, 0.95)), "span": [lo, hi], "max_shift": float(max_shift),
-             "checkpoint": info.get("path"), "kimg": info.get("kimg"), "note": ILLUSTRATION_NOTE}
+             "note": ILLUSTRATION_NOTE}
     images = imgs.reshape(len(targets), int(starts), *imgs.shape[1:]).astype(np.float32)
-    channels = list(info.get("channel_names") or normalizer.channels or [])
-    return Strip(images, table, channels, normalizer, stats)
+    return Strip(images, table, list(channels), normalizer, stats)
 
 
 def _recorded(path: str | None, what: str, option: str, via: str) -> str:

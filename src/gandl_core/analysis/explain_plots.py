@@ -5,6 +5,7 @@
   labelled with the well, site and score. All images share one contrast per channel.
 * :func:`strip_figure` -- one row per start (composite, or one channel), columns = target On
   scores; every image labelled with its measured score; the title says it is an illustration.
+  Fakes are shown on the fixed normalized range [-1, 1] (how the training data was scaled).
 
 Both return the PNG path and write it atomically (through :func:`gandl_core.analysis.plots._save`).
 """
@@ -17,6 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..errors import DataError
 from .explain import channel_colours, display_ranges, to_rgb
 
 __all__ = ["montage_figure", "strip_figure"]
@@ -54,7 +56,7 @@ def _row_kinds(channels: Sequence[str]) -> list[tuple[str, int | None]]:
 
 
 def montage_figure(montage: Any, path: str | os.PathLike, *, title: str | None = None,
-                   channels_shown: bool = True) -> Path:
+                   channels_shown: bool = True, label: str | None = None) -> Path:
     """Draw a :class:`~gandl_core.analysis.explain.Montage` as a labelled grid; returns the PNG path.
 
     Parameters
@@ -67,6 +69,8 @@ def montage_figure(montage: Any, path: str | os.PathLike, *, title: str | None =
         Figure title (default names the score and the C- -> C+ direction).
     channels_shown
         Add one grey row per channel under each composite (multi-channel images only).
+    label
+        A column of the montage table (e.g. ``Metadata_Dose``) whose value is added to each image's title.
     """
     from .plots import _save
 
@@ -79,21 +83,26 @@ def montage_figure(montage: Any, path: str | os.PathLike, *, title: str | None =
         kinds = kinds[:1]
     col = montage.score_col
     head = title or f"Real sites along the On axis: {col} quantiles over the wells, C- end (left) to C+ end (right)"
-    fig, axes = _grid(reps * len(kinds), n, head)
+    if label is not None and label not in montage.table.columns:
+        raise DataError(f"--label {label!r} is not a column of the scores table; it has "
+                        f"{list(montage.table.columns)[:12]}.")
+    fig, axes = _grid(reps * len(kinds), n, head, title_h=1.0 if len(kinds) > 1 or label else 0.8)
     tab = montage.table.set_index(["column", "row"])
     for k in range(n):
         for r in range(reps):
             rec = tab.loc[(k, r)]
-            for j, (label, ch) in enumerate(kinds):
+            for j, (row_name, ch) in enumerate(kinds):
                 ax = axes[r * len(kinds) + j, k]
                 ax.imshow(to_rgb(imgs[k, r], ranges, channel=ch, colours=colours), interpolation="nearest")
                 if j == 0:
-                    ax.set_title(f"{rec['Metadata_Well']} s{rec['Metadata_Site']}  {col} {rec[col]:+.2f}", fontsize=7)
+                    extra = f"\n{label.removeprefix('Metadata_')} {rec[label]}" if label else ""
+                    ax.set_title(f"{rec['Metadata_Well']} s{rec['Metadata_Site']}  {col} {rec[col]:+.2f}{extra}",
+                                 fontsize=7)
                 if k == 0:
-                    ax.set_ylabel(label, fontsize=8)
+                    ax.set_ylabel(row_name, fontsize=8)
     for k in range(n):
         q = montage.table.loc[montage.table["column"] == k, "quantile"].iloc[0]
-        axes[0, k].annotate(f"quantile {q:.2f}", (0.5, 1.2), xycoords="axes fraction", ha="center", fontsize=8,
+        axes[0, k].annotate(f"quantile {q:.2f}", (0.5, 1.32 if label else 1.2), xycoords="axes fraction", ha="center", fontsize=8,
                             weight="bold")
     return _save(fig, path)
 
@@ -118,7 +127,9 @@ def strip_figure(strip: Any, path: str | os.PathLike, *, channel: str | int | No
 
     imgs = strip.images
     steps, starts = imgs.shape[:2]
-    ranges = display_ranges(imgs)
+    # G draws normalized intensities: [-1, 1] is the range the real images were scaled to (their
+    # 0.1 and 99.9 percentiles), so fakes are shown as the training data was, not re-stretched.
+    ranges = np.tile(np.array([[-1.0, 1.0]], np.float32), (imgs.shape[2], 1))
     ch = None if channel is None else _channel_index(strip.channels, channel)
     colours = channel_colours(strip.channels)
     what = "composite" if ch is None else strip.channels[ch]

@@ -35,6 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the sites and of the generator's styles")
     p.add_argument("--where", action="append", default=[], metavar="COL=VALUE",
                    help="montage: only wells whose COL equals VALUE (repeatable), e.g. Metadata_CellType=HRCE")
+    p.add_argument("--label", metavar="COL", default=None,
+                   help="montage: add this column's value to each image's title, e.g. Metadata_Dose")
     p.add_argument("--readout-channel", metavar="NAME", default=None,
                    help="channel read with the spot-fraction (puncta) readout in both figures (default: the only "
                         "channel of a one-channel plate, else none)")
@@ -47,8 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="move along a direction in W fitted to fake scores (default), or optimize each fake")
     g.add_argument("--starts", type=int, default=4, help="strips (random starting styles), default 4")
     g.add_argument("--steps", type=int, default=7, help="images per strip, default 7")
-    g.add_argument("--span", type=float, nargs=2, default=(-1.0, 1.0), metavar=("FROM", "TO"),
-                   help="first and last target On score (default -1 1: C- mean to C+ mean)")
+    g.add_argument("--span", nargs="+", default=["-1", "1"], metavar="FROM TO | auto",
+                   help="first and last target On score (default -1 1: C- mean to C+ mean), or 'auto': the 10th "
+                        "to 90th percentile of the fakes' own scores")
     g.add_argument("--n-fit", type=int, default=1024, help="fakes sampled to fit the direction (default 1024)")
     g.add_argument("--device", default="cpu", help="torch device for the generator (default cpu)")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty DIR")
@@ -73,6 +76,18 @@ def _where(scores, clauses: list[str]):
     return scores[keep]
 
 
+def _span(values: list[str]):
+    from ..errors import ConfigError
+
+    if values == ["auto"]:
+        return "auto"
+    try:
+        lo, hi = (float(v) for v in values)
+    except ValueError:
+        raise ConfigError(f"--span {' '.join(values)}: give two scores, e.g. --span -1 1, or --span auto.") from None
+    return lo, hi
+
+
 def run(args: argparse.Namespace) -> int:
     from ..analysis import explain, explain_plots
     from ..errors import DataError
@@ -85,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"{out} is not empty: choose another -o or pass --overwrite.")
     proj = Path(args.project)
     scores = read_table(proj / "scores.parquet" if proj.is_dir() else proj)
+    if args.label and args.label not in scores.columns:
+        raise DataError(f"--label {args.label!r} is not a column of the scores table; it has {list(scores.columns)[:12]}.")
     channels = [c.strip() for c in args.channels.split(",") if c.strip()] if args.channels else None
     index = build_index(args.data, channels=channels)
     out.mkdir(parents=True, exist_ok=True)
@@ -100,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
             table = table.assign(readout=reads["readout"].to_numpy())
             numbers["montage_readout_spearman"] = rho
         write_table(table, out / "montage.csv")
-        explain_plots.montage_figure(montage, out / "montage.png")
+        explain_plots.montage_figure(montage, out / "montage.png", label=args.label)
         written = ["montage.png", "montage.csv"]
         if not args.no_generator:
             numbers.update(_generator(args, out, rc))
@@ -121,7 +138,7 @@ def _generator(args: argparse.Namespace, out: Path, rc: str | None) -> dict:
     ckpt = args.checkpoint or recorded
     if not ckpt:
         raise DataError("the embeddings name no checkpoint: give --checkpoint (the run whose D made them).")
-    strip = generator_strip(ckpt, axis, starts=args.starts, steps=args.steps, span=args.span, method=args.method,
+    strip = generator_strip(ckpt, axis, starts=args.starts, steps=args.steps, span=_span(args.span), method=args.method,
                             n_fit=args.n_fit, seed=args.seed, device=args.device)
     table = strip.table
     numbers = {f"strip_{k}": v for k, v in strip.info.items() if k != "note"}
