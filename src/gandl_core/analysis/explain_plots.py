@@ -132,7 +132,7 @@ def strip_figure(strip: Any, path: str | os.PathLike, *, channel: str | int | No
     ranges = np.tile(np.array([[-1.0, 1.0]], np.float32), (imgs.shape[2], 1))
     ch = None if channel is None else _channel_index(strip.channels, channel)
     colours = channel_colours(strip.channels)
-    what = "composite" if ch is None else strip.channels[ch]
+    what = strip.channels[ch] if ch is not None else "composite" if len(strip.channels) > 1 else strip.channels[0]
     head = title or f"Generator's view of the On axis ({strip.info.get('method')}, {what}): C- end left, C+ end right"
     fig, axes = _grid(starts, steps, head + "\nILLUSTRATION, NOT A MEASUREMENT: images invented by the generator; "
                       "On = the score of each fake", title_colour="#7a0000")
