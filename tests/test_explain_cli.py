@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from gandl_core.cli import main
 from gandl_core.errors import CheckpointError, DataError
@@ -61,8 +62,6 @@ def test_cli_explain_writes_montage_strips_and_a_report_section(chain: Path, cap
 
 
 def test_generator_strip_is_deterministic_and_checks_its_checkpoint(chain: Path, tmp_path: Path) -> None:
-    import torch
-
     from gandl_core.analysis.explain_generator import generator_strip, load_feature_axis
     from gandl_core.checkpoint import load_checkpoint, load_discriminator, save_checkpoint
 
@@ -126,22 +125,18 @@ class CrossFadeG:
             if (pair[0][0] > 0.5).sum() > 60:
                 break
         gain, offset, vig = _plate_effects(np.random.default_rng([key, 2]), self.size)
-        return [self.norm.transform(_to_uint16(f, np.random.default_rng([key, 12]), gain, offset, vig)
-                                    .astype(np.float32)) for f in pair]
+        return [torch.as_tensor(self.norm.transform(_to_uint16(f, np.random.default_rng([key, 12]), gain, offset,
+                                                               vig).astype(np.float32))) for f in pair]
 
     def mapping(self, z):
-        import torch
-
         return torch.cat([z[:, :1], torch.nn.functional.one_hot(z[:, 1:5].argmax(1), 4).float() * 10.0], 1)
 
     def synthesis(self, ws, noise_mode: str = "const"):
-        import torch
-
         w = ws[:, 0]
-        a = torch.sigmoid(2.0 * w[:, 0]).numpy()[:, None, None, None]
-        k = w[:, 1:5].argmax(1).numpy()
-        mock, infected = (np.stack([self.fields[i][j] for i in k]) for j in (0, 1))
-        return torch.as_tensor((1 - a) * mock + a * infected, dtype=torch.float32)
+        a = torch.sigmoid(2.0 * w[:, 0])[:, None, None, None]  # differentiable: "optimize" can follow it
+        k = w[:, 1:5].argmax(1).tolist()
+        mock, infected = (torch.stack([self.fields[i][j] for i in k]) for j in (0, 1))
+        return (1 - a) * mock + a * infected
 
 
 def test_strip_shows_the_phenotype_when_the_generator_can_draw_it(chain: Path) -> None:
@@ -165,3 +160,11 @@ def test_strip_shows_the_phenotype_when_the_generator_can_draw_it(chain: Path) -
     per_start = reads.pivot(index="replicate", columns="position", values="readout").to_numpy()
     assert np.all(np.diff(per_start, axis=1) <= 1e-3)  # monotone within each strip
     assert np.all(per_start[:, 0] - per_start[:, -1] > 0.05)
+    # "optimize" (gradient steps in W, kept near the start) draws the same change; -3..-1 lies inside the
+    # scores the fades of this D reach (its fakes span about -5.6..+1.2)
+    opt = strip_from_networks(CrossFadeG(norm, D.resolution), D, norm, axis, channels=info["channel_names"],
+                              starts=2, steps=3, n_fit=64, seed=0, span=(-3.0, -1.0), method="optimize", iters=40)
+    scores = opt.table.pivot(index="replicate", columns="position", values="score").to_numpy()
+    assert np.all(np.diff(scores, axis=1) > 0), opt.table
+    reads, rho = explain.readout(opt, channel="RNA")
+    assert rho < -0.8, reads

@@ -243,8 +243,9 @@ class Strip:
         position ``k`` is the k-th target from the C- end.
     table
         One row per image (position-major): ``position``, ``replicate`` (the start), ``target``,
-        ``score`` (measured On score of the fake), ``shift`` (distance from the start in W, in
-        standard deviations of the sampled styles along the move).
+        ``score`` (measured On score of the fake), ``shift`` (distance from the start in W:
+        ``direction``, signed, in standard deviations of the sampled styles along the line;
+        ``optimize``, the root-mean-square over W's dimensions in their standard deviations).
     channels
         Channel names.
     normalizer
