@@ -81,10 +81,10 @@ def test_cli(tmp_path, capsys):
     assert csv.set_index(["task", "metric"]).loc[("controls", "accuracy"), "sig"] == 1.0
     assert "| task | metric | sig | noise |" in (tmp_path / "cmp" / "compare.md").read_text()
     assert (tmp_path / "cmp" / "compare.html").is_file()
-    assert main(["compare", str(tmp_path / "a.parquet"), "--task", "bogus", "-o", str(tmp_path / "c2")]) == 2
+    assert main(["compare", str(tmp_path / "a.parquet"), "--task", "bogus", "-o", str(tmp_path / "c2")]) == 1
     assert "--task 'bogus'" in capsys.readouterr().err
     assert main(["compare", str(tmp_path / "a.parquet"), "--ground-truth", str(tmp_path / "no.csv"),
-                 "-o", str(tmp_path / "c3")]) == 2
+                 "-o", str(tmp_path / "c3")]) == 1
     assert "--ground-truth" in capsys.readouterr().err
 
 

@@ -32,7 +32,7 @@ def test_demo_cli_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     scores = pd.read_parquet(out / "scores.parquet")
     ctrl = scores.groupby("Metadata_Role")["On"].mean()
     assert ctrl["positive"] > ctrl["negative"]  # the axis points from C- to C+
-    assert main(["demo", str(out), "--preset", "cpu-tiny"]) == 2  # refuses to clobber a result
+    assert main(["demo", str(out), "--preset", "cpu-tiny"]) == 1  # refuses to clobber a result
 
 
 def test_demo_refuses_a_non_empty_folder(tmp_path: Path) -> None:

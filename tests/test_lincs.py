@@ -14,7 +14,7 @@ from gandl_core.analysis.evaluation import classify, separability, zero_shot
 from gandl_core.analysis.metrics import mean_ap
 from gandl_core.analysis.projection import project_table
 
-POS = "Metadata_moa.str.contains('proteasome', na=False)"
+POS = "'proteasome' in Metadata_moa"
 NEG = "Metadata_broad_sample == 'DMSO'"
 
 

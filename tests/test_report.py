@@ -112,7 +112,7 @@ def test_dose_response_then_report_cli(tmp_path: Path, capsys) -> None:
     assert "Dose-response (Hill fits)" in html and html.count("data:image/png;base64,") == 2
     assert json.loads((tmp_path / "rep.json").read_text())["headline"]["dose_response: hits"] == 1
     capsys.readouterr()
-    assert main(["dose-response", str(scores), "-o", str(out), "--dose-col", "Metadata_Dose"]) == 2
+    assert main(["dose-response", str(scores), "-o", str(out), "--dose-col", "Metadata_Dose", "--overwrite"]) == 1
     assert "Metadata_Dose" in capsys.readouterr().err
-    assert main(["report", str(tmp_path / "missing"), "-o", str(tmp_path / "x.html")]) == 2
+    assert main(["report", str(tmp_path / "missing"), "-o", str(tmp_path / "x.html")]) == 1
     assert "not a folder" in capsys.readouterr().err

@@ -20,6 +20,7 @@ import pandas as pd
 
 from .errors import ConfigError
 from .progress import Progress, ProgressGenerator
+from .selection import select
 
 CONTROLS = "Metadata_Role in ['positive', 'negative']"
 POSITIVE = "Metadata_Role == 'positive'"
@@ -145,7 +146,7 @@ def run_demo(out_dir: str | os.PathLike, *, seed: int = 0, minutes: float = 6.0,
     numbers["controls_accuracy_random_d"] = float(sep_rand.accuracy)
     # Each synthetic plate holds one cell type (as in RxRx19a), so per-plate normalization would erase
     # the cell-type signal: the cell-type task uses the raw well medians.
-    ctrl = wells.query(CONTROLS)
+    ctrl = wells[select(wells, CONTROLS)]
     if ctrl["Metadata_CellType"].nunique() > 1:
         ct = evaluation.classify(ctrl, label="Metadata_CellType", seed=seed)
         numbers["celltype_accuracy"] = float(ct.accuracy)
@@ -162,7 +163,7 @@ def run_demo(out_dir: str | os.PathLike, *, seed: int = 0, minutes: float = 6.0,
     plots.e2_scatter(scores, figs / "e2.png", color="Metadata_Role", marker="Metadata_CellType")
 
     # 7. dose-response per compound on the On score, scored against the truth
-    treated = scores.query("Metadata_Role == 'treated'")
+    treated = scores[scores["Metadata_Role"] == "treated"]
     fits = dr.fit_all(treated, score="On", compound="Metadata_Treatment", dose="Metadata_Concentration")
     hits = dr.hit_list(fits)
     fits.to_csv(out / "dose_response_fits.csv", index=False)

@@ -10,7 +10,7 @@ Every input table (site- or well-level: ``GAN_``, ``RandD_``, ``HC_``, ``CAE_``,
 
    * ``controls``: the default controls (``Metadata_Role`` positive/negative, or RxRx19a's
      Mock/Active untreated wells);
-   * ``"POS_QUERY;NEG_QUERY"``: two pandas queries on the metadata;
+   * ``"POS_QUERY;NEG_QUERY"``: two selections on the metadata (:mod:`gandl_core.selection`);
    * ``percelltype``: the controls task within each ``Metadata_CellType`` (one row per type);
    * ``celltype``: multi-class accuracy of predicting ``Metadata_CellType`` (no Z' / dose rows).
 
@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError, DataError, GandlError
+from ..selection import check_expr, select
 from ..tables import feature_columns
 
 DEFAULT_TASKS = ("controls",)
@@ -76,6 +77,8 @@ def parse_task(task: str) -> dict:
     if ";" in t:
         pos, neg = (s.strip() for s in t.split(";", 1))
         if pos and neg:
+            check_expr(pos, option="--task (before ';')")
+            check_expr(neg, option="--task (after ';')")
             return {"name": t, "kind": "query", "positive": pos, "negative": neg}
     raise ConfigError(f"--task {task!r}: use controls, celltype, percelltype or \"POS_QUERY;NEG_QUERY\" "
                       "(e.g. \"Metadata_Condition == 'Mock';Metadata_Condition == 'Active SARS-CoV-2'\").")
@@ -109,7 +112,7 @@ def well_profiles(df: pd.DataFrame, *, negative: str | None = None) -> pd.DataFr
             negative = default_controls(wells)[1]
         except GandlError:
             negative = None
-    if negative is not None and not wells.eval(negative).any():
+    if negative is not None and not select(wells, negative, option="--task").any():
         negative = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # constant features on a plate are zeroed: expected here

@@ -3,7 +3,7 @@
 The GAN-DL paper's first check: a soft-margin linear SVM on the embedding separates C+ from C-
 wells. Here:
 
-* :func:`separability` — binary C+ vs C- (pandas queries on the metadata select each group);
+* :func:`separability` — binary C+ vs C- (selections on the metadata, :mod:`gandl_core.selection`, pick each group);
 * :func:`classify` — the multi-class version on a label column (e.g. ``Metadata_CellType``);
 * :func:`zero_shot` — fit on one table, predict another (e.g. other plates or experiments).
 
@@ -47,19 +47,17 @@ def default_controls(df: pd.DataFrame) -> tuple[str, str]:
 
 
 def select(df: pd.DataFrame, query: str, name: str) -> pd.Series:
-    """Boolean mask of the rows matching a pandas query, with the query named in errors.
+    """Boolean mask of the rows matching a selection (:func:`gandl_core.selection.select`: parsed
+    safely, never run as code), with the option ``name`` (e.g. ``--positive``) named in errors.
 
     Raises
     ------
     ConfigError
-        If the query does not parse or names an unknown column.
+        If the query is not in the selection language or names an unknown column.
     """
-    try:
-        idx = df.query(query).index
-    except Exception as exc:  # noqa: BLE001 - any pandas parse/eval error is the user's query
-        raise ConfigError(f"{name} query {query!r} failed ({exc}); columns: {metadata_columns(df)[:15]}. "
-                          "Use pandas query syntax, e.g. \"Metadata_Role == 'positive'\".") from exc
-    return pd.Series(df.index.isin(idx), index=df.index)
+    from ..selection import select as safe_select
+
+    return safe_select(df, query, option=name if name.startswith("-") else f"--{name}")
 
 
 def group_keys(df: pd.DataFrame, group: str | Sequence[str] | None = "Metadata_Well") -> pd.Series:
@@ -248,7 +246,7 @@ def separability(
     df
         Profile table (site- or well-level).
     positive, negative
-        pandas queries on the metadata selecting C+ and C- rows (default: :func:`default_controls`).
+        selections (:mod:`gandl_core.selection`) on the metadata picking C+ and C- rows (default: :func:`default_controls`).
     features
         Feature columns (default: every non-metadata column).
     group
@@ -280,7 +278,7 @@ def separability(
     if positive is None or negative is None:
         dp, dn = default_controls(df)
         positive, negative = positive or dp, negative or dn
-    pos, neg = select(df, positive, "positive"), select(df, negative, "negative")
+    pos, neg = select(df, positive, "--positive"), select(df, negative, "--negative")
     both = pos & neg
     if both.any():
         raise ConfigError(f"{int(both.sum())} row(s) match both the positive query {positive!r} and the "
@@ -322,7 +320,7 @@ def classify(
     label
         Metadata column with the class of each row (e.g. ``Metadata_CellType``).
     query
-        Optional pandas query restricting the rows first.
+        Optional selection (:mod:`gandl_core.selection`) restricting the rows first.
 
     Raises
     ------
@@ -334,7 +332,7 @@ def classify(
     if label not in df.columns:
         raise ConfigError(f"label column {label!r} is not in the table; choose one of {metadata_columns(df)[:12]}.")
     if query:
-        df = df[select(df, query, "row")]
+        df = df[select(df, query, "--query")]
     df = df[df[label].notna()]
     y = df[label].astype(str).to_numpy()
     return _run(df, y, features=features, group=group, test_size=test_size, cv=cv, C=C, seed=seed, by=by,

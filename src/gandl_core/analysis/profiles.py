@@ -12,14 +12,14 @@ return new frames and do no file I/O:
   normalization" of Ando et al. 2017: directions in which controls vary by chance are damped.
 
 The usual chain is ``sphere(normalize_plates(aggregate(sites), controls=Q), controls=Q)``, which
-``gandl-core profile`` runs. Controls are a pandas query on the metadata, e.g.
+``gandl-core profile`` runs. Controls are a selection on the metadata (:mod:`gandl_core.selection`), e.g.
 ``"Metadata_Role == 'negative'"`` (RxRx19a infected, untreated) or
 ``"Metadata_pert_type == 'control'"`` (DMSO wells of a LINCS Cell Painting plate).
 """
 
 from __future__ import annotations
 
-import re
+import os
 import warnings
 from typing import Sequence
 
@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError, DataError
+from ..selection import check_expr, select
 from ..tables import check_features, metadata_columns
 
 #: 1.4826 x MAD estimates the standard deviation of normally distributed data.
@@ -97,28 +98,14 @@ def aggregate(
 
 
 def _query_columns(query: str, df: pd.DataFrame) -> list[str]:
-    names = set(re.findall(r"`([^`]+)`|\b([A-Za-z_]\w*)\b", query))
-    flat = {a or b for a, b in names}
+    flat = set(check_expr(query, option="--controls"))
     return [c for c in df.columns if c in flat]
 
 
 def _control_mask(df: pd.DataFrame, controls: str | None) -> np.ndarray:
     if controls is None:
         return np.ones(len(df), dtype=bool)
-    if not isinstance(controls, str) or not controls.strip():
-        raise ConfigError(f"--controls {controls!r}: give a pandas query such as "
-                          "\"Metadata_Role == 'negative'\".")
-    try:
-        hit = df.eval(controls)
-    except Exception as exc:  # noqa: BLE001 - re-raised naming the query and the columns
-        raise DataError(f"--controls {controls!r} cannot be evaluated on this table ({exc}). "
-                        f"Metadata columns: {metadata_columns(df)}; quote text values, e.g. "
-                        "\"Metadata_Condition == 'Mock'\".") from exc
-    hit = np.asarray(hit)
-    if hit.dtype != bool or hit.shape != (len(df),):
-        raise DataError(f"--controls {controls!r} is not a condition (true/false per row); use a "
-                        "comparison such as \"Metadata_Role == 'negative'\".")
-    return hit
+    return select(df, controls, option="--controls").to_numpy()  # parsed safely, never run as code
 
 
 def _describe_values(df: pd.DataFrame, controls: str) -> str:
@@ -146,7 +133,7 @@ def normalize_plates(
     df
         Well- (or site-) level table.
     controls
-        pandas query selecting the control rows (e.g. ``"Metadata_Role == 'negative'"``);
+        selection (:mod:`gandl_core.selection`) of the control rows (e.g. ``"Metadata_Role == 'negative'"``);
         ``None`` uses all rows of the plate.
     method
         ``"standardize"``: ``(x - mean_c) / sd_c`` (sd with ddof=0, as sklearn's StandardScaler);
@@ -237,7 +224,7 @@ def sphere(
     df
         Profile table (usually after :func:`normalize_plates`).
     controls
-        pandas query selecting the rows to fit on; ``None`` = all rows.
+        selection (:mod:`gandl_core.selection`) of the rows to fit on; ``None`` = all rows.
     features
         Feature columns (default every non-metadata column).
     epsilon
@@ -284,3 +271,107 @@ def sphere(
     out = pd.concat([out, z], axis=1)
     out.attrs = {}
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Interoperability: JUMP-style perturbation types, human-readable feature labels
+# --------------------------------------------------------------------------------------------
+
+#: ``Metadata_Role`` -> JUMP/pycytominer ``Metadata_pert_type``. The baseline every well is compared
+#: with (C-, infected untreated; a DMSO well) is the negative control, the phenotype a hit should reach
+#: (C+, healthy/mock) the positive control.
+ROLE_TO_PERT_TYPE = {"negative": "negcon", "positive": "poscon", "treated": "trt", "other": "other"}
+#: ``Metadata_pert_type`` -> ``Metadata_Role`` (LINCS Cell Painting tables say ``control`` for DMSO).
+PERT_TYPE_TO_ROLE = {"negcon": "negative", "control": "negative", "poscon": "positive", "trt": "treated"}
+
+
+def add_pert_type(df: pd.DataFrame) -> pd.DataFrame:
+    """Copy of ``df`` with ``Metadata_pert_type`` (negcon/poscon/trt/other) from ``Metadata_Role``.
+
+    Then pycytominer's and copairs' JUMP recipes run as written, e.g.
+    ``normalize(..., samples="Metadata_pert_type == 'negcon'")``.
+
+    Raises
+    ------
+    DataError
+        No ``Metadata_Role`` column.
+    """
+    if "Metadata_Role" not in df.columns:
+        raise DataError(f"add_pert_type: the table has no Metadata_Role column (metadata: {metadata_columns(df)}).")
+    out = df.copy()
+    pert = df["Metadata_Role"].astype(str).map(ROLE_TO_PERT_TYPE).fillna("other")
+    at = out.columns.get_loc("Metadata_Role") + 1 if "Metadata_pert_type" not in out.columns else None
+    if at is None:
+        out["Metadata_pert_type"] = pert.to_numpy()
+    else:
+        out.insert(at, "Metadata_pert_type", pert.to_numpy())
+    return out
+
+
+def add_role(df: pd.DataFrame) -> pd.DataFrame:
+    """Copy of ``df`` with ``Metadata_Role`` from a JUMP/LINCS ``Metadata_pert_type`` column.
+
+    negcon / control -> ``negative``, poscon -> ``positive``, trt -> ``treated``, anything else ->
+    ``other``. An existing ``Metadata_Role`` is replaced.
+
+    Raises
+    ------
+    DataError
+        No ``Metadata_pert_type`` column.
+    """
+    if "Metadata_pert_type" not in df.columns:
+        raise DataError(f"add_role: the table has no Metadata_pert_type column (metadata: {metadata_columns(df)}).")
+    out = df.copy()
+    role = df["Metadata_pert_type"].astype(str).str.lower().map(PERT_TYPE_TO_ROLE).fillna("other").to_numpy()
+    if "Metadata_Role" in out.columns:
+        out["Metadata_Role"] = role
+    else:
+        out.insert(out.columns.get_loc("Metadata_pert_type") + 1, "Metadata_Role", role)
+    return out
+
+
+def _labels_in(meta: object) -> tuple[str, list[str]] | None:
+    """(prefix, labels) from a table's ``gandl`` metadata, searching nested source metadata."""
+    if not isinstance(meta, dict):
+        return None
+    fz = meta.get("featurizer")
+    if isinstance(fz, dict) and isinstance(fz.get("feature_labels"), list) and fz.get("prefix"):
+        return str(fz["prefix"]), [str(x) for x in fz["feature_labels"]]
+    for v in meta.values():
+        found = _labels_in(v) if isinstance(v, dict) else None
+        if found:
+            return found
+    return None
+
+
+def feature_labels(table: pd.DataFrame | str | os.PathLike) -> dict[str, str]:
+    """Column -> human-readable name for the features of a table that has them.
+
+    The handcrafted featurizer stores CellProfiler-like names (``Intensity_mean_DNA``, ...) in the
+    table's Parquet metadata; this returns ``{"HC_000": "Intensity_mean_DNA", ...}`` for the feature
+    columns present (also for profile tables, which keep their source's metadata). Learned
+    embeddings (GAN_, RandD_, CAE_, DN*) have no names: the result is then empty.
+    ``df.rename(columns=feature_labels(df))`` gives named columns.
+
+    Parameters
+    ----------
+    table
+        A table read with :func:`gandl_core.tables.read_table` (metadata in ``attrs["gandl"]``) or
+        the path of a Parquet table.
+    """
+    from ..tables import read_table_metadata
+
+    if isinstance(table, pd.DataFrame):
+        meta, columns = table.attrs.get("gandl", {}), list(table.columns)
+    else:
+        import pyarrow.parquet as pq
+
+        meta, columns = read_table_metadata(table), list(pq.read_schema(table).names)
+    found = _labels_in(meta)
+    if not found:
+        return {}
+    from ..featurizers.base import feature_names
+
+    prefix, labels = found
+    names = dict(zip(feature_names(prefix, len(labels)), labels))
+    return {c: names[c] for c in columns if c in names}

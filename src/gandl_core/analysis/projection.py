@@ -19,7 +19,7 @@
 ``transform(X)`` returns ``[N, 2]`` = (On, Off). ``fit`` takes labels ``1`` (C+) and ``0``/``-1``
 (C-), or any two labels with ``pos_label`` naming the positive one -- which is the "C2" variant of
 the paper (two cell types as the two classes). :meth:`Projection.fit_table` /
-:meth:`Projection.transform_table` work on profile tables with pandas queries.
+:meth:`Projection.transform_table` work on profile tables with selections (:mod:`gandl_core.selection`).
 
 Z' and SSMD of the controls on the On score come from :mod:`gandl_core.analysis.metrics`
 (re-exported here).
@@ -214,7 +214,7 @@ class Projection(TransformerMixin, BaseEstimator):
     # -- table helpers -------------------------------------------------------------------------
     def fit_table(self, df: pd.DataFrame, *, positive: str | None = None, negative: str | None = None,
                   features: list[str] | None = None) -> "Projection":
-        """Fit on the control rows of a profile table selected by pandas queries.
+        """Fit on the control rows of a profile table selected by safe selections (:mod:`gandl_core.selection`).
 
         Parameters
         ----------
@@ -238,7 +238,7 @@ class Projection(TransformerMixin, BaseEstimator):
             dp, dn = default_controls(df)
             positive, negative = positive or dp, negative or dn
         features = check_features(df, features)
-        pos, neg = select(df, positive, "positive"), select(df, negative, "negative")
+        pos, neg = select(df, positive, "--positive"), select(df, negative, "--negative")
         if (pos & neg).any():
             raise ConfigError(f"{int((pos & neg).sum())} row(s) match both --positive {positive!r} and "
                               f"--negative {negative!r}; make the queries exclusive.")
@@ -347,7 +347,7 @@ def project_table(df: pd.DataFrame, *, positive: str | None = None, negative: st
         positive, negative = positive or dp, negative or dn
     proj = Projection(C=C).fit_table(df, positive=positive, negative=negative, features=features)
     scores = proj.transform_table(df)
-    pos, neg = select(df, positive, "positive").to_numpy(), select(df, negative, "negative").to_numpy()
+    pos, neg = select(df, positive, "--positive").to_numpy(), select(df, negative, "--negative").to_numpy()
     scores["Metadata_Control"] = np.where(pos, "positive", np.where(neg, "negative", ""))
     on = scores["On"].to_numpy()
     stats = {"positive": positive, "negative": negative, "n_positive": int(pos.sum()), "n_negative": int(neg.sum()),

@@ -6,6 +6,8 @@ import argparse
 import re
 from pathlib import Path
 
+from ._common import add_out_argument, add_overwrite_argument, check_queries, finite_float, staged_output
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -13,23 +15,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="4-parameter Hill fit of a score (On) per compound, ranked hit list, dose plots",
         description="Input: a scores table from 'gandl-core project' (has an On column), or a profile table "
         "(then the On score is fitted first from --positive/--negative controls). Writes DIR/dose_summary.csv "
-        "(mean/sd/n per compound x dose), dose_fits.csv (one row per compound: bottom, top, EC50 with 95%% CI, "
-        "Hill slope, R2, status), hits.csv (ranked, with the hit rule) and dose_<compound>.png for the top ones.",
+        "(mean/sd/n per compound x dose), dose_fits.csv (one row per compound: bottom, top, EC50 with 95 percent "
+        "CI, Hill slope, R2, status), hits.csv (ranked, with the hit rule), dose_response.json and "
+        "dose_<compound>.png for the top ones -- all of them or none: a failure leaves DIR as it was.",
     )
     p.add_argument("table", metavar="SCORES|PROFILES", help="scores.parquet from 'project', or a profile table")
     p.add_argument("--score-col", default="On", help="response column (default On)")
     p.add_argument("--compound-col", default="Metadata_Treatment", help="compound column (default Metadata_Treatment)")
     p.add_argument("--dose-col", default="Metadata_Concentration", help="dose column, uM (default Metadata_Concentration)")
     p.add_argument("--exclude", nargs="*", default=[], metavar="NAME", help="compounds to leave out (e.g. DMSO)")
-    p.add_argument("--positive", metavar="QUERY", help="profiles input: C+ query for the On score")
-    p.add_argument("--negative", metavar="QUERY", help="profiles input: C- query for the On score")
-    p.add_argument("--min-efficacy", type=float, default=0.5,
+    p.add_argument("--positive", metavar="QUERY", help="profiles input: selection of the C+ rows for the On score")
+    p.add_argument("--negative", metavar="QUERY", help="profiles input: selection of the C- rows for the On score")
+    p.add_argument("--min-efficacy", type=finite_float, default=0.5,
                    help="hit rule: |top-bottom| as a fraction of the C- -> C+ window (default 0.5)")
-    p.add_argument("--min-r2", type=float, default=0.5, help="hit rule: minimum R2 of the fit (default 0.5)")
-    p.add_argument("--direction", default=None, help="hit rule direction (see dose_response.hit_list)")
+    p.add_argument("--min-r2", type=finite_float, default=0.5, help="hit rule: minimum R2 of the fit (default 0.5)")
+    p.add_argument("--direction", default=None, choices=["positive", "both"],
+                   help="hit rule direction: positive (towards C+, a rescue; default) or both")
     p.add_argument("--top", type=int, default=6, help="dose plots for this many top-ranked compounds (default 6)")
-    p.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder")
+    add_out_argument(p, "DIR", "output folder")
+    add_overwrite_argument(p, "dose-response output in DIR")
     p.set_defaults(func=run)
+
+
+FILES = ["dose_summary.csv", "dose_fits.csv", "hits.csv", "dose_response.json", "dose_*.png"]
 
 
 def _safe(name: str) -> str:
@@ -37,6 +45,14 @@ def _safe(name: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_queries(args, "positive", "negative")
+    with staged_output(args.out, "dose-response", overwrite=args.overwrite, known=FILES) as stage:
+        written = _dose_response(args, stage)
+    print(f"wrote {args.out}/" + ", ".join(written))
+    return 0
+
+
+def _dose_response(args: argparse.Namespace, out: Path) -> list[str]:
     import numpy as np
 
     from ..analysis import dose_response as dr
@@ -66,8 +82,6 @@ def run(args: argparse.Namespace) -> int:
     if args.direction:
         kw["direction"] = args.direction
     hits = dr.hit_list(fits, **kw)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     write_table(summary, out / "dose_summary.csv")
     write_table(fits, out / "dose_fits.csv")
     write_table(hits, out / "hits.csv")
@@ -87,6 +101,4 @@ def run(args: argparse.Namespace) -> int:
                                             "status": status, "rule": rule})
     print(f"{len(fits)} compounds fitted ({', '.join(f'{k}: {v}' for k, v in status.items())}); {n_hits} hit(s). "
           f"Rule: {rule}")
-    print(f"wrote {out}/dose_summary.csv, dose_fits.csv, hits.csv, dose_response.json" +
-          (", " + ", ".join(plotted) if plotted else ""))
-    return 0
+    return ["dose_summary.csv", "dose_fits.csv", "hits.csv", "dose_response.json"] + plotted

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
-from ._images import PATH_PREFIX, STACK_SEP, channel_axis, image_header
+from ._images import PATH_PREFIX, STACK_SEP, channel_axis, image_info
+from .wells import normalize_well as _normalize_well
 
 # RxRx channel maps: w1..wN -> stain name.
 # RxRx19a (5 stains; rxrx-datasets rxrx19a/README and Heiser et al. 2020): Hoechst, ConA,
@@ -42,18 +43,35 @@ RXRX_COLUMNS = {
 }
 
 _RXRX_FILE = re.compile(r"^(?P<well>[A-Za-z]{1,2}\d{1,3})_s(?P<site>\d+)_w(?P<channel>\d+)\.png$", re.I)
-_WELL = re.compile(r"^\s*([A-Za-z]{1,2})[-_ ]?0*(\d{1,3})\s*$")
 
 # File-name patterns tried, in order, on a folder of TIFFs when no pattern= is given.
 # A pattern without a 'channel' group means one multichannel stack per site.
 DEFAULT_PATTERNS = [
     # <plate>_<well>_s<site>.tif  or  <well>_s<site>.tif : one stack per site
-    r"^(?:(?P<plate>.+)_)?(?P<well>[A-Za-z]{1,2}\d{1,3})_s(?:ite)?(?P<site>\d+)\.tiff?$",
+    r"^(?:(?P<plate>.+)_)?(?P<well>[A-Za-z]{1,2}\d{1,3})_s(?:ite)?(?P<site>\d+)(?:\.ome)?\.tiff?$",
     # <plate>_<well>_s<site>_w<k>.tif / ..._site<site>_Ch<k>.tif : one file per channel
-    r"^(?:(?P<plate>.+)_)?(?P<well>[A-Za-z]{1,2}\d{1,3})_s(?:ite)?(?P<site>\d+)_(?:w|ch|c)(?P<channel>\d+)\.tiff?$",
-    # CellProfiler example style "Channel 1-01-A-01-00.tif" (BBBC014): channel, image, row, column, field
-    r"^Channel ?(?P<channel>\d+)-\d+-(?P<row>[A-Za-z]{1,2})-(?P<column>\d{1,3})-(?P<site0>\d+)\.tiff?$",
+    r"^(?:(?P<plate>.+)_)?(?P<well>[A-Za-z]{1,2}\d{1,3})_s(?:ite)?(?P<site>\d+)_(?:w|ch|c)(?P<channel>\d+)(?:\.ome)?\.tiff?$",
+    # CellProfiler example style "Channel 1-01-A-01-00.tif" (BBBC014): channel, image, row, column and
+    # an optional 0-based field ("Channel1-01-A-01.tif": one field per well)
+    r"^Channel[ _-]?(?P<channel>\d+)-\d+-(?P<row>[A-Za-z]{1,2})-(?P<column>\d{1,3})(?:-(?P<site0>\d+))?\.tiff?$",
 ]
+
+
+def majority_channels(per_site) -> list:
+    """The channel labels most sites have (ties: the larger set), sorted. ``per_site`` yields one
+    mapping (or set) of channel labels per site."""
+    from collections import Counter
+
+    counts = Counter(frozenset(chans) for chans in per_site)
+    if not counts:
+        return []
+    best = max(counts.items(), key=lambda kv: (kv[1], len(kv[0])))[0]
+    return sorted(best, key=_channel_order)
+
+
+def _channel_order(c):
+    text = str(c)
+    return (not text.isdigit(), int(text) if text.isdigit() else 0, text)
 
 
 def read_csv_text(csv: Path) -> pd.DataFrame:
@@ -77,12 +95,8 @@ def camel(name: str) -> str:
 
 
 def normalize_well(value: object, where: str) -> str:
-    """``b2``, ``B2``, ``B-02`` -> ``B02`` (row letters + at least 2-digit column)."""
-    m = _WELL.match(str(value))
-    if not m:
-        raise DataError(f"{where}: well {value!r} is not a well name like 'B02' (row letter(s) + column "
-                        "number). Fix the well column.")
-    return f"{m.group(1).upper()}{int(m.group(2)):02d}"
+    """``b2``, ``B2``, ``B-02`` -> ``B02`` (row letters + at least 2-digit column; see :mod:`.wells`)."""
+    return _normalize_well(value, where=where)
 
 
 def line_of(i: int, csv: Path) -> str:
@@ -127,7 +141,9 @@ def read_rxrx(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[str], list[d
                 if m:
                     key = (exp_dir.name, pm.group(1), normalize_well(m["well"], str(f)), int(m["site"]))
                     found.setdefault(key, {})[int(m["channel"])] = f.as_posix()
-    n_channels = max((max(v) for v in found.values()), default=0)
+    # The plate's channels are those most sites have: one stray extra file (B03_s1_w6.png) must not
+    # add a channel to every site (and rename the others, 5 -> 6 stains), it is reported for its site.
+    n_channels = max(majority_channels(found.values()), default=0)
     if n_channels == 0:
         raise DataError(f"{images}: no images named <well>_s<site>_w<k>.png under "
                         "images/<experiment>/Plate<plate>/. Check the folder layout.")
@@ -148,13 +164,16 @@ def read_rxrx(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[str], list[d
 
     rows = []
     keys = set()
+    extra = []
     for e, p, w, s in zip(raw["experiment"], raw["plate"], meta["Metadata_Well"], sites):
         key = (e, str(p), w, s)
         keys.add(key)
         got = found.get(key, {})
         base = images / e / f"Plate{p}"
         rows.append([got.get(k, (base / f"{w}_s{s}_w{k}.png").as_posix()) for k in range(1, n_channels + 1)])
+        extra.append("|".join(got[k] for k in sorted(got) if not 1 <= k <= n_channels))
     paths = pd.DataFrame(rows, columns=[PATH_PREFIX + n for n in names])
+    meta["_extra"] = extra
     orphans = [dict(zip(("experiment", "plate", "well", "site"), k)) for k in sorted(found) if k not in keys]
     # RxRx metadata.csv lists every experiment of the release; people download a few plates. Rows
     # of plates with no image folder at all are left out with a warning (a missing file inside a
@@ -283,7 +302,8 @@ def read_tiff_folder(root: Path, pattern: str | None) -> tuple[pd.DataFrame, pd.
     ``plate`` (default: the folder name), optional ``channel``. Without ``channel`` each file is a
     multichannel stack of one site and the index stores ``"<file>::<k>"``; with it, each file is one
     channel. Channels are named ``w1..wN`` after the channel number (or the group's text when it is
-    not a number). An optional ``metadata.csv`` beside the images (RxRx column names or
+    not a number); stacks whose metadata names their channels (OME-TIFF ``Channel Name``, ImageJ
+    ``Labels``) keep those names, and their channel axis is the one the metadata names. An optional ``metadata.csv`` beside the images (RxRx column names or
     ``Metadata_*``) is joined on plate/well/site.
     """
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in (".tif", ".tiff"))
@@ -338,16 +358,20 @@ def read_tiff_folder(root: Path, pattern: str | None) -> tuple[pd.DataFrame, pd.
         chans[ch] = Path(_abspath(f)).as_posix()
 
     keys = sorted(sites)
+    strays = [""] * len(keys)
     if per_channel:
-        labels = sorted({c for v in sites.values() for c in v}, key=lambda c: (not c.isdigit(), int(c) if c.isdigit() else 0, c))
+        # The channels most sites have; a stray extra file is reported for its own site (validation),
+        # never turned into a channel every other site lacks.
+        labels = majority_channels(sites.values())
         names = [f"w{int(c)}" if c.isdigit() else c for c in labels]
         rows = [[sites[k].get(c, _missing_name(first_file[k], c)) for c in labels] for k in keys]
+        strays = ["|".join(sites[k][c] for c in sorted(sites[k], key=_channel_order) if c not in labels) for k in keys]
     else:
-        n = _stack_channels([first_file[k] for k in keys])
-        names = [f"w{k}" for k in range(1, n + 1)]
+        n, named = _stack_channels([first_file[k] for k in keys])
+        names = named or [f"w{k}" for k in range(1, n + 1)]
         rows = [[f"{sites[k]['']}{STACK_SEP}{c}" for c in range(n)] for k in keys]
     meta = pd.DataFrame({"Metadata_Plate": [k[0] for k in keys], "Metadata_Well": [k[1] for k in keys],
-                         "Metadata_Site": [k[2] for k in keys]})
+                         "Metadata_Site": [k[2] for k in keys], "_extra": strays})
     origin = [str(first_file[k]) for k in keys]
     extra = root / "metadata.csv"
     if extra.is_file():
@@ -363,25 +387,32 @@ def read_tiff_folder(root: Path, pattern: str | None) -> tuple[pd.DataFrame, pd.
                          for c in (range(len(names)) if not per_channel else labels)])
             origin.append(line)
         meta["Metadata_Site"] = meta["Metadata_Site"].astype("int64")
+        meta["_extra"] = meta["_extra"].fillna("")
     paths = pd.DataFrame(rows, columns=[PATH_PREFIX + n for n in names])
     return meta, paths, origin
 
 
-def _stack_channels(files: list[Path]) -> int:
-    """Channel count of the stacks: the most common among the first few readable headers."""
+def _stack_channels(files: list[Path]) -> tuple[int, list[str] | None]:
+    """Channel count of the stacks (the most common among the first few readable headers), and
+    their channel names when those headers' metadata (OME-XML ``Channel Name``, ImageJ ``Labels``)
+    all give the same names."""
     from collections import Counter
 
     counts: Counter = Counter()
+    named: set = set()
     error: DataError | None = None
     for f in files[:16]:
         try:
-            shape, _ = image_header(f)
-            counts[channel_axis(shape, str(f))[1]] += 1
+            shape, _, axes, names = image_info(f)
+            counts[channel_axis(shape, str(f), axes)[1]] += 1
+            named.add(tuple(names) if names else None)
         except DataError as exc:  # an unreadable file is reported by validation; look at others
             error = error or exc
     if not counts:
         raise error or DataError(f"{files[0]}: cannot read any stack header.")
-    return counts.most_common(1)[0][0]
+    n = counts.most_common(1)[0][0]
+    names = next(iter(named)) if len(named) == 1 else None
+    return n, (list(names) if names and len(names) == n else None)
 
 
 def _missing_name(example: Path, channel: str) -> str:
@@ -453,22 +484,33 @@ def split_index_frame(df: pd.DataFrame, where: str, base: Path | None) -> tuple[
 
 
 def detect(source: Path) -> str:
-    """Which layout ``source`` is: 'rxrx', 'loaddata', 'parquet' or 'tiff'."""
+    """Which layout ``source`` is: 'rxrx', 'loaddata', 'parquet', 'omezarr', 'bioio' or 'tiff'."""
     if not source.exists():
         raise DataError(f"{source}: no such file or folder. Give a plate folder, a LoadData CSV or an "
                         "index .parquet.")
+    from . import _bioio
+
     if source.is_file():
         suf = source.suffix.lower()
         if suf == ".parquet":
             return "parquet"
+        if suf in _bioio.VENDOR_SUFFIXES:
+            return "bioio"
         if suf in (".csv", ".tsv"):
             return "loaddata"
         raise DataError(f"{source}: unsupported file type '{suf}'. Give a LoadData .csv, an index "
-                        ".parquet, or a folder.")
+                        ".parquet, an .nd2/.czi file, or a folder.")
     if (source / "metadata.csv").is_file() and (source / "images").is_dir():
         return "rxrx"
     if (source / "load_data.csv").is_file():  # a folder shipped with its LoadData CSV: use its names
         return "loaddata"
+    from ._omezarr import find_plates
+
+    if find_plates(source):  # an OME-Zarr HCS plate, or a folder of them
+        return "omezarr"
+    if _bioio.is_imagexpress(source) or (_bioio.sources(source) and not any(
+            p.suffix.lower() in (".tif", ".tiff") for p in source.iterdir())):
+        return "bioio"  # an ImageXpress acquisition, or a folder of ND2/CZI files
     return "tiff"
 
 
