@@ -55,10 +55,15 @@ def test_cli_explain_writes_montage_strips_and_a_report_section(chain: Path, cap
     assert "readout" in montage and "montage_readout_spearman" in numbers
     strip = pd.read_csv(out / "strip.csv")
     assert len(strip) == 6 and np.allclose(strip["target"].unique(), [-1.0, 0.0, 1.0])
-    assert main(args) == 2 and "not empty" in capsys.readouterr().err  # never clobbers a result
     assert main(["report", str(chain / "out")]) == 0
     html = (chain / "out" / "report.html").read_text()
     assert "What the On axis sees" in html and "Illustration, not a measurement" in html
+    capsys.readouterr()
+    assert main(args) == 1 and "already holds the output" in capsys.readouterr().err  # never clobbers a result
+    assert main(args + ["--overwrite", "--no-generator", "--where", "Metadata_Role == 'treated'"]) == 0
+    assert not (out / "strip.png").exists()  # the previous run's files are replaced, not mixed in
+    assert set(pd.read_csv(out / "montage.csv")["Metadata_Role"]) == {"treated"}
+    assert main(args[:3] + ["-o", str(chain / "bad"), "--where", "__import__('os')"]) == 1  # never run as code
 
 
 def test_generator_strip_is_deterministic_and_checks_its_checkpoint(chain: Path, tmp_path: Path) -> None:

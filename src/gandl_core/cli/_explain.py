@@ -2,7 +2,7 @@
 
 Examples::
 
-    gandl-core explain screen/ project/ -o explain/ --readout-channel RNA --where Metadata_CellType=HRCE
+    gandl-core explain screen/ project/ -o explain/ --readout-channel RNA --where "Metadata_CellType == 'HRCE'"
     gandl-core explain plate.csv project/ -o explain/ --crop 128 --no-generator
 
 Writes DIR/montage.png + montage.csv (real sites at quantiles of the On score), and unless
@@ -17,24 +17,26 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import add_data_argument
+from ._common import (add_data_argument, add_out_argument, add_overwrite_argument, check_device, check_queries, plain,
+                      staged_output)
 
 HELP = "montage of real sites along the On axis and generator strips moving along it (illustrations)"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("explain", help=HELP, description=__doc__,
+    p = subparsers.add_parser("explain", help=HELP, description=plain(__doc__),
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_argument(p)
     p.add_argument("project", metavar="PROJECT", help="output folder of 'gandl-core project' (or its scores.parquet)")
-    p.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder")
+    add_out_argument(p, "DIR", "output folder")
     p.add_argument("--channels", metavar="A,B,..", help="select/reorder the plate's channels (as for embed)")
     p.add_argument("--n", type=int, default=7, help="quantiles of the On score (montage columns, default 7)")
     p.add_argument("--per-quantile", type=int, default=1, help="wells per quantile (montage rows, default 1)")
     p.add_argument("--crop", type=int, default=None, metavar="PX", help="centre crop of each field (default: whole)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sites and of the generator's styles")
-    p.add_argument("--where", action="append", default=[], metavar="COL=VALUE",
-                   help="montage: only wells whose COL equals VALUE (repeatable), e.g. Metadata_CellType=HRCE")
+    p.add_argument("--where", metavar="QUERY", default=None,
+                   help="montage: only the wells this selection keeps, e.g. \"Metadata_CellType == 'HRCE'\" "
+                        "(comparisons, and/or/not, in; see docs/analysis.md)")
     p.add_argument("--label", metavar="COL", default=None,
                    help="montage: add this column's value to each image's title, e.g. Metadata_Dose")
     p.add_argument("--readout-channel", metavar="NAME", default=None,
@@ -54,25 +56,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "to 90th percentile of the fakes' own scores")
     g.add_argument("--n-fit", type=int, default=1024, help="fakes sampled to fit the direction (default 1024)")
     g.add_argument("--device", default="cpu", help="torch device for the generator (default cpu)")
-    p.add_argument("--overwrite", action="store_true", help="write into a non-empty DIR")
+    add_overwrite_argument(p, "explain output in DIR")
     p.set_defaults(func=run)
 
 
-def _where(scores, clauses: list[str]):
-    """Rows of ``scores`` whose columns equal the given values (compared as text; never evaluated)."""
-    from ..errors import ConfigError
+FILES = ["montage.png", "montage.csv", "strip.png", "strip_*.png", "strip.csv", "explain.json"]
 
-    keep = None
-    for clause in clauses:
-        col, sep, value = clause.partition("=")
-        if not sep or col.strip() not in scores.columns:
-            raise ConfigError(f"--where {clause!r}: use COL=VALUE with COL one of {list(scores.columns)[:10]}.")
-        m = scores[col.strip()].astype(str) == value.strip()
-        keep = m if keep is None else keep & m
-    if keep is None:
+
+def _where(scores, query: str | None):
+    """The wells of ``scores`` that ``query`` keeps (the safe selection language; never evaluated as code)."""
+    from ..errors import ConfigError
+    from ..selection import select
+
+    if not query:
         return scores
+    keep = select(scores, query, option="--where")
     if not keep.any():
-        raise ConfigError(f"--where {' '.join(clauses)} selects no well.")
+        raise ConfigError(f"--where {query!r} selects no well.")
     return scores[keep]
 
 
@@ -89,42 +89,48 @@ def _span(values: list[str]):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..analysis import explain, explain_plots
     from ..errors import DataError
-    from ..locks import output_lock
     from ..plates import build_index
-    from ..tables import read_table, write_json, write_table
+    from ..tables import read_table
 
-    out = Path(args.out)
-    if out.exists() and any(p for p in out.iterdir() if not p.name.startswith(".")) and not args.overwrite:
-        raise DataError(f"{out} is not empty: choose another -o or pass --overwrite.")
+    check_queries(args, "where")
+    if not args.no_generator:
+        check_device(args.device)
     proj = Path(args.project)
     scores = read_table(proj / "scores.parquet" if proj.is_dir() else proj)
     if args.label and args.label not in scores.columns:
         raise DataError(f"--label {args.label!r} is not a column of the scores table; it has {list(scores.columns)[:12]}.")
     channels = [c.strip() for c in args.channels.split(",") if c.strip()] if args.channels else None
     index = build_index(args.data, channels=channels)
-    out.mkdir(parents=True, exist_ok=True)
-    with output_lock(out, command="explain"):
-        montage = explain.axis_montage(_where(scores, args.where), index, n=args.n, per_quantile=args.per_quantile,
-                                       crop=args.crop, seed=args.seed)
-        rc = args.readout_channel or (montage.channels[0] if len(montage.channels) == 1 else None)
-        numbers = {"montage_wells_available": montage.info["wells_available"], "readout": "spot_fraction",
-                   "readout_channel": rc, "where": args.where}
-        table = montage.table
-        if rc:
-            reads, rho = explain.readout(montage, channel=rc)
-            table = table.assign(readout=reads["readout"].to_numpy())
-            numbers["montage_readout_spearman"] = rho
-        write_table(table, out / "montage.csv")
-        explain_plots.montage_figure(montage, out / "montage.png", label=args.label)
-        written = ["montage.png", "montage.csv"]
-        if not args.no_generator:
-            numbers.update(_generator(args, out, rc))
-            written += ["strip.png", "strip.csv"] + ([f"strip_{rc}.png"] if rc else [])
-        write_json(out / "explain.json", numbers)
-    print(f"wrote {out}/" + ", ".join(written + ["explain.json"]))
+    with staged_output(args.out, "explain", overwrite=args.overwrite, known=FILES) as stage:
+        written = _explain(args, scores, index, stage)
+    print(f"wrote {args.out}/" + ", ".join(written))
     return 0
+
+
+def _explain(args: argparse.Namespace, scores, index, out: Path) -> list[str]:
+    """The montage, the strips (unless --no-generator) and explain.json, written into ``out``."""
+    from ..analysis import explain, explain_plots
+    from ..tables import write_json, write_table
+
+    montage = explain.axis_montage(_where(scores, args.where), index, n=args.n, per_quantile=args.per_quantile,
+                                   crop=args.crop, seed=args.seed)
+    rc = args.readout_channel or (montage.channels[0] if len(montage.channels) == 1 else None)
+    numbers = {"montage_wells_available": montage.info["wells_available"], "readout": "spot_fraction",
+               "readout_channel": rc, "where": args.where}
+    table = montage.table
+    if rc:
+        reads, rho = explain.readout(montage, channel=rc)
+        table = table.assign(readout=reads["readout"].to_numpy())
+        numbers["montage_readout_spearman"] = rho
+    write_table(table, out / "montage.csv")
+    explain_plots.montage_figure(montage, out / "montage.png", label=args.label)
+    written = ["montage.png", "montage.csv"]
+    if not args.no_generator:
+        numbers.update(_generator(args, out, rc))
+        written += ["strip.png", "strip.csv"] + ([f"strip_{rc}.png"] if rc else [])
+    write_json(out / "explain.json", numbers)
+    return written + ["explain.json"]
 
 
 def _generator(args: argparse.Namespace, out: Path, rc: str | None) -> dict:
