@@ -21,11 +21,12 @@ each profile feature on the same feature of the aggregated embeddings, plate by 
 
 **Fakes along the axis** (:func:`generator_strip`), method ``"direction"``: sample ``n_fit``
 styles ``w = mapping(z)``, render G(w) (EMA generator, fixed noise), score D's features of each
-fake, fit a ridge regression ``score ~ w`` and move along its direction in W: for a start ``w0``
-the fake at target ``t`` is ``w0 + (t - predicted(w0)) * beta / |beta|^2``. The shift along that
-direction, in standard deviations of the sampled w's, is recorded; shifts are capped at
-``max_shift`` so w stays near the mapping's distribution. Every fake is then scored again: the
-table holds the *measured* score next to the target. Method ``"optimize"``: from each start,
+fake, fit a ridge regression ``score ~ w`` and take its direction in W. Through each start
+``w0`` (a sampled style) the line along that direction is searched for the shift whose fake
+scores each target (17 samples within ``max_shift`` standard deviations of the sampled styles
+along the line, then three rounds of interpolation on the measured scores), so w stays near the
+mapping's distribution and the table holds the *measured* score of every fake next to its
+target; a target the line does not reach gets the line's end. Method ``"optimize"``: from each start,
 gradient steps in W towards each target score with a penalty ``lam * |w - w0|^2 / var(w)`` that
 keeps w near the start (and so near the mapping's distribution).
 
@@ -45,8 +46,8 @@ import pandas as pd
 from ..errors import CheckpointError, ConfigError, DataError
 from ..tables import feature_columns
 
-__all__ = ["ProfileAxis", "FeatureAxis", "Strip", "profile_axis", "feature_axis", "load_feature_axis", "generator_strip",
-           "strip_from_networks", "ILLUSTRATION_NOTE", "METHODS"]
+__all__ = ["ProfileAxis", "FeatureAxis", "Strip", "profile_axis", "feature_axis", "load_feature_axis",
+           "generator_strip", "strip_from_networks", "ILLUSTRATION_NOTE", "METHODS"]
 
 ILLUSTRATION_NOTE = ("Illustration, not a measurement: images invented by the run's generator, moved along the On "
                      "axis; the scores are those of D's features of each fake mapped onto the axis.")
@@ -136,8 +137,8 @@ def profile_axis(scores: pd.DataFrame, profiles: pd.DataFrame, axes: pd.DataFram
     feats = axes["feature"].astype(str).tolist()
     missing = [f for f in feats if f not in profiles.columns]
     if missing:
-        raise DataError(f"the profile table lacks {len(missing)} feature(s) of the projection, e.g. {missing[:3]}: give "
-                        "the profiles that 'gandl-core project' was run on.")
+        raise DataError(f"the profile table lacks {len(missing)} feature(s) of the projection, e.g. {missing[:3]}: "
+                        "give the profiles that 'gandl-core project' was run on.")
     both = profiles.merge(scores[_KEYS + [col]], on=_KEYS, how="inner", suffixes=("", "_score"))
     raw = both[feats].to_numpy(np.float64) @ axes["on"].to_numpy(np.float64)
     on = both[col].to_numpy(np.float64)
@@ -148,8 +149,8 @@ def profile_axis(scores: pd.DataFrame, profiles: pd.DataFrame, axes: pd.DataFram
     slope, icpt = np.polyfit(raw[ok], on[ok], 1)
     resid = on[ok] - (slope * raw[ok] + icpt)
     if np.abs(resid).max() > 1e-3 * max(1.0, np.abs(on[ok]).max()) or slope <= 0:
-        raise DataError(f"the scores are not the projection of these profiles (largest misfit {np.abs(resid).max():.3g}): "
-                        "give the profile table that 'gandl-core project' was run on.")
+        raise DataError("the scores are not the projection of these profiles (largest misfit "
+                        f"{np.abs(resid).max():.3g}): give the profile table that 'gandl-core project' was run on.")
     return ProfileAxis(feats, axes["on"].to_numpy(np.float64), float(-icpt / slope), float(1.0 / slope))
 
 
@@ -167,9 +168,9 @@ def _plate_affine(x: np.ndarray, z: np.ndarray, plate: str) -> tuple[np.ndarray,
     scale = np.maximum(np.nanstd(z, axis=0), 1e-6)
     bad = misfit > 1e-3 * np.maximum(scale, 1.0)
     if bad.any():
-        raise DataError(f"plate {plate!r}: {int(bad.sum())} profile feature(s) are not a per-feature affine function of "
-                        "the aggregated embeddings (sphered profiles, or profiles of another embedding?). Make "
-                        "profiles without --sphere from these embeddings.")
+        raise DataError(f"plate {plate!r}: {int(bad.sum())} profile feature(s) are not a per-feature affine "
+                        "function of the aggregated embeddings (sphered profiles, or profiles of another "
+                        "embedding?). Make profiles without --sphere from these embeddings.")
     return a, b
 
 

@@ -102,7 +102,8 @@ def montage_figure(montage: Any, path: str | os.PathLike, *, title: str | None =
                     ax.set_ylabel(row_name, fontsize=8)
     for k in range(n):
         q = montage.table.loc[montage.table["column"] == k, "quantile"].iloc[0]
-        axes[0, k].annotate(f"quantile {q:.2f}", (0.5, 1.32 if label else 1.2), xycoords="axes fraction", ha="center", fontsize=8,
+        axes[0, k].annotate(f"quantile {q:.2f}", (0.5, 1.32 if label else 1.2), xycoords="axes fraction",
+                            ha="center", fontsize=8,
                             weight="bold")
     return _save(fig, path)
 

@@ -99,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     proj = Path(args.project)
     scores = read_table(proj / "scores.parquet" if proj.is_dir() else proj)
     if args.label and args.label not in scores.columns:
-        raise DataError(f"--label {args.label!r} is not a column of the scores table; it has {list(scores.columns)[:12]}.")
+        raise DataError(f"--label {args.label!r} is not a column of the scores table; it has "
+                        f"{list(scores.columns)[:12]}.")
     channels = [c.strip() for c in args.channels.split(",") if c.strip()] if args.channels else None
     index = build_index(args.data, channels=channels)
     with staged_output(args.out, "explain", overwrite=args.overwrite, known=FILES) as stage:
