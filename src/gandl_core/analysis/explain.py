@@ -104,6 +104,10 @@ def score_column(df: pd.DataFrame, score_col: str | None = None) -> str:
                     f"written by 'gandl-core project' (it has {list(df.columns)[:12]}).")
 
 
+def _well_keys(df: pd.DataFrame) -> pd.Series:
+    return df["Metadata_Plate"].astype(str) + "|" + df["Metadata_Well"].astype(str)
+
+
 def _wells_with_sites(scores: pd.DataFrame, index: pd.DataFrame, score_col: str) -> pd.DataFrame:
     """Scored wells (finite score) that have at least one site in the index, with their site rows."""
     for name, df in (("scores table", scores), ("index", index)):
@@ -111,10 +115,9 @@ def _wells_with_sites(scores: pd.DataFrame, index: pd.DataFrame, score_col: str)
         if missing:
             raise DataError(f"the {name} lacks {missing}: the montage matches wells by plate and well.")
     ok = scores[np.isfinite(pd.to_numeric(scores[score_col], errors="coerce"))]
-    keys = index[list(_KEYS)].astype(str).agg("|".join, axis=1)
+    keys = _well_keys(index)  # vectorized: a 300k-site index takes well under a second
     sites = pd.Series(np.arange(len(index)), index=keys.to_numpy()).groupby(level=0).agg(list)
-    wkeys = ok[list(_KEYS)].astype(str).agg("|".join, axis=1)
-    ok = ok.assign(_sites=wkeys.map(sites).to_numpy())
+    ok = ok.assign(_sites=_well_keys(ok).map(sites).to_numpy())
     ok = ok[ok["_sites"].notna()]
     if ok.empty:
         raise DataError("no scored well has a site in the index: plate/well names differ between the scores table "
