@@ -101,8 +101,8 @@ def fit_projection(wells: pd.DataFrame, *, column: str, positive: Any, negative:
     proj, table, stats = project_table(data[meta + features], positive=_query(data, column, positive),
                                        negative=_query(data, column, negative), features=features)
     scores = data[["Metadata_Plate", "Metadata_Well"]].copy()
-    scores[ON] = table["On"].to_numpy(float)
-    scores[OFF] = table["Off"].to_numpy(float)
+    scores[ON] = table[ON].to_numpy(float)
+    scores[OFF] = table[OFF].to_numpy(float)
     return scores, float(stats["z_prime"]), proj
 
 
@@ -217,7 +217,7 @@ class AnalysisWidget(QWidget):
         self.scores, self.z_prime = scores, zp
         session.merge_wells(scores)
         session.extras["controls"] = (self.column.value, self.positive.value, self.negative.value)
-        self.z_label.setText(f"Z' (On axis, {self.positive.value} vs {self.negative.value}) = {zp:.3f}")
+        self.z_label.setText(f"Z' out of fold (On axis, {self.positive.value} vs {self.negative.value}) = {zp:.3f}")
         self.refresh_choices()
         self.colour_by.value = ON
         self.apply_colour()

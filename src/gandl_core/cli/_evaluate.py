@@ -16,8 +16,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "evaluate",
         help="linear-SVM separability of control wells (or multi-class accuracy of a label) on held-out wells",
         description="Fit a soft-margin linear SVM (standardized features, balanced class weights) on a profile "
-        "table and report accuracy on held-out wells (75/25 split by well, stratified by class) or "
-        "out-of-fold with --cv K. Writes DIR/evaluation.json, predictions.csv, per_group.csv, confusion.csv "
+        "table and report accuracy on held-out wells: a 75/25 split by well (stratified by class) on large "
+        "tables, K-fold cross-validation grouped by well on small ones (fewer than 80 wells: every well tested "
+        "once), or --cv K. Features are standardized on the training wells of each fold, or over all wells "
+        "of the table (label-free) with --scaler wells. Writes DIR/evaluation.json, predictions.csv, per_group.csv, confusion.csv "
         "and confusion.png.",
     )
     p.add_argument("profiles", metavar="PROFILES", help="profile table (.parquet/.csv) from embed/featurize/profile")
@@ -31,7 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--test", metavar="TABLE", help="with --label: zero-shot check -- fit on all of PROFILES, predict "
                    "TABLE (e.g. other plates or another experiment; features matched by column name)")
     p.add_argument("--by", metavar="COL", help="also report accuracy per value of this column")
-    p.add_argument("--cv", type=int, metavar="K", help="K-fold grouped cross-validation instead of one 75/25 split")
+    p.add_argument("--cv", type=_cv, default="auto", metavar="K|auto|split",
+                   help="K-fold cross-validation grouped by well; 'split' = one 75/25 split; 'auto' (default) = "
+                   "split with 80 wells or more, else min(5, wells of the smaller class) folds")
+    p.add_argument("--scaler", choices=("controls", "wells"), default="controls",
+                   help="standardize features on each fold's training wells (controls, default) or once over all "
+                   "wells of the table, label-free (wells)")
     p.add_argument("--test-size", type=finite_float, default=0.25, help="fraction of wells held out (default 0.25)")
     p.add_argument("--group", default="Metadata_Well", help="column naming a well (plate is prepended); "
                    "'none' splits rows independently (default Metadata_Well)")
@@ -49,6 +56,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 FILES = ["evaluation.json", "predictions.csv", "per_group.csv", "confusion.csv", "confusion.png", "map.csv"]
+def _cv(text: str) -> int | str | None:
+    """--cv value: an integer K, 'auto' or 'split' (None: one 75/25 split)."""
+    if text in ("auto", "split"):
+        return None if text == "split" else "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give an integer K, 'auto' or 'split'") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,7 +83,7 @@ def _evaluate(args: argparse.Namespace, out: Path) -> list[str]:
     group = None if str(args.group).lower() == "none" else args.group
     features = select_features(df, args.prefix)
     common = dict(features=features, group=group, test_size=args.test_size, cv=args.cv, C=args.C, seed=args.seed,
-                  by=args.by)
+                  by=args.by, scaler=args.scaler)
     if args.test and not args.label:
         raise ConfigError("--test (zero-shot) needs --label COL: the column to predict on the other table.")
     if args.label:
@@ -87,8 +102,9 @@ def _evaluate(args: argparse.Namespace, out: Path) -> list[str]:
     write_table(res.predictions, out / "predictions.csv")
     write_table(res.per_group, out / "per_group.csv")
     write_table(res.confusion.reset_index(), out / "confusion.csv")
+    k = res.params.get("cv")
     how = ("zero-shot: fit on PROFILES, tested on " + Path(args.test).name if args.test else
-           f"out-of-fold, {args.cv}-fold split by well" if args.cv else "held-out wells")
+           f"out-of-fold, {k}-fold split by well" if k else "held-out wells")
     plots.confusion_matrix(res.confusion, out / "confusion.png", title=f"Confusion matrix ({how})")
     extra = {}
     if args.map_sameby:
@@ -104,6 +120,8 @@ def _evaluate(args: argparse.Namespace, out: Path) -> list[str]:
                                          **extra})
     print(json.dumps({"accuracy": round(res.accuracy, 4), "balanced_accuracy": round(res.balanced_accuracy, 4),
                       "n_train_wells": res.n_train, "n_test_wells": res.n_test}))
+    if res.params.get("validation"):
+        print(f"validation: {res.params['validation']}")
     return sorted(p.name for p in out.iterdir())
 
 

@@ -15,7 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="On-perturbation score (linear SVM between controls, C+=+1, C-=-1) and Off score of every well",
         description="Fit a linear SVM between the control wells; its normal is the On-perturbation axis, scaled "
         "so the C+ mean is +1 and the C- mean -1. Off = first principal direction orthogonal to On. Writes "
-        "DIR/scores.parquet (Metadata_* + On, Off, Metadata_Control), projection.json (Z', SSMD in-sample and out-of-fold, counts), "
+        "DIR/scores.parquet (Metadata_* + OnScore, OffScore, Metadata_Control), projection.json (Z' and SSMD out of fold -- "
+        "each control well scored by an axis fitted without it -- plus the optimistic in-sample figures, counts), "
         "axes.csv (feature weights of On and Off; sorted by the standardized On weight), e2.png and on_heatmap.png (when wells are known).",
     )
     p.add_argument("profiles", metavar="PROFILES", help="profile table (.parquet/.csv)")
@@ -67,10 +68,12 @@ def _project(args: argparse.Namespace, out: Path) -> list[str]:
     marker = args.marker if args.marker in plot_df.columns else None
     plots.e2_scatter(plot_df, out / "e2.png", color=color if color in plot_df.columns else None, marker=marker)
     written = ["scores.parquet", "projection.json", "axes.csv", "e2.png"]
-    if {"Metadata_Well", "Metadata_Plate"} <= set(scores.columns) and np.isfinite(scores["On"]).any():
-        plots.plate_heatmap(scores, "On", out / "on_heatmap.png", title="On-perturbation score per well")
+    if {"Metadata_Well", "Metadata_Plate"} <= set(scores.columns) and np.isfinite(scores["OnScore"]).any():
+        plots.plate_heatmap(scores, "OnScore", out / "on_heatmap.png", title="On-perturbation score per well")
         written.append("on_heatmap.png")
     write_json(out / "projection.json", {"profiles": str(args.profiles), **stats})
     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in stats.items()
-                      if k in ("z_prime", "ssmd", "z_prime_cv", "ssmd_cv", "n_positive", "n_negative")}))
+                      if k in ("z_prime", "ssmd", "z_prime_in_sample", "ssmd_in_sample", "n_positive", "n_negative")}))
+    print(f"Z' = {stats['z_prime']:.3f}, {stats['z_prime_method']}; in sample (optimistic): "
+          f"{stats['z_prime_in_sample']:.3f}")
     return written
