@@ -130,7 +130,8 @@ def _project(emb: pd.DataFrame, method: str = "standardize"):
     from gandl_core.analysis.projection import project_table
 
     prof = normalize_plates(aggregate(emb), controls="Metadata_Role in ['positive', 'negative']", method=method)
-    proj, scores, _ = project_table(prof, positive="Metadata_Role == 'positive'", negative="Metadata_Role == 'negative'",
+    proj, scores, _ = project_table(prof, positive="Metadata_Role == 'positive'",
+                                    negative="Metadata_Role == 'negative'",
                                     cv=None)
     return prof, proj, scores
 
