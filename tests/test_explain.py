@@ -90,7 +90,7 @@ def test_montage_refuses_bad_requests(synth_screen) -> None:
         explain.axis_montage(other, index)
     # the old column name still works
     m = explain.axis_montage(scores.rename(columns={"OnScore": "On"}), index, n=3)
-    assert m.score_col == "On"
+    assert m.score_col == "OnScore" and len(m.table) == 3
 
 
 def test_display_helpers_keep_one_contrast_per_channel() -> None:
@@ -153,7 +153,7 @@ def test_feature_axis_reproduces_every_well_score_from_raw_features(method: str)
     wells = aggregate(emb)
     for plate in ("P0", "P1"):
         rows = wells[wells["Metadata_Plate"] == plate]
-        want = scores.loc[scores["Metadata_Plate"] == plate, "On"].to_numpy()
+        want = scores.loc[scores["Metadata_Plate"] == plate, "OnScore"].to_numpy()
         assert np.allclose(fax.score(rows, plate=plate), want, atol=1e-8)
         # an array of features in output order (what D.features returns) scores the same
         assert np.allclose(fax.score(rows.filter(like="GAN_").to_numpy(), plate=plate), want, atol=1e-8)
@@ -171,7 +171,7 @@ def test_feature_axis_refuses_tables_that_do_not_belong_together() -> None:
     emb = _site_table()
     prof, proj, scores = _project(emb)
     axes = pd.DataFrame({"feature": proj.feature_names_in_, "on": proj.coef_})
-    other = scores.assign(On=scores["On"].sample(frac=1.0, random_state=0).to_numpy())
+    other = scores.assign(OnScore=scores["OnScore"].sample(frac=1.0, random_state=0).to_numpy())
     with pytest.raises(DataError, match="not the projection of these profiles"):
         profile_axis(other, prof, axes)
     pax = profile_axis(scores, prof, axes)

@@ -51,7 +51,7 @@ def test_cli_explain_writes_montage_strips_and_a_report_section(chain: Path, cap
     assert "not a measurement" in numbers["note"]
     assert numbers["strip_checkpoint"].endswith("latest.pt") and numbers["strip_n_fit"] == 32
     montage = pd.read_csv(out / "montage.csv")
-    assert list(montage["column"]) == [0, 1, 2, 3] and montage["On"].is_monotonic_increasing
+    assert list(montage["column"]) == [0, 1, 2, 3] and montage["OnScore"].is_monotonic_increasing
     assert "readout" in montage and "montage_readout_spearman" in numbers
     strip = pd.read_csv(out / "strip.csv")
     assert len(strip) == 6 and np.allclose(strip["target"].unique(), [-1.0, 0.0, 1.0])

@@ -41,8 +41,6 @@ from ..tables import metadata_columns
 __all__ = ["Montage", "axis_montage", "score_column", "spot_fraction", "readout", "display_ranges", "to_rgb",
            "channel_colours"]
 
-#: Score columns, in order of preference (the shared name first, then the name of older files).
-SCORE_COLUMNS = ("OnScore", "On")
 _KEYS = ("Metadata_Plate", "Metadata_Well")
 
 
@@ -85,23 +83,24 @@ class Montage:
         return self.images.reshape(n * r, *self.images.shape[2:])
 
 
-def score_column(df: pd.DataFrame, score_col: str | None = None) -> str:
-    """The On score column of a scores table: ``score_col`` if given, else ``OnScore``, else ``On``.
+def score_column(df: pd.DataFrame, score_col: str | None = None) -> tuple[pd.DataFrame, str]:
+    """The scores table with the shared score names, and its On score column (default ``OnScore``).
+
+    Tables written before the rename (``On``/``Off``) are read through
+    :func:`gandl_core.analysis.projection.resolve_score`, the one read-side fallback.
 
     Raises
     ------
     DataError
         The column is missing (the message lists the table's columns).
     """
-    if score_col is not None:
-        if score_col not in df.columns:
-            raise DataError(f"the scores table has no column {score_col!r}; it has {list(df.columns)[:12]}.")
-        return score_col
-    for c in SCORE_COLUMNS:
-        if c in df.columns:
-            return c
-    raise DataError(f"the scores table has none of the columns {list(SCORE_COLUMNS)}; give the scores.parquet "
-                    f"written by 'gandl-core project' (it has {list(df.columns)[:12]}).")
+    from .projection import resolve_score
+
+    df, col = resolve_score(df, score_col or "OnScore")
+    if col not in df.columns:
+        raise DataError(f"the scores table has no column {col!r}; give the scores.parquet written by 'gandl-core "
+                        f"project' (it has {list(df.columns)[:12]}).")
+    return df, col
 
 
 def _well_keys(df: pd.DataFrame) -> pd.Series:
@@ -177,7 +176,7 @@ def axis_montage(scores: pd.DataFrame, index: pd.DataFrame, *, n: int = 7, per_q
     seed
         Seed of the site chosen in each well (same seed, same montage).
     score_col
-        Score column (default ``OnScore``, else ``On``).
+        Score column (default ``OnScore``; tables with the old name ``On`` are read too).
     quantile_range
         Lowest and highest quantile level, in [0, 1].
 
@@ -201,7 +200,7 @@ def axis_montage(scores: pd.DataFrame, index: pd.DataFrame, *, n: int = 7, per_q
     lo, hi = (float(q) for q in quantile_range)
     if not 0.0 <= lo < hi <= 1.0:
         raise ConfigError(f"quantile_range {quantile_range}: need 0 <= low < high <= 1.")
-    col = score_column(scores, score_col)
+    scores, col = score_column(scores, score_col)
     wells = _wells_with_sites(scores, index, col)
     if len(wells) < n * per_quantile:
         raise ConfigError(f"{len(wells)} scored well(s) with images, but --n {n} x --per-quantile {per_quantile} = "

@@ -14,7 +14,7 @@ is scored as a one-tile, one-site well, so fake scores spread wider than well sc
 median over sites and the mean over tiles average noise away).
 
 :func:`profile_axis` recovers the axis in profile space from the ``project`` outputs (``axes.csv``
-has the unit On direction; the affine scale comes from regressing the ``On`` column of
+has the unit On direction; the affine scale comes from regressing the ``OnScore`` column of
 ``scores.parquet`` on it). :func:`feature_axis` recovers each plate's normalization by regressing
 each profile feature on the same feature of the aggregated embeddings, plate by plate (exact for
 ``standardize``, ``mad`` and ``none``; sphered profiles are refused, their map mixes features).
@@ -130,7 +130,7 @@ def profile_axis(scores: pd.DataFrame, profiles: pd.DataFrame, axes: pd.DataFram
     """
     from .explain import score_column
 
-    col = score_column(scores, score_col)
+    scores, col = score_column(scores, score_col)
     if not {"feature", "on"} <= set(axes.columns):
         raise DataError(f"the axes table needs columns 'feature' and 'on' (axes.csv of 'gandl-core project'); it has "
                         f"{list(axes.columns)}.")
