@@ -22,7 +22,7 @@ import pandas as pd
 from magicgui import widgets as mw
 from qtpy.QtWidgets import QPushButton
 
-from ._mpl import make_canvas, style_axes
+from ._mpl import make_canvas, plain_log_axis, style_axes
 from ._session import ROLE_COLUMN, Colouring, Controls
 from ._ui import DockBase, button_row, status_label
 from ._workers import notify_error, start_function
@@ -322,9 +322,8 @@ class AnalysisWidget(DockBase):
 
     # -- E2 scatter ------------------------------------------------------------------------------
     def _clear_scatter(self) -> None:
-        self.fig.clear()
-        self.ax = self.fig.add_subplot()
-        style_axes(self.ax)
+        """Empty the E2 axes, keeping them (recreating axes costs far more than removing artists)."""
+        _remove_artists(self.ax)
         self.ax.set_title("E2 projection (Fit to draw)", fontsize=9)
         self._scatter, self._rings, self._pick_marker, self._scatter_rows = None, [], None, None
         self.canvas.draw_idle()
@@ -354,6 +353,7 @@ class AnalysisWidget(DockBase):
                                               linewidths=1.2, label=f"{label}: {value}"))
             ax.legend(fontsize=7, facecolor="#262930", labelcolor="#e0e0e0", edgecolor="#555", loc="best")
         (self._pick_marker,) = ax.plot([], [], marker="o", ms=10, mfc="none", mec="white", mew=1.5, ls="none")
+        _fit_limits(ax, x, y)
         ax.set_xlabel("On-perturbation (SVM normal)")
         ax.set_ylabel("Off-perturbation" if OFF in rows else "")
         ax.set_title(f"E2 projection, {len(rows)} wells (click a point)", fontsize=9)
@@ -382,8 +382,7 @@ class AnalysisWidget(DockBase):
 
     # -- dose-response ---------------------------------------------------------------------------
     def _clear_dr(self) -> None:
-        self.dr_ax.clear()
-        style_axes(self.dr_ax)
+        _remove_artists(self.dr_ax)
         self.dr_ax.set_title("dose-response (Fit, then pick a compound)", fontsize=9)
         self.dr_canvas.draw_idle()
 
@@ -391,22 +390,28 @@ class AnalysisWidget(DockBase):
         """Draw a compound's On scores vs dose now; fit the Hill curve in a worker (returned)."""
         session = self.session
         comp = self.compound.value
-        self.dr_ax.clear()
-        style_axes(self.dr_ax)
+        _remove_artists(self.dr_ax)
         if session is None or ON not in session.wells or not comp:
             self.dr_canvas.draw_idle()
             return None
         conc, resp, dose_col = dose_response_data(session.wells, comp)
         ax = self.dr_ax
-        ax.set_xscale("log")
+        if ax.get_xscale() != "log":
+            ax.set_xscale("log")
+            plain_log_axis(ax.xaxis)
         ax.scatter(conc, resp, s=16, color="#4fc3f7", zorder=3, label="wells")
         ctrl = session.controls
         w = session.wells.dropna(subset=[ON])
+        levels = list(resp)
         if ctrl is not None and ctrl.column in w:
             for value, colour in ((ctrl.positive, ROLE_COLOURS["positive"]), (ctrl.negative, ROLE_COLOURS["negative"])):
                 m = _text(w[ctrl.column]) == str(value)
                 if m.any():
-                    ax.axhline(float(np.median(w.loc[m, ON])), color=colour, ls="--", lw=1)
+                    levels.append(float(np.median(w.loc[m, ON])))
+                    ax.axhline(levels[-1], color=colour, ls="--", lw=1)
+        if len(conc):
+            ax.set_xlim(float(conc.min()) / 1.5, float(conc.max()) * 1.5)
+        _fit_limits(ax, None, np.asarray(levels, float))
         ax.set_xlabel(f"{comp} ({dose_col.replace('Metadata_', '')})")
         ax.set_ylabel("On score")
         ax.set_title("dose-response (dashed: C+ / C- medians)", fontsize=9)
@@ -438,4 +443,24 @@ class AnalysisWidget(DockBase):
         return None
 
 
+def _remove_artists(ax: Any) -> None:
+    """Remove a plot's data artists and legend (axes, ticks and labels stay)."""
+    for artist in list(ax.collections) + list(ax.lines):
+        artist.remove()
+    legend = ax.get_legend()
+    if legend is not None:
+        legend.remove()
 
+
+def _fit_limits(ax: Any, x: np.ndarray | None, y: np.ndarray | None, pad: float = 0.08) -> None:
+    """Axis limits around the data (collections are not covered by matplotlib's relim)."""
+    for values, setter in ((x, ax.set_xlim), (y, ax.set_ylim)):
+        if values is None:
+            continue
+        v = np.asarray(values, float)
+        v = v[np.isfinite(v)]
+        if not v.size:
+            continue
+        lo, hi = float(v.min()), float(v.max())
+        span = (hi - lo) or max(abs(hi), 1.0)
+        setter(lo - pad * span, hi + pad * span)

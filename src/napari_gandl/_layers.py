@@ -197,7 +197,6 @@ def plate_map_kwargs(session: PlateSession) -> dict:
     return {"name": PLATE_MAP_NAME, "features": display_table(session), "symbol": "square", "size": s * 0.9,
             "face_color": "#808080", "border_color": border_colours(session), "border_width": 0.08,
             "border_width_is_relative": True, "shown": session.plate_mask(),
-            "text": {"string": "{Metadata_Well}", "size": 7, "color": "white", "visible": False},
             "metadata": {KIND_KEY: "plate_map", SESSION_KEY: session, "session_id": session.id}}
 
 

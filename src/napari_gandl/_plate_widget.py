@@ -256,8 +256,9 @@ class PlateWidget(DockBase):
         scores = [c for c in ("OnScore", "OffScore") if c in numeric]
         choices = [NONE] + scores + meta + [c for c in numeric if c not in scores][:300]
         self.colour_by.blockSignals(True)
-        self.colour_by.clear()
-        self.colour_by.addItems(choices)
+        if choices != [self.colour_by.itemText(i) for i in range(self.colour_by.count())]:
+            self.colour_by.clear()
+            self.colour_by.addItems(choices)
         current = s.colouring.column or NONE
         self.colour_by.setCurrentText(current if current in choices else (keep if keep in choices else NONE))
         self.colour_by.blockSignals(False)

@@ -6,8 +6,8 @@ output folder, preset; then **advanced options**, folded away, made from
 the field's own comment as tooltip, units on the spin boxes, dropdowns where the core lists the
 choices). Start runs :func:`gandl_core.gan.train.train` in a worker: the activity dock and this
 dock show kimg and the time left, the plot the losses (redrawn at most once a second), and the
-latest fakes appear as ``fakes <channel>`` layers (created one per event-loop turn, then updated in
-place at most every few seconds). Stop quits the worker: the core generator is closed and leaves
+latest fakes appear as one false-colour ``fakes`` layer below the plate (each channel in its
+channel's colour; created once, then updated in place at most every few seconds). Stop quits the worker: the core generator is closed and leaves
 a checkpoint. Resume continues the run in the output folder. Opening another plate resets the
 dock (Resume then belongs to the new plate's run, if any).
 """
@@ -84,6 +84,18 @@ def fakes_grid(fakes: np.ndarray, max_items: int = 16) -> np.ndarray:
     return np.nan_to_num(grid, nan=lo)
 
 
+def composite(grid: np.ndarray, colormaps: list[str]) -> np.ndarray:
+    """False-colour RGB [H,W,3] in [0,1] of channels [C,H,W] in about [-1,1], each in its channel colour."""
+    from napari.utils.colormaps import ensure_colormap
+
+    x = np.clip((np.asarray(grid, np.float32) + 1.0) / 2.0, 0.0, 1.0)
+    rgb = np.zeros(x.shape[1:] + (3,), np.float32)
+    for k in range(x.shape[0]):
+        colour = np.asarray(ensure_colormap(colormaps[k]).colors[-1][:3], np.float32)
+        rgb += x[k][..., None] * colour[None, None]
+    return np.clip(rgb, 0.0, 1.0)
+
+
 def _read_fakes_png(path: str | Path) -> np.ndarray:
     """A fakes PNG written by the core, as [1,3,H,W] or [1,1,H,W] float."""
     from PIL import Image
@@ -113,6 +125,7 @@ class TrainWidget(DockBase):
         self._last_fakes = 0.0
         self._run_session: int | None = None
         self._tracker: ProgressTracker | None = None
+        self._lines: dict[str, Any] = {}
 
         self.data = mw.FileEdit(label="data", mode="d", tooltip="Plate folder, LoadData CSV or index parquet. "
                                 "Empty: the plate open in the viewer.")
@@ -343,7 +356,11 @@ class TrainWidget(DockBase):
 
     # -- display ---------------------------------------------------------------------------------
     def show_fakes(self, fakes: Any) -> None:
-        """Show the latest fakes as one additive layer per channel (created once, then updated in place)."""
+        """Show the latest fakes as one false-colour layer (created once, then updated in place).
+
+        One RGB layer instead of a layer per channel: creating an image layer is the costliest
+        thing napari does on the GUI thread, and fakes are looked at, not measured.
+        """
         session = self.session
         if self._run_session is not None and (session is None or session.id != self._run_session):
             return  # the run's plate was closed: no layers for it
@@ -351,35 +368,29 @@ class TrainWidget(DockBase):
         arr = _read_fakes_png(fakes) if from_png else \
             (fakes.detach().cpu().numpy() if hasattr(fakes, "detach") else np.asarray(fakes))
         grid = fakes_grid(arr)
-        names = session.channel_names if session is not None else []
-        if len(names) != grid.shape[0]:
-            names = [f"Ch{i + 1}" for i in range(grid.shape[0])]
+        if from_png:  # 0..255 -> the generator's [-1, 1]
+            grid = grid / 127.5 - 1.0
+        cmaps = [c.colormap for c in session.channels] if session is not None else []
+        if len(cmaps) != grid.shape[0]:
+            used: list[str] = []
+            cmaps = []
+            for i in range(grid.shape[0]):
+                cmaps.append(L.colormap_for(f"Ch{i + 1}", i, used))
+                used.append(cmaps[-1])
+        rgb = composite(grid, cmaps)
+        existing = self.hub.find("fakes", session.id) if session is not None else None
+        if existing is None:
+            existing = next((ly for ly in self.viewer.layers if ly.metadata.get(L.KIND_KEY) == "fakes"), None)
+        if existing is not None:
+            existing.data = rgb
+            return
         h = session.site_shape[0] if session is not None else 0
         below = float(h + 4 * L.spacing_of(session)) if h else 0.0
         scale = (h / grid.shape[1]) if h else 1.0
-        sid = session.id if session is not None else None
-        # Generator outputs live in the normalizer's [-1, 1] space (real background at -1): a fixed
-        # scale so fakes and reals compare; a fakes PNG (0..255) gets robust limits.
-        used: list[str] = []
-        makers = []
-        for i, name in enumerate(names):
-            layer_name = f"{FAKES_PREFIX} {name}"
-            cmap = next((c.colormap for c in (session.channels if session else []) if c.name == name), None) or \
-                L.colormap_for(name, i, used)
-            used.append(cmap)
-            limits = L.robust_limits(grid[i]) if from_png else (-1.0, 1.0)
-            if layer_name in self.viewer.layers:
-                layer = self.viewer.layers[layer_name]
-                layer.data = grid[i]
-                layer.contrast_limits = limits
-            else:
-                kwargs = dict(name=layer_name, colormap=cmap, blending="additive", contrast_limits=limits,
-                              translate=(below, 0.0), scale=(scale, scale),
-                              metadata={L.KIND_KEY: "fakes", "channel": name, "session_id": sid})
-                makers.append(lambda d=grid[i], k=kwargs: None if k["name"] in self.viewer.layers
-                              else self.viewer.add_image(d, **k))
-        if makers:
-            self.hub.add_layers_staged(makers)
+        kwargs = dict(name=FAKES_PREFIX, rgb=True, translate=(below, 0.0), scale=(scale, scale),
+                      metadata={L.KIND_KEY: "fakes", "session_id": session.id if session is not None else None})
+        self.hub.add_layers_staged([lambda: None if self.hub.find("fakes", kwargs["metadata"]["session_id"])
+                                    else self.viewer.add_image(rgb, **kwargs)])
 
     def _style_plot(self) -> None:
         self.ax.set_xlabel("kimg")
@@ -387,13 +398,29 @@ class TrainWidget(DockBase):
         self.ax.set_title("training losses", fontsize=9)
 
     def _plot(self) -> None:
-        self.ax.clear()
-        style_axes(self.ax)
-        self._style_plot()
+        """Loss curves, updated in place (new lines only for new metrics; no axes clearing)."""
+        lines = self._lines
+        if not self.history:
+            for line in lines.values():
+                line.remove()
+            lines.clear()
+            legend = self.ax.get_legend()
+            if legend is not None:
+                legend.remove()
+            self.canvas.draw_idle()
+            return
+        added = False
         for key, pts in self.history.items():
-            if pts:
-                x, y = zip(*pts)
-                self.ax.plot(x, y, label=key, lw=1.2)
-        if self.history:
+            if not pts:
+                continue
+            x, y = zip(*pts)
+            if key not in lines:
+                (lines[key],) = self.ax.plot(x, y, label=key, lw=1.2)
+                added = True
+            else:
+                lines[key].set_data(x, y)
+        self.ax.relim()
+        self.ax.autoscale_view()
+        if added:
             self.ax.legend(fontsize=7, facecolor="#262930", labelcolor="#e0e0e0", edgecolor="#555")
         self.canvas.draw_idle()

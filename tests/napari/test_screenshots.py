@@ -49,6 +49,7 @@ def test_sample_data_generates_and_opens(make_napari_viewer, tmp_path, monkeypat
     wait_open(viewer, qtbot)
     assert (tmp_path / "cache" / SAMPLE_NAME / "metadata.csv").stat().st_mtime_ns == stamp
     assert sum(ly.name == "plate map" for ly in viewer.layers) == 1
+    assert not any(ly.metadata.get("gandl_kind") == "placeholder" for ly in viewer.layers)
 
 
 @pytest.mark.parametrize("name", ["GAN-DL (all steps, tabbed)", "Projection and activity"])
