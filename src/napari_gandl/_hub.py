@@ -280,7 +280,7 @@ class SessionHub:
         session.current_changed.connect(self._on_current)
         pm = self.plate_map
         if pm is not None:
-            self.viewer.layers.selection.active = pm
+            self.plate_map_on_top()
             if first is not None:  # the shown well is the selected one (its site is already shown)
                 self._quiet_selection = True
                 try:
@@ -483,20 +483,29 @@ class SessionHub:
                                              blending="translucent", scale=(h, w),
                                              translate=(h / 2 - 0.5, w / 2 - 0.5),
                                              metadata={L.KIND_KEY: "overlay", "session_id": s.id})
-            pm = self.plate_map
-            if pm is not None:  # keep the plate map on top: it is what the analyst clicks
-                self.viewer.layers.move(self.viewer.layers.index(pm), len(self.viewer.layers) - 1)
-                self.viewer.layers.selection.active = pm
+            self.plate_map_on_top()
         else:
             existing.data = data
         existing.metadata["value"] = s.value(s.current.plate, s.current.well, col)
         existing.metadata["colour"] = tuple(float(c) for c in colour)
         return existing
 
+    def plate_map_on_top(self) -> None:
+        """The plate map last in the layer list and active: it is what the analyst clicks."""
+        pm = self.plate_map
+        if pm is None:
+            return
+        layers = self.viewer.layers
+        i = layers.index(pm)
+        if i != len(layers) - 1:
+            layers.move(i, len(layers))
+        layers.selection.active = pm
+
     # -- staged layer creation for others (fakes) ------------------------------------------------
     def add_layers_staged(self, makers: list[Callable[[], None]]) -> None:
-        """Create layers one per event-loop turn (each layer's creation is a separate short stall)."""
+        """Create layers one per event-loop turn (each a separate short stall); the plate map stays on top."""
         self._steps.extend(makers)
+        self._steps.append(self.plate_map_on_top)
         self._run_steps()
 
     @property

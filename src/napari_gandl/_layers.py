@@ -213,10 +213,11 @@ def grid_label_data(session: PlateSession) -> tuple:
     for r in range(n_rows):
         coords.append((oy + r * s, ox - s))
         labels.append(row_letter(r))
-    for c in range(n_cols):
+    every = 1 if n_cols <= 12 else 2 if n_cols <= 24 else 4  # 384/1536 plates: 1, 3, 5... (no overlap)
+    for c in range(0, n_cols, every):
         coords.append((oy - s, ox + c * s))
         labels.append(str(c + 1))
-    font = 8 if n_cols <= 12 else 6 if n_cols <= 24 else 5
+    font = 8 if n_cols <= 12 else 7
     kwargs = {"name": GRID_NAME, "features": pd.DataFrame({"label": labels}), "size": s * 0.5,
               "face_color": "transparent", "border_color": "transparent", "border_width": 0.0,
               "text": {"string": "{label}", "size": font, "color": "#c0c0c0"},
