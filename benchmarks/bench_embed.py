@@ -119,7 +119,7 @@ def make_featurizer(index: pd.DataFrame, args: argparse.Namespace):
 def forward_only(index: pd.DataFrame, fz, args: argparse.Namespace) -> dict:
     import torch
 
-    from gandl_core.embed import _forward
+    from gandl_core.embed import forward_sites as _forward
     from gandl_core.plates import PlateDataset
 
     ds = PlateDataset(index, fz.normalizer, fz.resolution, mode=args.field_mode)

@@ -70,8 +70,8 @@ def test_plate_grids_place_and_average_wells() -> None:
     assert np.isnan(g).sum() == 96 - 2 and grids["2"][0, 0] == 7.0
     assert plots.plate_grids(df.assign(Metadata_Well=["P24", "A01", "A02", "A03"]), "v")[0] == 384
     assert plots.plate_grids(df.assign(Metadata_Well=["AF48", "A01", "A02", "A03"]), "v")[0] == 1536
-    with pytest.raises(DataError, match="'X-7'"):
-        plots.plate_grids(df.assign(Metadata_Well=["X-7", "A01", "A02", "A03"]), "v")
+    with pytest.raises(DataError, match="'X\\+7'"):
+        plots.plate_grids(df.assign(Metadata_Well=["X+7", "A01", "A02", "A03"]), "v")
     with pytest.raises(DataError, match="96-well"):
         plots.plate_grids(df.assign(Metadata_Well=["P24", "A01", "A02", "A03"]), "v", layout=96)
 

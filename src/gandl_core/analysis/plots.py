@@ -17,7 +17,6 @@ Agg backend (no display needed). Files are written atomically.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -25,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
+from ..plates.wells import parse_well, row_letters
 
 __all__ = ["e2_scatter", "c2_scatter", "dose_scatter", "plate_heatmap", "plate_grids", "confusion_matrix",
            "OKABE_ITO"]
@@ -297,23 +297,14 @@ def dose_scatter(df: pd.DataFrame, fits: pd.DataFrame | None, compound: str, pat
     return _save(fig, path)
 
 
-_WELL = re.compile(r"^\s*([A-Za-z]{1,2})\s*0*(\d{1,2})\s*$")
 LAYOUTS = {96: (8, 12), 384: (16, 24), 1536: (32, 48)}
 
 
 def _well_rc(well: str) -> tuple[int, int]:
-    m = _WELL.match(str(well))
-    if not m:
-        raise DataError(f"plate_heatmap: well {well!r} is not like 'B02' (row letter(s) + column number).")
-    letters = m.group(1).upper()
-    row = 0
-    for ch in letters:  # A..Z, then AA.. AF for 1536-well plates
-        row = row * 26 + (ord(ch) - 64)
-    return row - 1, int(m.group(2)) - 1
+    return parse_well(well, where="plate_heatmap")  # 0-based (row, column); WellNameError (a DataError) if not a well
 
 
-def _row_name(i: int) -> str:
-    return chr(65 + i) if i < 26 else "A" + chr(65 + i - 26)
+_row_name = row_letters
 
 
 def plate_grids(df: pd.DataFrame, value: str, *, plate_col: str = "Metadata_Plate",

@@ -19,6 +19,7 @@ The usual chain is ``sphere(normalize_plates(aggregate(sites), controls=Q), cont
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from typing import Sequence
@@ -284,3 +285,107 @@ def sphere(
     out = pd.concat([out, z], axis=1)
     out.attrs = {}
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Interoperability: JUMP-style perturbation types, human-readable feature labels
+# --------------------------------------------------------------------------------------------
+
+#: ``Metadata_Role`` -> JUMP/pycytominer ``Metadata_pert_type``. The baseline every well is compared
+#: with (C-, infected untreated; a DMSO well) is the negative control, the phenotype a hit should reach
+#: (C+, healthy/mock) the positive control.
+ROLE_TO_PERT_TYPE = {"negative": "negcon", "positive": "poscon", "treated": "trt", "other": "other"}
+#: ``Metadata_pert_type`` -> ``Metadata_Role`` (LINCS Cell Painting tables say ``control`` for DMSO).
+PERT_TYPE_TO_ROLE = {"negcon": "negative", "control": "negative", "poscon": "positive", "trt": "treated"}
+
+
+def add_pert_type(df: pd.DataFrame) -> pd.DataFrame:
+    """Copy of ``df`` with ``Metadata_pert_type`` (negcon/poscon/trt/other) from ``Metadata_Role``.
+
+    Then pycytominer's and copairs' JUMP recipes run as written, e.g.
+    ``normalize(..., samples="Metadata_pert_type == 'negcon'")``.
+
+    Raises
+    ------
+    DataError
+        No ``Metadata_Role`` column.
+    """
+    if "Metadata_Role" not in df.columns:
+        raise DataError(f"add_pert_type: the table has no Metadata_Role column (metadata: {metadata_columns(df)}).")
+    out = df.copy()
+    pert = df["Metadata_Role"].astype(str).map(ROLE_TO_PERT_TYPE).fillna("other")
+    at = out.columns.get_loc("Metadata_Role") + 1 if "Metadata_pert_type" not in out.columns else None
+    if at is None:
+        out["Metadata_pert_type"] = pert.to_numpy()
+    else:
+        out.insert(at, "Metadata_pert_type", pert.to_numpy())
+    return out
+
+
+def add_role(df: pd.DataFrame) -> pd.DataFrame:
+    """Copy of ``df`` with ``Metadata_Role`` from a JUMP/LINCS ``Metadata_pert_type`` column.
+
+    negcon / control -> ``negative``, poscon -> ``positive``, trt -> ``treated``, anything else ->
+    ``other``. An existing ``Metadata_Role`` is replaced.
+
+    Raises
+    ------
+    DataError
+        No ``Metadata_pert_type`` column.
+    """
+    if "Metadata_pert_type" not in df.columns:
+        raise DataError(f"add_role: the table has no Metadata_pert_type column (metadata: {metadata_columns(df)}).")
+    out = df.copy()
+    role = df["Metadata_pert_type"].astype(str).str.lower().map(PERT_TYPE_TO_ROLE).fillna("other").to_numpy()
+    if "Metadata_Role" in out.columns:
+        out["Metadata_Role"] = role
+    else:
+        out.insert(out.columns.get_loc("Metadata_pert_type") + 1, "Metadata_Role", role)
+    return out
+
+
+def _labels_in(meta: object) -> tuple[str, list[str]] | None:
+    """(prefix, labels) from a table's ``gandl`` metadata, searching nested source metadata."""
+    if not isinstance(meta, dict):
+        return None
+    fz = meta.get("featurizer")
+    if isinstance(fz, dict) and isinstance(fz.get("feature_labels"), list) and fz.get("prefix"):
+        return str(fz["prefix"]), [str(x) for x in fz["feature_labels"]]
+    for v in meta.values():
+        found = _labels_in(v) if isinstance(v, dict) else None
+        if found:
+            return found
+    return None
+
+
+def feature_labels(table: pd.DataFrame | str | os.PathLike) -> dict[str, str]:
+    """Column -> human-readable name for the features of a table that has them.
+
+    The handcrafted featurizer stores CellProfiler-like names (``Intensity_mean_DNA``, ...) in the
+    table's Parquet metadata; this returns ``{"HC_000": "Intensity_mean_DNA", ...}`` for the feature
+    columns present (also for profile tables, which keep their source's metadata). Learned
+    embeddings (GAN_, RandD_, CAE_, DN*) have no names: the result is then empty.
+    ``df.rename(columns=feature_labels(df))`` gives named columns.
+
+    Parameters
+    ----------
+    table
+        A table read with :func:`gandl_core.tables.read_table` (metadata in ``attrs["gandl"]``) or
+        the path of a Parquet table.
+    """
+    from ..tables import read_table_metadata
+
+    if isinstance(table, pd.DataFrame):
+        meta, columns = table.attrs.get("gandl", {}), list(table.columns)
+    else:
+        import pyarrow.parquet as pq
+
+        meta, columns = read_table_metadata(table), list(pq.read_schema(table).names)
+    found = _labels_in(meta)
+    if not found:
+        return {}
+    from ..featurizers.base import feature_names
+
+    prefix, labels = found
+    names = dict(zip(feature_names(prefix, len(labels)), labels))
+    return {c: names[c] for c in columns if c in names}

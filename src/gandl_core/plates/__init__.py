@@ -10,12 +10,13 @@ embedding read through (imported lazily: importing this package does not import 
 from __future__ import annotations
 
 from ._images import image_header, read_site, split_stack_path
+from ._omezarr import is_omezarr_plate, plate_channels
 from ._index import build_index, build_index_iter, channel_columns, channel_names, select_channels
 from ._normalize import IntensityNormalizer
 from ._sources import RXRX_CHANNELS
 
 __all__ = ["build_index", "build_index_iter", "channel_columns", "channel_names", "select_channels", "read_site",
-           "image_header", "split_stack_path", "IntensityNormalizer", "PlateDataset", "RXRX_CHANNELS"]
+           "image_header", "split_stack_path", "is_omezarr_plate", "plate_channels", "IntensityNormalizer", "PlateDataset", "RXRX_CHANNELS"]
 
 
 def __getattr__(name: str):

@@ -3,8 +3,12 @@
 Files are PNG (8- or 16-bit grey, read with Pillow) or TIFF (read with tifffile, which returns the
 stored values: palette TIFFs with an identity grey map stay single-channel instead of being expanded
 to RGB as Pillow would). A path ``"<file>::<k>"`` names frame ``k`` (0-based) of a multichannel TIFF
-stack; the channel axis of a 3-D stack is the smaller of the first and last axis (and <= 16).
-Nothing here keeps a file open after it returns, so the functions are safe in DataLoader workers.
+stack; the channel axis of a stack is the one the file's metadata names (OME-XML, ImageJ, tifffile:
+see :mod:`._tiffmeta`), else the smaller of the first and last axis of a 3-D stack (and <= 16).
+A path ``"<array>::<k>"`` whose ``<array>`` is a zarr array folder is channel ``k`` of an OME-Zarr
+field (:mod:`._omezarr`); ``"<file>::scene=<i>::<k>"`` is channel ``k`` of scene ``i`` of a vendor
+file read with bioio (:mod:`._bioio`). Nothing here keeps a file open after it returns, so the functions are safe
+in DataLoader workers.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..errors import DataError
+from . import _bioio, _omezarr, _tiffmeta
 
 PATH_PREFIX = "Path_"
 STACK_SEP = "::"
@@ -32,17 +37,35 @@ def split_stack_path(path: str) -> tuple[str, int | None]:
     return path, None
 
 
-def channel_axis(shape: Sequence[int], where: str = "") -> tuple[int | None, int]:
+def _zarr_field(file: str) -> bool:
+    """True if ``file`` is an OME-Zarr field's array folder (the OME-Zarr HCS source)."""
+    return os.path.isdir(file) and _omezarr.is_zarr_array(file)
+
+
+def exists(path: str) -> bool:
+    """Whether the file (or OME-Zarr array) a ``Path_`` value names is there."""
+    file = split_stack_path(path)[0]
+    return os.path.isfile(file) or _zarr_field(file) or _bioio.exists(file)
+
+
+def channel_axis(shape: Sequence[int], where: str = "", axes: str | None = None) -> tuple[int | None, int]:
     """Return (channel axis or None for a 2-D plane, channel count) for an image of ``shape``.
 
-    Singleton axes are ignored. A 3-D image has its channels on the smaller of the first and last
-    axis, which must be at most 16 (why: fields are hundreds of pixels wide, stains are few).
+    Singleton axes are ignored; the axis is counted among the others. When the file's metadata
+    names its axes (``axes``, e.g. ``"CYX"`` from OME-XML/ImageJ/tifffile, see :mod:`._tiffmeta`),
+    the channel axis is the one it calls ``C`` (or ``S``), with no size limit. Otherwise a 3-D image
+    has its channels on the smaller of the first and last axis, which must be at most 16 (why: fields
+    are hundreds of pixels wide, stains are few).
 
     Raises
     ------
     DataError
-        If the shape is not 2-D or 3-D after dropping singleton axes, or no axis looks like channels.
+        If the shape is not 2-D or 3-D after dropping singleton axes, or no axis looks like channels,
+        or the metadata names z planes / time points.
     """
+    named = _tiffmeta.channel_axis(shape, axes, where)
+    if named is not None:
+        return named
     dims = [int(s) for s in shape if int(s) != 1]
     if len(dims) == 2:
         return None, 1
@@ -71,33 +94,19 @@ def image_header(path: str | os.PathLike) -> tuple[tuple[int, ...], str]:
     (shape, dtype)
         ``shape`` as stored (e.g. ``(H, W)`` or ``(C, H, W)``), ``dtype`` a numpy dtype name.
     """
+    return image_info(path)[:2]
+
+
+def image_info(path: str | os.PathLike) -> tuple[tuple[int, ...], str, str | None, list[str] | None]:
+    """:func:`image_header` plus what a TIFF's metadata says: (shape, dtype, axes, channel names).
+
+    ``axes`` (e.g. ``"CYX"``) and ``channel names`` are None where the file does not name them
+    (PNG, plain TIFF pages).
+    """
     p = Path(path)
     try:
         if p.suffix.lower() in _TIFF_SUFFIXES:
-            import tifffile
-
-            size = p.stat().st_size
-            with tifffile.TiffFile(p) as tif:
-                # Parse only the first and last IFD (a series parses every page: ~5x slower on
-                # stacks). Plain stacks are one 2-D page per channel; ImageJ hyperstacks in one
-                # IFD and OME files take the general (series) path.
-                pages = tif.pages
-                n = len(pages)
-                first = pages[0]
-                if tif.is_ome or (tif.is_imagej and n == 1 and (tif.imagej_metadata or {}).get("images", 1) > 1):
-                    series = tif.series[0]
-                    shape, dtype = tuple(int(s) for s in series.shape), str(series.dtype)
-                    check = [pg for pg in series.pages if pg is not None]
-                else:
-                    shape = tuple(int(s) for s in first.shape) if n == 1 else (n, *map(int, first.shape))
-                    dtype = str(first.dtype)
-                    check = [first] if n == 1 else [first, pages[n - 1]]
-                for page in check:
-                    ends = [o + c for o, c in zip(page.dataoffsets, page.databytecounts)]
-                    if ends and max(ends) > size:
-                        raise ValueError(f"image data ends at byte {max(ends)} but the file has "
-                                         f"{size} bytes (truncated)")
-            return shape, dtype
+            return _tiffmeta.header(p)
         from PIL import Image
 
         with open(p, "rb") as fh:
@@ -113,7 +122,7 @@ def image_header(path: str | os.PathLike) -> tuple[tuple[int, ...], str]:
         dtype = {"L": "uint8", "P": "uint8", "1": "bool", "I;16": "uint16", "I;16B": "uint16",
                  "I": "int32", "F": "float32"}.get(mode, "uint8")
         # RGB/LA PNGs are read as one grey plane (read_plane refuses them if the bands differ).
-        return (h, w), dtype
+        return (h, w), dtype, None, None
     except DataError:
         raise
     except FileNotFoundError as exc:
@@ -131,13 +140,16 @@ def read_plane(path: str | os.PathLike) -> np.ndarray:
     DataError
         Naming the file if it is missing, truncated or not an image.
     """
+    return decode(path)[0]
+
+
+def decode(path: str | os.PathLike) -> tuple[np.ndarray, str | None]:
+    """:func:`read_plane` plus the axes a TIFF's metadata names (None where it names none)."""
     p = Path(path)
     try:
         if p.suffix.lower() in _TIFF_SUFFIXES:
-            import tifffile
-
             # tifffile returns stored values; palette images are NOT mapped through the colormap.
-            return np.asarray(tifffile.imread(p))
+            return _tiffmeta.read(p)
         from PIL import Image
 
         with Image.open(p) as im:
@@ -147,9 +159,9 @@ def read_plane(path: str | os.PathLike) -> np.ndarray:
                 grey = arr[..., 0]
                 if not all(np.array_equal(grey, arr[..., k]) for k in range(1, min(arr.shape[-1], 3))):
                     raise ValueError(f"colour image (mode {im.mode}); expected one grey channel per file")
-                return grey
+                return grey, None
             # "P" gives palette indices (raw values), "I;16" gives uint16, "I" int32.
-            return np.asarray(im)
+            return np.asarray(im), None
     except DataError:
         raise
     except FileNotFoundError as exc:
@@ -159,8 +171,8 @@ def read_plane(path: str | os.PathLike) -> np.ndarray:
                         "index with skip_missing=True to leave this site out.") from exc
 
 
-def _frame(stack: np.ndarray, k: int, where: str) -> np.ndarray:
-    axis, n = channel_axis(stack.shape, where)
+def _frame(stack: np.ndarray, k: int, where: str, axes: str | None = None) -> np.ndarray:
+    axis, n = channel_axis(stack.shape, where, axes)
     squeezed = stack.reshape([s for s in stack.shape if s != 1]) if stack.ndim > 2 else stack
     if axis is None:
         if k != 0:
@@ -168,7 +180,7 @@ def _frame(stack: np.ndarray, k: int, where: str) -> np.ndarray:
         return squeezed
     if not 0 <= k < n:
         raise DataError(f"{where}: asks for frame {k} but the stack has {n} channels (0..{n - 1}).")
-    return squeezed[k] if axis == 0 else squeezed[..., k]
+    return np.take(squeezed, k, axis=axis)
 
 
 def _paths_of(row_or_paths: object, channels: Sequence[str] | None) -> list[str]:
@@ -220,14 +232,20 @@ def read_site(row_or_paths: object, channels: Sequence[str] | None = None) -> np
     planes = []
     for path in paths:
         file, k = split_stack_path(path)
+        if _zarr_field(file):  # OME-Zarr: read only this channel's plane, axes from the metadata
+            planes.append(_omezarr.read_plane(file, k))
+            continue
+        if _bioio.split_scene(file):  # "<vendor file>::scene=<i>": bioio reads channel k of scene i
+            planes.append(_bioio.read_plane(file, k))
+            continue
         if file not in cache:
-            cache[file] = read_plane(file)
-        arr = cache[file]
-        if k is None and arr.ndim > 2 and channel_axis(arr.shape, path)[0] is not None:
-            raise DataError(f"{path}: holds {channel_axis(arr.shape, path)[1]} channels (shape {arr.shape}) "
+            cache[file] = decode(file)
+        arr, axes = cache[file]
+        if k is None and arr.ndim > 2 and channel_axis(arr.shape, path, axes)[0] is not None:
+            raise DataError(f"{path}: holds {channel_axis(arr.shape, path, axes)[1]} channels (shape {arr.shape}) "
                             "but is named as one plane. Index a stack as '<file>::<k>' per channel (a "
                             "folder of multichannel TIFFs does this).")
-        plane = _frame(arr, k or 0, path) if (k is not None or arr.ndim > 2) else arr
+        plane = _frame(arr, k or 0, path, axes) if (k is not None or arr.ndim > 2) else arr
         planes.append(plane)
     shapes = {p.shape for p in planes}
     if len(shapes) > 1:
@@ -243,20 +261,24 @@ def plane_shape(path: str, cache: dict | None = None) -> tuple[tuple[int, int], 
     ``cache`` (file -> header) lets the channels of one stack share a single header read.
     """
     file, k = split_stack_path(path)
+    if _zarr_field(file):
+        return _omezarr.plane_shape(file, k)
+    if _bioio.split_scene(file):
+        return _bioio.plane_shape(file, k)
     if cache is not None and file in cache:
-        shape, dtype = cache[file]
+        shape, dtype, axes = cache[file]
     else:
-        shape, dtype = image_header(file)
+        shape, dtype, axes, _ = image_info(file)
         if cache is not None:
-            cache[file] = (shape, dtype)
-    axis, n = channel_axis(shape, path)
+            cache[file] = (shape, dtype, axes)
+    axis, n = channel_axis(shape, path, axes)
     dims = [s for s in shape if s != 1]
     if axis is None:
         hw = (dims[0], dims[1])
         if k not in (None, 0):
             raise DataError(f"{path}: asks for frame {k} but the file has one plane.")
     else:
-        hw = (dims[1], dims[2]) if axis == 0 else (dims[0], dims[1])
+        hw = tuple(d for i, d in enumerate(dims) if i != axis)
         if k is None:
             raise DataError(f"{file}: holds {n} channels, but the index names the file without "
                             "'::<k>'. Index it as a folder of multichannel TIFFs.")

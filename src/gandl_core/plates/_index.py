@@ -20,6 +20,7 @@ import pandas as pd
 from ..errors import DataError
 from ..progress import Progress, ProgressGenerator, run_to_end
 from ._images import PATH_PREFIX, plane_shape, read_site, split_stack_path
+from ._images import exists as file_exists
 from ._sources import (detect, read_loaddata, read_parquet_index, read_rxrx, read_tiff_folder,
                        sequence_of)
 
@@ -105,7 +106,8 @@ def _rename(paths: pd.DataFrame, names: Sequence[str] | str | None, where: str) 
 
 def standardize_metadata(meta: pd.DataFrame) -> pd.DataFrame:
     """Types and derived columns: strings for ids, int site, float concentration, empty-string
-    treatment for untreated, and ``Metadata_Role`` from condition/treatment when absent."""
+    treatment and concentration 0.0 for untreated, and ``Metadata_Role`` from condition/treatment
+    when absent."""
     meta = meta.copy()
     for c in _STR_COLS:
         if c in meta.columns:
@@ -116,6 +118,11 @@ def standardize_metadata(meta: pd.DataFrame) -> pd.DataFrame:
                                                        errors="coerce").astype("float64")
     if "Metadata_Treatment" in meta.columns:
         meta["Metadata_Treatment"] = meta["Metadata_Treatment"].replace({"nan": "", "None": ""})
+        if "Metadata_Concentration" in meta.columns:
+            # Untreated wells get dose 0, not NaN: copairs refuses null metadata it groups by and
+            # pandas drops NaN keys from groups. A treated well with an unknown dose stays NaN.
+            untreated = (meta["Metadata_Treatment"] == "").to_numpy() & meta["Metadata_Concentration"].isna().to_numpy()
+            meta.loc[untreated, "Metadata_Concentration"] = 0.0
     if "Metadata_Role" not in meta.columns and ("Metadata_Condition" in meta.columns
                                                 or "Metadata_Treatment" in meta.columns):
         cond = meta.get("Metadata_Condition", pd.Series([""] * len(meta))).str.lower().to_numpy()
@@ -130,15 +137,15 @@ def standardize_metadata(meta: pd.DataFrame) -> pd.DataFrame:
 
 def build_index(source: str | os.PathLike | pd.DataFrame, *, channels: Sequence[str] | str | None = None,
                 skip_missing: bool = False, validate: bool = True, pattern: str | None = None,
-                names: Sequence[str] | str | None = None) -> pd.DataFrame:
+                names: Sequence[str] | str | None = None, level: int = 0) -> pd.DataFrame:
     """Index a plate: :func:`build_index_iter` run to its end (same parameters, returns, raises)."""
     return run_to_end(build_index_iter(source, channels=channels, skip_missing=skip_missing,
-                                       validate=validate, pattern=pattern, names=names))
+                                       validate=validate, pattern=pattern, names=names, level=level))
 
 
 def build_index_iter(source: str | os.PathLike | pd.DataFrame, *, channels: Sequence[str] | str | None = None,
                      skip_missing: bool = False, validate: bool = True, pattern: str | None = None,
-                     names: Sequence[str] | str | None = None) -> ProgressGenerator[pd.DataFrame]:
+                     names: Sequence[str] | str | None = None, level: int = 0) -> ProgressGenerator[pd.DataFrame]:
     """Index a plate: one row per site with ``Metadata_*`` and ``Path_<Channel>`` columns.
 
     Parameters
@@ -162,6 +169,11 @@ def build_index_iter(source: str | os.PathLike | pd.DataFrame, *, channels: Sequ
           per channel (``<plate>_<well>_s<site>_w<k>.tif``, ``..._site<s>_Ch<k>.tif``,
           ``Channel <k>-<n>-<row>-<col>-<field>.tif``); or any naming via ``pattern``. An optional
           ``metadata.csv`` beside the images is joined on plate/well/site.
+        * an OME-Zarr HCS plate (NGFF 0.4 or 0.5; ``plate.ome.zarr``), or a folder of such plates:
+          wells -> fields as sites (site = field + 1), channel names from ``omero``, the channel
+          axis from ``multiscales.axes`` (see :mod:`._omezarr`).
+        * with the ``formats`` extra (bioio): an ``.nd2``/``.czi`` file or a folder of them, or an
+          ImageXpress acquisition folder; each scene is a site (see :mod:`._bioio`).
         * an index ``.parquet`` written earlier, or an index DataFrame (validated again unless
           ``validate=False``).
     channels
@@ -180,6 +192,9 @@ def build_index_iter(source: str | os.PathLike | pd.DataFrame, *, channels: Sequ
     names
         New channel names, one per channel in source order (e.g. ``["NFkB", "DNA"]`` for BBBC014's
         w1, w2), applied before ``channels``.
+    level
+        OME-Zarr only: the pyramid level whose arrays the index points at (0 = full resolution,
+        1 = the first downsampled level, ...).
 
     Yields
     ------
@@ -212,6 +227,10 @@ def build_index_iter(source: str | os.PathLike | pd.DataFrame, *, channels: Sequ
         from ..errors import ConfigError
 
         raise ConfigError(f"pattern= applies to folders of TIFFs only; {src} is a {kind} source.")
+    if level and kind != "omezarr":
+        from ..errors import ConfigError
+
+        raise ConfigError(f"level={level} applies to OME-Zarr plates only; {src} is a {kind} source.")
     if kind == "loaddata" and src.is_dir():
         src = src / "load_data.csv"
     if kind == "rxrx":
@@ -222,6 +241,14 @@ def build_index_iter(source: str | os.PathLike | pd.DataFrame, *, channels: Sequ
         meta, paths, origin = read_parquet_index(src)
     elif kind == "frame":
         pass
+    elif kind == "omezarr":
+        from ._omezarr import read_omezarr
+
+        meta, paths, origin = read_omezarr(src, level)
+    elif kind == "bioio":
+        from ._bioio import read_bioio
+
+        meta, paths, origin = read_bioio(src)
     else:
         meta, paths, origin = read_tiff_folder(src, pattern)
     paths = _rename(paths, names, str(src))
@@ -280,7 +307,7 @@ def _validate(index: pd.DataFrame, skip: bool) -> ProgressGenerator[tuple[pd.Dat
         if i and i % PROGRESS_EVERY == 0:
             yield Progress(i, n_sites, unit="sites", stage="index", metrics={"bad": len(bad)})
         files = all_paths[i]
-        exists = [os.path.isfile(split_stack_path(f)[0]) for f in files]
+        exists = [file_exists(f) for f in files]
         if not any(exists):
             fail(i, files[0], f"no image files for this site (metadata row without images; first "
                               f"expected file: {split_stack_path(files[0])[0]})")

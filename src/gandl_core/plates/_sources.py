@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
-from ._images import PATH_PREFIX, STACK_SEP, channel_axis, image_header
+from ._images import PATH_PREFIX, STACK_SEP, channel_axis, image_info
+from .wells import normalize_well as _normalize_well
 
 # RxRx channel maps: w1..wN -> stain name.
 # RxRx19a (5 stains; rxrx-datasets rxrx19a/README and Heiser et al. 2020): Hoechst, ConA,
@@ -42,15 +43,14 @@ RXRX_COLUMNS = {
 }
 
 _RXRX_FILE = re.compile(r"^(?P<well>[A-Za-z]{1,2}\d{1,3})_s(?P<site>\d+)_w(?P<channel>\d+)\.png$", re.I)
-_WELL = re.compile(r"^\s*([A-Za-z]{1,2})[-_ ]?0*(\d{1,3})\s*$")
 
 # File-name patterns tried, in order, on a folder of TIFFs when no pattern= is given.
 # A pattern without a 'channel' group means one multichannel stack per site.
 DEFAULT_PATTERNS = [
     # <plate>_<well>_s<site>.tif  or  <well>_s<site>.tif : one stack per site
-    r"^(?:(?P<plate>.+)_)?(?P<well>[A-Za-z]{1,2}\d{1,3})_s(?:ite)?(?P<site>\d+)\.tiff?$",
+    r"^(?:(?P<plate>.+)_)?(?P<well>[A-Za-z]{1,2}\d{1,3})_s(?:ite)?(?P<site>\d+)(?:\.ome)?\.tiff?$",
     # <plate>_<well>_s<site>_w<k>.tif / ..._site<site>_Ch<k>.tif : one file per channel
-    r"^(?:(?P<plate>.+)_)?(?P<well>[A-Za-z]{1,2}\d{1,3})_s(?:ite)?(?P<site>\d+)_(?:w|ch|c)(?P<channel>\d+)\.tiff?$",
+    r"^(?:(?P<plate>.+)_)?(?P<well>[A-Za-z]{1,2}\d{1,3})_s(?:ite)?(?P<site>\d+)_(?:w|ch|c)(?P<channel>\d+)(?:\.ome)?\.tiff?$",
     # CellProfiler example style "Channel 1-01-A-01-00.tif" (BBBC014): channel, image, row, column, field
     r"^Channel ?(?P<channel>\d+)-\d+-(?P<row>[A-Za-z]{1,2})-(?P<column>\d{1,3})-(?P<site0>\d+)\.tiff?$",
 ]
@@ -77,12 +77,8 @@ def camel(name: str) -> str:
 
 
 def normalize_well(value: object, where: str) -> str:
-    """``b2``, ``B2``, ``B-02`` -> ``B02`` (row letters + at least 2-digit column)."""
-    m = _WELL.match(str(value))
-    if not m:
-        raise DataError(f"{where}: well {value!r} is not a well name like 'B02' (row letter(s) + column "
-                        "number). Fix the well column.")
-    return f"{m.group(1).upper()}{int(m.group(2)):02d}"
+    """``b2``, ``B2``, ``B-02`` -> ``B02`` (row letters + at least 2-digit column; see :mod:`.wells`)."""
+    return _normalize_well(value, where=where)
 
 
 def line_of(i: int, csv: Path) -> str:
@@ -283,7 +279,8 @@ def read_tiff_folder(root: Path, pattern: str | None) -> tuple[pd.DataFrame, pd.
     ``plate`` (default: the folder name), optional ``channel``. Without ``channel`` each file is a
     multichannel stack of one site and the index stores ``"<file>::<k>"``; with it, each file is one
     channel. Channels are named ``w1..wN`` after the channel number (or the group's text when it is
-    not a number). An optional ``metadata.csv`` beside the images (RxRx column names or
+    not a number); stacks whose metadata names their channels (OME-TIFF ``Channel Name``, ImageJ
+    ``Labels``) keep those names, and their channel axis is the one the metadata names. An optional ``metadata.csv`` beside the images (RxRx column names or
     ``Metadata_*``) is joined on plate/well/site.
     """
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in (".tif", ".tiff"))
@@ -343,8 +340,8 @@ def read_tiff_folder(root: Path, pattern: str | None) -> tuple[pd.DataFrame, pd.
         names = [f"w{int(c)}" if c.isdigit() else c for c in labels]
         rows = [[sites[k].get(c, _missing_name(first_file[k], c)) for c in labels] for k in keys]
     else:
-        n = _stack_channels([first_file[k] for k in keys])
-        names = [f"w{k}" for k in range(1, n + 1)]
+        n, named = _stack_channels([first_file[k] for k in keys])
+        names = named or [f"w{k}" for k in range(1, n + 1)]
         rows = [[f"{sites[k]['']}{STACK_SEP}{c}" for c in range(n)] for k in keys]
     meta = pd.DataFrame({"Metadata_Plate": [k[0] for k in keys], "Metadata_Well": [k[1] for k in keys],
                          "Metadata_Site": [k[2] for k in keys]})
@@ -367,21 +364,27 @@ def read_tiff_folder(root: Path, pattern: str | None) -> tuple[pd.DataFrame, pd.
     return meta, paths, origin
 
 
-def _stack_channels(files: list[Path]) -> int:
-    """Channel count of the stacks: the most common among the first few readable headers."""
+def _stack_channels(files: list[Path]) -> tuple[int, list[str] | None]:
+    """Channel count of the stacks (the most common among the first few readable headers), and
+    their channel names when those headers' metadata (OME-XML ``Channel Name``, ImageJ ``Labels``)
+    all give the same names."""
     from collections import Counter
 
     counts: Counter = Counter()
+    named: set = set()
     error: DataError | None = None
     for f in files[:16]:
         try:
-            shape, _ = image_header(f)
-            counts[channel_axis(shape, str(f))[1]] += 1
+            shape, _, axes, names = image_info(f)
+            counts[channel_axis(shape, str(f), axes)[1]] += 1
+            named.add(tuple(names) if names else None)
         except DataError as exc:  # an unreadable file is reported by validation; look at others
             error = error or exc
     if not counts:
         raise error or DataError(f"{files[0]}: cannot read any stack header.")
-    return counts.most_common(1)[0][0]
+    n = counts.most_common(1)[0][0]
+    names = next(iter(named)) if len(named) == 1 else None
+    return n, (list(names) if names and len(names) == n else None)
 
 
 def _missing_name(example: Path, channel: str) -> str:
@@ -453,22 +456,33 @@ def split_index_frame(df: pd.DataFrame, where: str, base: Path | None) -> tuple[
 
 
 def detect(source: Path) -> str:
-    """Which layout ``source`` is: 'rxrx', 'loaddata', 'parquet' or 'tiff'."""
+    """Which layout ``source`` is: 'rxrx', 'loaddata', 'parquet', 'omezarr', 'bioio' or 'tiff'."""
     if not source.exists():
         raise DataError(f"{source}: no such file or folder. Give a plate folder, a LoadData CSV or an "
                         "index .parquet.")
+    from . import _bioio
+
     if source.is_file():
         suf = source.suffix.lower()
         if suf == ".parquet":
             return "parquet"
+        if suf in _bioio.VENDOR_SUFFIXES:
+            return "bioio"
         if suf in (".csv", ".tsv"):
             return "loaddata"
         raise DataError(f"{source}: unsupported file type '{suf}'. Give a LoadData .csv, an index "
-                        ".parquet, or a folder.")
+                        ".parquet, an .nd2/.czi file, or a folder.")
     if (source / "metadata.csv").is_file() and (source / "images").is_dir():
         return "rxrx"
     if (source / "load_data.csv").is_file():  # a folder shipped with its LoadData CSV: use its names
         return "loaddata"
+    from ._omezarr import find_plates
+
+    if find_plates(source):  # an OME-Zarr HCS plate, or a folder of them
+        return "omezarr"
+    if _bioio.is_imagexpress(source) or (_bioio.sources(source) and not any(
+            p.suffix.lower() in (".tif", ".tiff") for p in source.iterdir())):
+        return "bioio"  # an ImageXpress acquisition, or a folder of ND2/CZI files
     return "tiff"
 
 
