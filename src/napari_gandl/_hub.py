@@ -83,10 +83,29 @@ def session_from_index(index: pd.DataFrame, source: str, *, pattern: str | None 
     first = index[index["Metadata_Plate"].astype(str) == plate].iloc[0]
     planes = L.native_planes(first)
     session = PlateSession(index=index, wells=wells, plate=plate, source=source,
-                           site_shape=tuple(planes[0].shape), channels=initial_channels(channel_names(index)),
+                           site_shape=tuple(planes[0].shape), channels=source_channels(index, source),
                            skipped=list(index.attrs.get("skipped", [])), pattern=pattern)
     ref = SiteRef(plate, str(first["Metadata_Well"]), int(first.get("Metadata_Site", 1)))
     return OpenedPlate(session, planes, ref)
+
+
+def source_channels(index: pd.DataFrame, source: str) -> list:
+    """Channel display specs: the plate's own colours where it has them (OME-Zarr ``omero``), else stain rules."""
+    from dataclasses import replace
+
+    from gandl_core.plates import channel_names, is_omezarr_plate
+
+    specs = initial_channels(channel_names(index))
+    path = Path(source)
+    if is_omezarr_plate(path) or (path.is_dir() and any(is_omezarr_plate(c) for c in path.iterdir() if c.is_dir())):
+        try:
+            from gandl_core.plates import plate_channels
+
+            colours = {str(c.get("name")): L.colormap_from_hex(c.get("color")) for c in plate_channels(path)}
+        except Exception:  # noqa: BLE001 - colours are a nicety: keep the stain rules
+            colours = {}
+        specs = [replace(s, colormap=colours.get(s.name) or s.colormap) for s in specs]
+    return specs
 
 
 # ----------------------------------------------------------------------------------------------

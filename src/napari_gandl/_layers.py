@@ -15,11 +15,8 @@ import pandas as pd
 
 from ._session import EMBEDDED_COLUMN, ChannelSpec, PlateSession, display_table, is_text
 
-try:  # the project's one well-name parser
-    from gandl_core.plates.wells import parse_well as _core_parse_well
-    from gandl_core.plates.wells import row_letters as row_letter
-except ImportError:  # pragma: no cover - before the core's wells module exists
-    _core_parse_well = None
+from gandl_core.plates.wells import parse_well as _core_parse_well
+from gandl_core.plates.wells import row_letters as row_letter
 
 PLATE_MAP_NAME = "plate map"
 GRID_NAME = "plate grid"
@@ -54,28 +51,11 @@ ROLE_COLOURS = {"positive": "#4caf50", "negative": "#e53935", "treated": "#4fc3f
 
 
 def parse_well(well: object) -> tuple[int, int]:
-    """``"B02"`` -> (1, 1): 0-based row and column (the core's parser; a DataError/ValueError otherwise)."""
-    if _core_parse_well is not None:
-        return _core_parse_well(well)
-    import re
+    """``"B02"`` -> (1, 1): 0-based row and column (the project's one parser, gandl_core.plates.wells).
 
-    m = re.match(r"^\s*([A-Za-z]{1,2})[-_\s]?0*(\d{1,3})\s*$", str(well))
-    if not m or int(m.group(2)) < 1:
-        raise ValueError(f"not a well name: {well!r} (expected a row letter and a column number, like B02)")
-    row = 0
-    for ch in m.group(1).upper():
-        row = row * 26 + (ord(ch) - 64)
-    return row - 1, int(m.group(2)) - 1
-
-
-if _core_parse_well is None:  # pragma: no cover
-    def row_letter(r: int) -> str:
-        """0-based row -> letters (0 -> A, 26 -> AA)."""
-        s, r = "", r + 1
-        while r:
-            r, rem = divmod(r - 1, 26)
-            s = chr(65 + rem) + s
-        return s
+    Raises a WellNameError (a DataError and a ValueError) for anything else.
+    """
+    return _core_parse_well(well)
 
 
 def colormap_for(channel: str, i: int, used: Sequence[str] = ()) -> str:
@@ -92,6 +72,26 @@ def colormap_for(channel: str, i: int, used: Sequence[str] = ()) -> str:
             return cmap
     free = [c for c in FALLBACK_COLORMAPS if c not in used]
     return (free or FALLBACK_COLORMAPS)[i % len(free or FALLBACK_COLORMAPS)]
+
+
+_HEX_COLORMAPS = {"0000ff": "blue", "00ff00": "green", "ff0000": "red", "00ffff": "cyan", "ff00ff": "magenta",
+                  "ffff00": "yellow", "ffffff": "gray"}
+
+
+def colormap_from_hex(hex_colour: str | None) -> str | None:
+    """An OME ``omero`` channel colour (``"0000FF"``) -> the nearest of napari's pure-colour colormaps."""
+    if not hex_colour:
+        return None
+    h = str(hex_colour).lstrip("#").lower()[:6]
+    if h in _HEX_COLORMAPS:
+        return _HEX_COLORMAPS[h]
+    try:
+        rgb = np.array([int(h[i:i + 2], 16) for i in (0, 2, 4)], float) / 255
+    except ValueError:
+        return None
+    refs = {name: np.array([int(k[i:i + 2], 16) for i in (0, 2, 4)], float) / 255 for k, name in _HEX_COLORMAPS.items()}
+    unit = rgb / (np.linalg.norm(rgb) or 1.0)
+    return max(refs, key=lambda n: float(unit @ (refs[n] / np.linalg.norm(refs[n]))))
 
 
 def robust_limits(plane: np.ndarray, low: float = 0.5, high: float = 99.8) -> tuple[float, float]:
@@ -126,15 +126,17 @@ def native_planes(row: Any) -> list[np.ndarray]:
     cast back exactly to their stored dtype (float32 holds every integer below 2**24), so napari
     shows the real data type and its full contrast range.
     """
-    from gandl_core.plates import image_header, read_site, split_stack_path
+    from gandl_core.plates import read_site
+    from gandl_core.plates._images import plane_shape  # header of any source: file, stack frame, zarr, bioio
 
     img = read_site(row)
     cols = [c for c in row.index if str(c).startswith("Path_")] if hasattr(row, "index") else []
     planes = []
+    cache: dict = {}
     for k in range(img.shape[0]):
         plane = img[k]
         try:
-            dtype = np.dtype(image_header(split_stack_path(str(row[cols[k]]))[0])[1]) if cols else plane.dtype
+            dtype = np.dtype(plane_shape(str(row[cols[k]]), cache)[1]) if cols else plane.dtype
         except Exception:  # noqa: BLE001 - header unreadable: keep float32 (read_site already read it)
             dtype = plane.dtype
         if np.issubdtype(dtype, np.integer) and np.iinfo(dtype).bits <= 16:

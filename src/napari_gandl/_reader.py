@@ -20,7 +20,6 @@ notification; sites left out of the index are named in a warning and listed in t
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -53,17 +52,10 @@ def _parquet_columns(path: Path) -> list[str]:
 
 
 def is_hcs_zarr(path: Path) -> bool:
-    """An OME-Zarr HCS plate: a folder whose (NGFF 0.4) ``.zattrs`` or (0.5) ``zarr.json`` has ``plate``."""
-    for name in (".zattrs", "zarr.json"):
-        f = path / name
-        if f.is_file():
-            try:
-                attrs = json.loads(f.read_text())
-            except (OSError, ValueError):
-                return False
-            attrs = attrs.get("attributes", attrs)
-            return "plate" in attrs or "plate" in attrs.get("ome", {})
-    return False
+    """An OME-Zarr HCS plate (NGFF 0.4 ``.zattrs`` or 0.5 ``zarr.json`` with ``plate``): the core's check."""
+    from gandl_core.plates import is_omezarr_plate
+
+    return is_omezarr_plate(path)
 
 
 def _has_tiffs(folder: Path) -> bool:
@@ -98,6 +90,9 @@ def classify(path: str | os.PathLike) -> tuple[str, Path] | None:
         if (p / "metadata.csv").is_file() and (p / "images").is_dir():
             return "plate", p
         if (p / "load_data.csv").is_file() or _has_tiffs(p):
+            return "plate", p
+        children = [c for _, c in zip(range(64), p.iterdir()) if c.is_dir()]
+        if any(is_hcs_zarr(c) for c in children):  # a folder of OME-Zarr plates
             return "plate", p
         return None
     suffix = p.suffix.lower()

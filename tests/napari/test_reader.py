@@ -220,19 +220,25 @@ def test_reader_without_a_viewer_returns_layer_data(tiny_rxrx: Path, monkeypatch
     assert layers[0][0].dtype == np.uint16
 
 
-def test_ome_zarr_plate_routes_to_the_core(tmp_path: Path) -> None:
-    """An OME-Zarr HCS plate is ours (the core indexes it); a plain zarr is left to napari-ome-zarr."""
-    import json
+def test_ome_zarr_plate_opens_with_named_channels(make_napari_viewer, tmp_path: Path, qtbot) -> None:
+    """An OME-Zarr HCS plate written by ome-zarr-py: indexed by the core, channels named and coloured as stored."""
+    pytest.importorskip("ome_zarr")
+    from omezarr_plate import expected_value, write_plate
 
-    plate = tmp_path / "plate.ome.zarr"
-    plate.mkdir()
-    (plate / ".zattrs").write_text(json.dumps({"plate": {"rows": [{"name": "B"}], "columns": [{"name": "2"}],
-                                                         "wells": [{"path": "B/2"}], "version": "0.4"}}))
+    plate = write_plate(tmp_path / "screen.ome.zarr", "0.4")
     assert classify(plate) == ("plate", plate)
-    v05 = tmp_path / "v05.zarr"
-    v05.mkdir()
-    (v05 / "zarr.json").write_text(json.dumps({"attributes": {"ome": {"plate": {"wells": []}}}}))
-    assert classify(v05) == ("plate", v05)
+    plain = tmp_path / "image.zarr"
+    plain.mkdir()
+    (plain / ".zattrs").write_text('{"multiscales": []}')  # an image, not a plate: napari-ome-zarr's
+    assert get_reader(str(plain)) is None
+    viewer = make_napari_viewer()
+    session = open_plate(viewer, plate, qtbot)
+    assert session.channel_names == ["DNA", "ER", "Actin"]
+    assert [c.colormap for c in session.channels] == ["blue", "green", "red"]  # from the plate's omero colours
+    assert sorted(session.wells["Metadata_Well"]) == ["B02", "C03"] and (session.wells["n_sites"] == 2).all()
+    er = viewer.layers["site ER"]
+    assert er.data.dtype == np.uint16 and er.data.shape == (48, 40)
+    assert expected_value(1, 0, 0) <= int(er.data.min()) and int(er.data.max()) < expected_value(1, 0, 0) + 10
 
 
 def test_plugin_modules_do_not_import_torch() -> None:
