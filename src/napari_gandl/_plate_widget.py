@@ -18,6 +18,7 @@ is listed here. Below:
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -78,29 +79,37 @@ class PlateWidget(DockBase):
         self.legend = QLabel("")
         self.legend.setWordWrap(True)
         self.legend.setTextFormat(Qt.RichText)
+        self.colourbar = QLabel()
+        self.colourbar.setVisible(False)
         cform = QFormLayout()
         cform.addRow("Colour wells by", self.colour_by)
         cform.addRow("Colormap", self.cmap)
         self.body.addLayout(cform)
         self.body.addWidget(self.tint)
         self.body.addWidget(self.legend)
+        self.body.addWidget(self.colourbar)
 
         self.channel_table = QTableWidget(0, 2)
         self.channel_table.setHorizontalHeaderLabels(["name", "colour"])
         self.channel_table.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
         self.channel_table.setMinimumHeight(120)
         self.apply_channels = QPushButton("Apply channel names and colours")
+        self.folder = QLineEdit()
+        self.folder.setPlaceholderText("TIFF folder (empty: the open plate's)")
+        self.folder.setToolTip("A folder of TIFFs to index with the pattern below (also when its file names "
+                               "match no built-in pattern and File > Open refused it).")
         self.pattern = QLineEdit()
         self.pattern.setPlaceholderText(r"e.g. (?P<well>[A-P]\d+)_f(?P<site>\d+)_c(?P<channel>\d+)\.tif")
         self.pattern.setToolTip("Regular expression matched against TIFF file names, with named groups well "
                                 "(or row + column), site, plate, channel. Empty: the built-in patterns.")
-        self.reindex = QPushButton("Index the folder again with this pattern")
+        self.reindex = QPushButton("Open the folder with this pattern")
         inner = QWidget()
         il = QVBoxLayout(inner)
         il.setContentsMargins(0, 0, 0, 0)
         il.addWidget(self.channel_table)
         il.addWidget(self.apply_channels)
-        il.addWidget(QLabel("File-name pattern (TIFF folders):"))
+        il.addWidget(QLabel("TIFF folder and file-name pattern:"))
+        il.addWidget(self.folder)
         il.addWidget(self.pattern)
         il.addWidget(self.reindex)
         self.channels_fold = Fold("Channels and file names", inner)
@@ -147,7 +156,8 @@ class PlateWidget(DockBase):
         self._fill_colour_choices()
         self._fill_channels()
         self.pattern.setText(session.pattern or "")
-        self.reindex.setEnabled(session.index is not None)
+        if session.index is not None and Path(session.source).is_dir():
+            self.folder.setText(session.source)
         self.link_session(session.plate_changed, self._on_plate)
         self.link_session(session.wells_changed, self._on_wells)
         self.link_session(session.colouring_changed, self._on_colouring)
@@ -284,6 +294,11 @@ class PlateWidget(DockBase):
         pm = self.hub.plate_map
         legend = pm.metadata.get("legend", {}) if pm is not None else {}
         self.legend.setText(legend_html(legend))
+        if legend.get("kind") == "numeric":
+            self.colourbar.setPixmap(colourbar_pixmap(legend["colormap"]))
+            self.colourbar.setVisible(True)
+        else:
+            self.colourbar.setVisible(False)
 
     # -- channels and pattern --------------------------------------------------------------------
     def _fill_channels(self) -> None:
@@ -319,13 +334,18 @@ class PlateWidget(DockBase):
             return False
         return True
 
-    def index_again(self, pattern: str | None = None) -> Any:
-        """Index the session's source again with a file-name pattern (TIFF folders); replaces the session."""
+    def index_again(self, pattern: str | None = None, folder: str | None = None) -> Any:
+        """Open a TIFF folder (the field's, else the open plate's) with a file-name pattern; replaces the session."""
+        from gandl_core.errors import ConfigError
+
         s = self.session
-        if s is None or s.index is None:
-            return None
+        folder = (self.folder.text().strip() if folder is None else folder) or (s.source if s is not None else "")
         pattern = self.pattern.text().strip() if pattern is None else pattern
-        return self.hub.open_source(s.source, kind="plate", pattern=pattern or None)
+        if not folder or not Path(folder).is_dir():
+            notify_error(ConfigError(f"TIFF folder: {folder or '(empty)'} is not a folder. Give the folder that "
+                                     "holds the plate's TIFF files."))
+            return None
+        return self.hub.open_source(folder, kind="plate", pattern=pattern or None)
 
 
 def legend_html(legend: dict) -> str:
@@ -341,7 +361,19 @@ def legend_html(legend: dict) -> str:
         return f"<b>{legend['column']}</b>: " + " &nbsp; ".join(cells) + more
     if kind == "numeric":
         lo, hi = legend["limits"]
-        return (f"<b>{legend['column']}</b>: {legend['colormap']} from {lo:.3g} to {hi:.3g} "
-                "(1st-99th percentile of every plate; grey: no value)")
+        return (f"<b>{legend['column']}</b>: {lo:.3g} (left) to {hi:.3g} (right), {legend['colormap']}; "
+                "1st-99th percentile of every plate; dark grey: no value")
     return ""
+
+
+def colourbar_pixmap(colormap: str, width: int = 260, height: int = 12) -> Any:
+    """A horizontal colour bar of a napari colormap (low values left)."""
+    import numpy as np
+    from napari.utils.colormaps import ensure_colormap
+    from qtpy.QtGui import QImage, QPixmap
+
+    rgba = (ensure_colormap(colormap).map(np.linspace(0, 1, width)) * 255).astype(np.uint8)
+    img = np.ascontiguousarray(np.repeat(rgba[None], height, axis=0))
+    qimg = QImage(img.data, width, height, 4 * width, QImage.Format_RGBA8888)
+    return QPixmap.fromImage(qimg.copy())
 

@@ -44,12 +44,24 @@ def _worker_finished() -> None:
         sys.setswitchinterval(_running["interval"])
 
 
+def gui_terms(text: str) -> str:
+    """A core message in GUI terms: the command-line hints it carries for CLI users are dropped.
+
+    ``"... or pass skip_missing=True (CLI --skip-missing) to ..."`` -> ``"... or pass skip_missing=True to ..."``.
+    """
+    import re
+
+    text = re.sub(r"\s*\((?:CLI|cli)[: ][^()]*\)", "", text)
+    text = re.sub(r"\s*\(--[a-z][\w-]*[^()]*\)", "", text)
+    return text
+
+
 def error_text(exc: BaseException) -> str:
-    """The words shown for an error: a GandlError's own message, else a short 'unexpected' line."""
+    """The words shown for an error: a GandlError's own message (GUI terms), else a short 'unexpected' line."""
     from gandl_core.errors import GandlError
 
     if isinstance(exc, GandlError):
-        return str(exc)
+        return gui_terms(str(exc))
     return f"Unexpected error ({type(exc).__name__}: {exc}). Details are in the terminal log."
 
 

@@ -214,3 +214,31 @@ def test_clusters_plotter_plots_gan_features_and_keeps_its_clusters(make_napari_
     assert "OnScore" in layer.features
     assert layer.features["MANUAL_CLUSTER_ID"].astype(int).tolist() == clusters.tolist()
     qtbot.waitUntil(lambda: plotter.control_widget.x_axis_box.findText("OnScore") >= 0, timeout=10000)
+
+
+def test_a_column_name_from_the_plate_never_runs_as_code(make_napari_viewer, tiny_rxrx, tmp_path, qtbot,
+                                                         monkeypatch, errors) -> None:
+    """A control column whose name is a pandas-query payload: Fit builds masks, nothing is executed."""
+    viewer, layer, session = embedded_viewer(make_napari_viewer, tiny_rxrx, qtbot)
+    flag = tmp_path / "PWNED"
+    evil = f"Metadata_X` == 1 or @pd.io.common.os.system('touch {flag}') == 0 or `Metadata_X"
+    wells = session.wells[["Metadata_Plate", "Metadata_Well"]].copy()
+    wells[evil] = np.where(session.wells["Metadata_Role"] == "positive", "a",
+                           np.where(session.wells["Metadata_Role"] == "negative", "b", "c"))
+    session.merge_wells(wells, columns=[evil])
+    w = dock(viewer, "Projection and activity")
+    w.column.value = evil
+    w.positive.value, w.negative.value = "a", "b"
+    wait_worker(w.fit(), qtbot)
+    assert not flag.exists() and not errors, errors
+    allw = session.wells
+    assert allw.loc[allw.Metadata_Role == "positive", "OnScore"].mean() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_numeric_colouring_shows_a_colour_bar(make_napari_viewer, tiny_rxrx, qtbot) -> None:
+    viewer, layer, session = embedded_viewer(make_napari_viewer, tiny_rxrx, qtbot, show=True)
+    w = dock(viewer, "Plate browser")
+    w.colour_by.setCurrentText("GAN_001")
+    assert w.colourbar.isVisibleTo(w) and w.colourbar.pixmap().width() == 260
+    w.colour_by.setCurrentText("Metadata_Role")
+    assert not w.colourbar.isVisibleTo(w) and "positive" in w.legend.text()

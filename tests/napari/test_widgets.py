@@ -384,9 +384,14 @@ def test_embed_can_be_stopped(make_napari_viewer, tiny_rxrx, tmp_path, qtbot, mo
     session = open_plate(viewer, tiny_rxrx, qtbot)
     w = dock(viewer, "Embed wells")
     w.checkpoint.value = str(tiny_checkpoint(tmp_path / "tiny.pt", session.index))
+    from napari.utils import progress
+
     worker = w.start()
     qtbot.waitUntil(lambda: "left" in w.info.text(), timeout=10000)  # sites done and the time left
     assert w.stop_btn.isEnabled() and not w.run_btn.isEnabled()
+    bars = [b for b in progress._all_instances if str(b.desc).startswith("Embedding wells")]
+    assert bars and bars[0].total == 1000  # napari's activity dock shows it, with the time left
+    qtbot.waitUntil(lambda: "left" in bars[0].desc and bars[0].n > 0, timeout=5000)
     w.stop()
     wait_worker(worker, qtbot, 10000)
     assert "Stopped" in w.info.text() and w.run_btn.isEnabled() and not w.stop_btn.isEnabled()
@@ -469,3 +474,29 @@ def test_embed_then_fit_on_the_real_core(make_napari_viewer, tiny_rxrx, tmp_path
     wait_worker(w.start(), qtbot, 90000)
     assert "OnScore" not in pm.features.columns and session.colouring.column is None
     np.testing.assert_allclose(pm.face_color[:, :3], 0.5, atol=0.01)
+
+
+def test_tiff_folder_opens_with_a_file_name_pattern(make_napari_viewer, tmp_path, qtbot, errors) -> None:
+    """File names no built-in pattern knows: File > Open says so; the Plate browser opens it with a pattern."""
+    import tifffile
+
+    folder = tmp_path / "scan"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for well in ("B02", "B03"):
+        for ch in (1, 2):
+            tifffile.imwrite(folder / f"{well}-fld1-ch{ch}.tif", rng.integers(0, 999, (12, 14), dtype=np.uint16))
+    viewer = make_napari_viewer()
+    viewer.open(str(folder), plugin="napari-gandl")
+    hub = hub_of(viewer)
+    qtbot.waitUntil(lambda: hub.opening is None, timeout=20000)
+    assert len(errors) == 1 and "pattern" in errors[0] and "CLI" not in errors[0] and hub.session is None
+    w = dock(viewer, "Plate browser")
+    w.folder.setText(str(folder))
+    w.pattern.setText(r"(?P<well>[A-P]\d+)-fld(?P<site>\d+)-ch(?P<channel>\d+)\.tif")
+    w.index_again()
+    from conftest import wait_open
+
+    session = wait_open(viewer, qtbot)
+    assert sorted(session.wells["Metadata_Well"]) == ["B02", "B03"] and session.channel_names == ["w1", "w2"]
+    assert session.pattern and len(errors) == 1
