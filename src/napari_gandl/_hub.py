@@ -189,14 +189,18 @@ class SessionHub:
         self.ready = False
         self.session = None
         reuse: dict[str, list[Any]] = {"site": [], "plate_map": [], "plate_grid": []}
-        # the sample command's placeholder (an empty Points layer) becomes the plate map
-        reuse["plate_map"] = [ly for ly in self.viewer.layers if ly.metadata.get(L.KIND_KEY) == "placeholder"][:1]
-        self._steps.append(lambda: self._remove_placeholders(keep=reuse["plate_map"][:1]))
+        # the sample command's placeholder (a 1-pixel image) becomes the first site layer
+        from napari.layers import Image
+
+        holders = [ly for ly in self.viewer.layers if ly.metadata.get(L.KIND_KEY) == "placeholder"
+                   and isinstance(ly, Image)][:1]
+        reuse["site"] = list(holders)
+        self._steps.append(lambda: self._remove_placeholders(keep=holders))
         if old is not None:
             self._detach(old)
             for layer in self.layers_of(old.id):
                 kind = layer.metadata.get(L.KIND_KEY)
-                if kind in ("site", "plate_grid") or (kind == "plate_map" and not reuse["plate_map"]):
+                if kind in reuse:
                     reuse[kind].append(layer)
                 else:
                     self._steps.append(lambda ly=layer: self._remove(ly))
@@ -277,7 +281,7 @@ class SessionHub:
         if layer is None:
             layer = self.viewer.add_points(data, **kwargs)
             layer.mouse_drag_callbacks.append(_click_select)
-        else:  # the previous plate's map (or the sample's placeholder), updated in place
+        else:  # the previous plate's map, updated in place
             layer.selected_data = set()
             layer.data = data
             layer.features = kwargs["features"]

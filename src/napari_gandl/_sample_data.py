@@ -69,11 +69,11 @@ def make_sample_screen() -> list[tuple]:
 
     target = cache_dir() / SAMPLE_NAME
     hub_of(viewer).open_source(target, kind="plate", prepare=sample_screen_path)
-    # napari wants at least one layer from a sample command: an empty placeholder, replaced by the
-    # plate's layers when the worker is done (or removed if opening fails).
+    # napari wants at least one layer from a sample command: a 1-pixel placeholder image, which
+    # becomes the first channel's layer when the worker is done (or is removed if opening fails).
     import numpy as np
 
     from ._layers import KIND_KEY
 
-    return [(np.zeros((0, 2)), {"name": "sample screen (opening...)", "metadata": {KIND_KEY: "placeholder"}},
-             "points")]
+    return [(np.zeros((1, 1), np.uint16), {"name": "sample screen (opening...)",
+                                           "metadata": {KIND_KEY: "placeholder"}}, "image")]

@@ -91,7 +91,7 @@ def test_colour_by_text_and_numbers(make_napari_viewer, tiny_rxrx, qtbot) -> Non
     assert np.allclose(colours[mock], colours[mock][0]) and not np.allclose(colours[mock][0], colours[~mock][0])
     assert "Mock" in w.legend.text() and "Active SARS-CoV-2" in w.legend.text()
     w.colour_by.setCurrentText("GAN_000")  # numbers: a colormap with its range
-    assert "GAN_000" in w.legend.text() and "from" in w.legend.text()
+    assert "GAN_000" in w.legend.text() and "(left) to" in w.legend.text()
     assert layer.face_color[:, :3].std() > 0.05
     w.colour_by.setCurrentText("(none)")
     np.testing.assert_allclose(layer.face_color[:, :3], 0.5, atol=0.01)
