@@ -22,7 +22,7 @@ import pandas as pd
 from magicgui import widgets as mw
 from qtpy.QtWidgets import QPushButton
 
-from ._mpl import make_canvas, plain_log_axis, style_axes
+from ._mpl import make_canvas, plain_log_axis
 from ._session import ROLE_COLUMN, Colouring, Controls
 from ._ui import DockBase, button_row, status_label
 from ._workers import notify_error, start_function

@@ -57,6 +57,7 @@ def hub_of(viewer: Any) -> "SessionHub":
 
 
 def current_session(viewer: Any) -> PlateSession | None:
+    """The plate session shown in ``viewer`` (None when no plate is open): for scripts and the console."""
     return hub_of(viewer).session
 
 
@@ -196,9 +197,13 @@ class SessionHub:
                    and isinstance(ly, Image)][:1]
         reuse["site"] = list(holders)
         self._steps.append(lambda: self._remove_placeholders(keep=holders))
-        if old is not None:
-            self._detach(old)
-            for layer in self.layers_of(old.id):
+        # the previous session's layers; with no session (its plate map was deleted), any left behind
+        leftovers = self.layers_of(old.id) if old is not None else \
+            [ly for ly in self.viewer.layers if "session_id" in ly.metadata and ly.metadata.get(L.KIND_KEY)]
+        if leftovers:
+            if old is not None:
+                self._detach(old)
+            for layer in leftovers:
                 kind = layer.metadata.get(L.KIND_KEY)
                 if kind in reuse:
                     reuse[kind].append(layer)
@@ -209,6 +214,7 @@ class SessionHub:
             # free the names first, so a reused layer can take any channel's name
             for i, layer in enumerate(reuse["site"][:len(planes)]):
                 self._steps.append(lambda ly=layer, i=i: setattr(ly, "name", f"{L.SITE_PREFIX} ~{session.id}.{i}"))
+        if old is not None:
             old.close()
             self.session_changed.emit(None)
         title = first.label() if first else ""

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from ._session import EMBEDDED_COLUMN, ChannelSpec, PlateSession, display_table, is_text
+from ._session import ChannelSpec, PlateSession, display_table, is_text
 
 from gandl_core.plates.wells import parse_well as _core_parse_well
 from gandl_core.plates.wells import row_letters as row_letter
@@ -285,6 +285,3 @@ def border_colours(session: PlateSession) -> np.ndarray:
     out[done] = EMBEDDED_BORDER
     return out
 
-
-def embedded_flags(features: pd.DataFrame) -> np.ndarray:
-    return features[EMBEDDED_COLUMN].to_numpy(float) > 0 if EMBEDDED_COLUMN in features else np.zeros(len(features), bool)

@@ -218,18 +218,3 @@ def read_table_session(path: Path):
     session = PlateSession(index=None, wells=df.reset_index(drop=True), plate=str(df["Metadata_Plate"].iloc[0]),
                            source=str(path))
     return OpenedPlate(session, [], None)
-
-
-# Kept for scripts and older code: the same readers by name.
-def read_plate_layers(path: Any) -> list[LayerData]:
-    found = classify(path[0] if isinstance(path, list) else path)
-    if found is None:
-        from gandl_core.errors import DataError
-
-        from ._workers import notify_error
-
-        notify_error(DataError(f"{path}: not a plate this plugin reads (RxRx folder, TIFF folder, LoadData CSV, "
-                               "index .parquet, OME-Zarr plate)."))
-        return [(None,)]
-    return _reader(*found)(path)
-

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -336,6 +336,3 @@ def initial_channels(names: Sequence[str]) -> list[ChannelSpec]:
         out.append(ChannelSpec(str(n), cmap))
     return out
 
-
-def renamed(channels: Sequence[ChannelSpec], mapping: Mapping[str, str]) -> list[ChannelSpec]:
-    return [replace(c, name=mapping.get(c.name, c.name)) for c in channels]

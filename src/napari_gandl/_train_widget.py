@@ -26,7 +26,7 @@ from magicgui import widgets as mw
 from qtpy.QtWidgets import QPushButton, QWidget, QVBoxLayout
 
 from . import _layers as L
-from ._mpl import make_canvas, style_axes
+from ._mpl import make_canvas
 from ._ui import DockBase, Fold, button_row, status_label
 from ._workers import ProgressTracker, notify_error, start_generator
 
