@@ -187,6 +187,7 @@ def separation(df: pd.DataFrame, *, positive: str = "Metadata_Role == 'positive'
     from sklearn.svm import LinearSVC
 
     from gandl_core.analysis.profiles import aggregate, normalize_plates
+    from gandl_core.selection import select
 
     def dprime(score: np.ndarray, y: np.ndarray) -> float:
         a, b = score[y == 1], score[y == 0]
@@ -194,14 +195,15 @@ def separation(df: pd.DataFrame, *, positive: str = "Metadata_Role == 'positive'
 
     clf = make_pipeline(StandardScaler(), LinearSVC(C=0.1, max_iter=20000, random_state=seed))
     feats = [c for c in df.columns if not c.startswith("Metadata_")]
-    pos, neg = df.eval(positive).to_numpy(), df.eval(negative).to_numpy()
+    pos, neg = select(df, positive, option="positive").to_numpy(), select(df, negative, option="negative").to_numpy()
     sites = df[pos | neg]
     y = pos[pos | neg].astype(int)
     groups = (sites.Metadata_Plate.astype(str) + "/" + sites.Metadata_Well.astype(str)).to_numpy()
     cv = GroupKFold(n_splits=min(5, len(set(groups))))
     s_score = cross_val_predict(clf, sites[feats].to_numpy(), y, groups=groups, cv=cv, method="decision_function")
     wells = normalize_plates(aggregate(df), controls=None)
-    wp, wn = wells.eval(positive).to_numpy(), wells.eval(negative).to_numpy()
+    wp = select(wells, positive, option="positive").to_numpy()
+    wn = select(wells, negative, option="negative").to_numpy()
     w = wells[wp | wn]
     wy = wp[wp | wn].astype(int)
     w_score = cross_val_predict(clf, w[feats].to_numpy(), wy, cv=LeaveOneOut(), method="decision_function")

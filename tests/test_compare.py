@@ -46,6 +46,8 @@ def test_signal_beats_noise():
     assert s[("controls", "z_prime")] > 0.3 and n[("controls", "z_prime")] < 0
     assert s[("controls", "n_dose_fits")] == 4 and n[("controls", "n_dose_fits")] <= 1
     assert s[("controls", "ec50_spearman")] == pytest.approx(1.0)
+    # every compound of the truth is active: the signal table calls all 4, the noise table at most 1
+    assert s[("controls", "active_recall")] == 1.0 and n[("controls", "active_recall")] <= 0.25
     assert s[("replicate", "replicate_map")] > n[("replicate", "replicate_map")] + 0.2
     assert ("controls [A]", "accuracy") in res.index and ("controls [B]", "z_prime") in res.index
     md = to_markdown(res)
@@ -80,11 +82,13 @@ def test_cli(tmp_path, capsys):
     assert list(csv.columns) == ["task", "metric", "sig", "noise"]
     assert csv.set_index(["task", "metric"]).loc[("controls", "accuracy"), "sig"] == 1.0
     assert "| task | metric | sig | noise |" in (tmp_path / "cmp" / "compare.md").read_text()
-    assert (tmp_path / "cmp" / "compare.html").is_file()
-    assert main(["compare", str(tmp_path / "a.parquet"), "--task", "bogus", "-o", str(tmp_path / "c2")]) == 2
+    assert (tmp_path / "cmp" / "compare.html").is_file() and (tmp_path / "cmp" / "compare.json").is_file()
+    printed = capsys.readouterr().out
+    assert "compare.html" in printed.splitlines()[-1] and "compare.json" in printed.splitlines()[-1]
+    assert main(["compare", str(tmp_path / "a.parquet"), "--task", "bogus", "-o", str(tmp_path / "c2")]) == 1
     assert "--task 'bogus'" in capsys.readouterr().err
     assert main(["compare", str(tmp_path / "a.parquet"), "--ground-truth", str(tmp_path / "no.csv"),
-                 "-o", str(tmp_path / "c3")]) == 2
+                 "-o", str(tmp_path / "c3")]) == 1
     assert "--ground-truth" in capsys.readouterr().err
 
 

@@ -21,18 +21,18 @@ def test_demo_cli_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert f"report: {out / 'report.html'}" in printed and "Z' of the On-perturbation score" in printed
     numbers = json.loads((out / "numbers.json").read_text())
     for key in ("controls_accuracy", "controls_accuracy_random_d", "z_prime", "z_prime_random_d", "ec50_spearman",
-                "active_auc"):
+                "active_auc", "active_precision", "active_recall"):
         assert key in numbers
     assert 0.0 <= numbers["controls_accuracy"] <= 1.0 and numbers["train_kimg"] > 0
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3  # figures embedded: the page stands alone
     fits = pd.read_csv(out / "dose_response_fits.csv")
     truth = pd.read_csv(out / "screen" / "ground_truth.csv")
-    assert set(fits["compound"]) == set(truth["treatment"])
+    assert set(fits["Metadata_Compound"]) == set(truth["treatment"])
     scores = pd.read_parquet(out / "scores.parquet")
-    ctrl = scores.groupby("Metadata_Role")["On"].mean()
+    ctrl = scores.groupby("Metadata_Role")["OnScore"].mean()
     assert ctrl["positive"] > ctrl["negative"]  # the axis points from C- to C+
-    assert main(["demo", str(out), "--preset", "cpu-tiny"]) == 2  # refuses to clobber a result
+    assert main(["demo", str(out), "--preset", "cpu-tiny"]) == 1  # refuses to clobber a result
 
 
 def test_demo_refuses_a_non_empty_folder(tmp_path: Path) -> None:

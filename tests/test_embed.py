@@ -470,7 +470,7 @@ def test_cli_embed_checkpoint_shards_and_errors(plate, ckpt_mod, tmp_path, capsy
     assert md["checkpoint"]["kimg"] == 1.5 and md["checkpoint"]["path"] == str(ck.resolve())
     assert "wrote" in capsys.readouterr().out
     # Existing output: refused with exit code 2 and the fix in the message.
-    assert main(["embed", str(idx), "--checkpoint", str(ck), "-o", str(out)]) == 2
+    assert main(["embed", str(idx), "--checkpoint", str(ck), "-o", str(out)]) == 1
     assert "--overwrite" in capsys.readouterr().err
     # Array-job shards, then --merge.
     out2 = tmp_path / "sharded.parquet"
@@ -485,12 +485,12 @@ def test_cli_embed_checkpoint_shards_and_errors(plate, ckpt_mod, tmp_path, capsy
     assert len(read_table(out3)) == 6
     # Channel order differs from the checkpoint's: the fix is --channels.
     ck2 = write_checkpoint(ckpt_mod, tmp_path / "ckpt2.pt", fz, channels=["ER", "DNA", "Actin"])
-    assert main(["embed", str(idx), "-c", str(ck2), "-o", str(tmp_path / "x.parquet")]) == 2
+    assert main(["embed", str(idx), "-c", str(ck2), "-o", str(tmp_path / "x.parquet")]) == 1
     err = capsys.readouterr().err
     assert "['ER', 'DNA', 'Actin']" in err and "--channels ER,DNA,Actin" in err
     assert main(["embed", str(idx), "-c", str(ck2), "-o", str(tmp_path / "x.parquet"), "--workers", "0",
                  "--channels", "ER,DNA,Actin"]) == 0
-    assert main(["embed", str(idx), "-c", str(tmp_path / "nope.pt"), "-o", str(tmp_path / "y.parquet")]) == 2
+    assert main(["embed", str(idx), "-c", str(tmp_path / "nope.pt"), "-o", str(tmp_path / "y.parquet")]) == 1
     assert "nope.pt" in capsys.readouterr().err
 
 

@@ -31,7 +31,7 @@ def _sites(n_wells: int = 16, sites: int = 3, shift: float = 3.0, seed: int = 0,
 
 def test_separability_splits_by_plate_and_well() -> None:
     df = _sites()
-    r = separability(df, positive="Metadata_Role == 'positive'", negative="Metadata_Role == 'negative'")
+    r = separability(df, positive="Metadata_Role == 'positive'", negative="Metadata_Role == 'negative'", cv=None)
     test_keys = set(r.predictions["Metadata_Plate"] + "/" + r.predictions["Metadata_Well"])
     all_keys = set(df["Metadata_Plate"] + "/" + df["Metadata_Well"])
     # 32 plate-wells (16 per class): 4 of each class held out; every site of a held-out well is in test.
@@ -42,6 +42,22 @@ def test_separability_splits_by_plate_and_well() -> None:
     assert len(train_rows) == 24 * 3 and test_keys < all_keys
     assert r.accuracy >= 0.9 and r.confusion.to_numpy().sum() == 24
     assert r.classes == ["negative", "positive"]
+
+
+def test_small_plates_get_grouped_cross_validation() -> None:
+    """32 plate-wells: a 25% split would test 8 wells (accuracy in steps of 1/8); "auto" (the default)
+    runs 5-fold CV grouped by well instead, every well tested once, and says so. 80 wells or more keep
+    the single split."""
+    df = _sites()
+    r = separability(df)
+    assert r.params["cv"] == 5 and r.n_test == 32 and len(r.predictions) == len(df)
+    assert "32 wells < 80: 5-fold cross-validation grouped by well" in r.params["validation"]
+    keys = r.predictions["Metadata_Plate"] + "/" + r.predictions["Metadata_Well"]
+    assert keys.nunique() == 32  # each well once, all its sites together
+    big = separability(_sites(n_wells=40))  # 80 plate-wells
+    assert big.params["cv"] is None and big.n_test == 20 and "one split" in big.params["validation"]
+    tiny = separability(_sites(n_wells=7, plates=("P1",)))  # BBBC016-sized: 4 C+ and 3 C- wells
+    assert tiny.params["cv"] == 3 and tiny.n_test == 7
 
 
 def test_no_signal_is_near_chance_with_cv() -> None:
@@ -107,3 +123,30 @@ def test_zero_shot_reports_classes_unseen_in_training() -> None:
     z = zero_shot(train, test, label="Metadata_CellType")
     assert z.params["unseen_classes"] == ["A549"]
     assert z.confusion.loc["A549", "A549"] == 0 and z.confusion.loc["A549"].sum() == 6
+
+
+def test_scaler_over_all_wells_is_label_free_and_uses_every_row() -> None:
+    """scaler="wells": one standardization from every row of the table (treated rows too), before the
+    split; the SVM then sees exactly those z-scores. Checked against a hand-made sklearn fit."""
+    from sklearn.model_selection import StratifiedGroupKFold
+    from sklearn.svm import LinearSVC
+
+    df = _sites(n_wells=12, plates=("P1",), sites=1)
+    extra = df.iloc[:6].copy()
+    extra["Metadata_Role"], extra["Metadata_Well"] = "treated", [f"T{i}" for i in range(6)]
+    extra[["f0", "f1"]] += 25.0  # treated wells far off: they move the table's mean and SD
+    df = pd.concat([df, extra], ignore_index=True)
+    r = separability(df, cv=3, scaler="wells")
+    assert r.params["scaler"] == "wells"
+    feats = [f"f{i}" for i in range(5)]
+    X = df[feats].to_numpy()
+    Z = (X - X.mean(0)) / X.std(0)
+    ctrl = (df["Metadata_Role"] != "treated").to_numpy()
+    y = np.where(df["Metadata_Role"][ctrl] == "positive", "positive", "negative")
+    dec = np.empty(ctrl.sum())
+    folds = StratifiedGroupKFold(n_splits=3, shuffle=True, random_state=0).split(Z[ctrl], y, df["Metadata_Well"][ctrl])
+    for tr, te in folds:
+        svm = LinearSVC(C=1.0, class_weight="balanced", dual="auto", random_state=0, max_iter=20000)
+        dec[te] = svm.fit(Z[ctrl][tr], y[tr]).decision_function(Z[ctrl][te])
+    np.testing.assert_allclose(np.sort(r.predictions["decision"].to_numpy()), np.sort(dec), rtol=1e-6)
+    assert separability(df, cv=3).params["scaler"] == "controls"  # the default is unchanged

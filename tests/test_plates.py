@@ -388,7 +388,7 @@ def test_cli_index_writes_parquet_and_summary(rxrx5, tmp_path, capsys) -> None:
         build_index(back.drop(columns="Metadata_Site"))
 
     _site_file(rxrx5, 1, "B03", 1, 1).unlink()
-    assert main(["index", str(rxrx5), "-o", str(tmp_path / "bad.parquet")]) == 2
+    assert main(["index", str(rxrx5), "-o", str(tmp_path / "bad.parquet")]) == 1
     assert "B03_s1_w1.png" in capsys.readouterr().err
     assert not (tmp_path / "bad.parquet").exists()
     assert main(["index", str(rxrx5), "-o", str(tmp_path / "skip.parquet"), "--skip-missing"]) == 0

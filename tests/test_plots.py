@@ -25,7 +25,8 @@ def _scores(seed: int = 0) -> pd.DataFrame:
             rows.append({"Metadata_Plate": p, "Metadata_Well": f"{'ABCDEFGH'[i // 12]}{i % 12 + 1:02d}",
                          "Metadata_Role": role, "Metadata_CellType": "HRCE" if i % 2 else "VERO",
                          "Metadata_Treatment": "" if role != "treated" else f"c{i % 2}",
-                         "Metadata_Concentration": conc, "On": on + rng.normal(0, 0.15), "Off": rng.normal()})
+                         "Metadata_Concentration": conc, "OnScore": on + rng.normal(0, 0.15),
+                         "OffScore": rng.normal()})
     return pd.DataFrame(rows)
 
 
@@ -42,11 +43,13 @@ def test_scatters_write_pngs(tmp_path: Path) -> None:
     assert w > 500 and h > 400
     assert _png(plots.c2_scatter(df, tmp_path / "c2.png", classes=("HRCE", "VERO")))[0] > 500
     # defaults absent from the table are skipped, explicit missing columns are named
-    _png(plots.e2_scatter(df[["On", "Off"]], tmp_path / "bare.png"))
+    _png(plots.e2_scatter(df[["OnScore", "OffScore"]], tmp_path / "bare.png"))
+    # a scores table of an older version (On/Off columns) still plots
+    _png(plots.e2_scatter(df.rename(columns={"OnScore": "On", "OffScore": "Off"}), tmp_path / "old.png"))
     with pytest.raises(DataError, match="Metadata_Donor"):
         plots.e2_scatter(df, tmp_path / "x.png", color="Metadata_Donor")
     with pytest.raises(DataError, match="finite"):
-        plots.e2_scatter(df.assign(On=np.nan), tmp_path / "x.png")
+        plots.e2_scatter(df.assign(OnScore=np.nan), tmp_path / "x.png")
 
 
 def test_dose_scatter_with_and_without_fits(tmp_path: Path) -> None:
@@ -58,6 +61,22 @@ def test_dose_scatter_with_and_without_fits(tmp_path: Path) -> None:
         plots.dose_scatter(df, fits, "nope", tmp_path / "x.png")
     with pytest.raises(DataError, match="Metadata_Dose"):
         plots.dose_scatter(df, fits, "c1", tmp_path / "x.png", dose_col="Metadata_Dose")
+    old_fits = fits.rename(columns={"Metadata_Compound": "compound", "Metadata_Status": "status"})
+    _png(plots.dose_scatter(df.rename(columns={"OnScore": "On"}), old_fits, "c1", tmp_path / "old.png", score="On"))
+
+
+def test_dose_plot_shows_the_95_percent_intervals() -> None:
+    plt = plots._plt()
+    df = _scores()
+    row = dr.fit_all(df).set_index("Metadata_Compound").loc["c1"]
+    fig, ax = plt.subplots()
+    ax.set_xscale("log")
+    title = plots._draw_fit(ax, row, np.array([0.01, 100.0]), "uM")
+    band = [p for p in ax.patches if p.get_label() == "EC50 95% CI"]
+    plt.close(fig)
+    assert len(band) == 1
+    lo, hi = row["ec50_ci_low"], row["ec50_ci_high"]
+    assert f"[{lo:.3g}, {hi:.3g}]" in title and f"hill = {row['hill']:.2g} [" in title and "efficacy" in title
 
 
 def test_plate_grids_place_and_average_wells() -> None:
@@ -78,7 +97,7 @@ def test_plate_grids_place_and_average_wells() -> None:
 
 def test_plate_heatmap_and_confusion(tmp_path: Path) -> None:
     df = _scores()
-    _png(plots.plate_heatmap(df, "On", tmp_path / "heat.png"))
+    _png(plots.plate_heatmap(df, "OnScore", tmp_path / "heat.png"))
     _png(plots.plate_heatmap(df, "Metadata_Concentration", tmp_path / "conc.png", max_plates=1))
     with pytest.raises(DataError, match="not numeric"):
         plots.plate_heatmap(df, "Metadata_Role", tmp_path / "x.png")

@@ -113,7 +113,7 @@ def test_missing_controls_names_plate_query_and_values() -> None:
         normalize_plates(wells, controls="Metadata_Role == 'negative'")
     msg = str(err.value)
     assert "'P2'" in msg and "Metadata_Role == 'negative'" in msg and "'other'" in msg
-    with pytest.raises(DataError, match="Metadata_Nope"):
+    with pytest.raises(ConfigError, match="Metadata_Nope"):
         normalize_plates(wells, controls="Metadata_Nope == 'x'")
     with pytest.raises(ConfigError, match="--method"):
         normalize_plates(wells, controls=None, method="zscore")
@@ -192,9 +192,9 @@ def test_profile_cli(tmp_path) -> None:
     md = prof.attrs["gandl"]
     assert md["source_metadata"]["field_mode"] == "tiles" and md["controls"] == "Metadata_Role == 'negative'"
     # Existing output and a query matching nothing: exit code 2 with the culprit named.
-    assert main(["profile", str(src), "-o", str(out)]) == 2
+    assert main(["profile", str(src), "-o", str(out)]) == 1
     assert main(["profile", str(src), "-o", str(tmp_path / "x.parquet"),
-                 "--controls", "Metadata_Role == 'mock'"]) == 2
+                 "--controls", "Metadata_Role == 'mock'"]) == 1
     rc = main(["profile", str(src), "-o", str(out), "--overwrite", "--controls", "Metadata_Role == 'negative'",
                "--method", "mad", "--aggregate", "mean", "--sphere", "--epsilon", "0.1"])
     assert rc == 0 and read_table(out).attrs["gandl"]["sphere"] is True

@@ -94,12 +94,18 @@ def _table() -> pd.DataFrame:
 def test_project_table_scores_every_row_with_z_prime() -> None:
     df = _table()
     proj, scores, stats = project_table(df)  # defaults to Metadata_Role
-    assert list(scores.columns[-3:]) == ["On", "Off", "Metadata_Control"]
+    assert list(scores.columns[-3:]) == ["OnScore", "OffScore", "Metadata_Control"]
+    assert list(proj.get_feature_names_out()) == ["OnScore", "OffScore"]
     assert len(scores) == len(df) and "f0" not in scores
     pos, neg = df["Metadata_Role"] == "positive", df["Metadata_Role"] == "negative"
-    assert stats["z_prime"] == pytest.approx(z_prime(scores.On[pos], scores.On[neg]))
-    assert stats["ssmd"] == pytest.approx(ssmd(scores.On[pos], scores.On[neg]))
-    assert 0.5 < stats["z_prime"] < 0.9 and stats["on_mean_positive"] == pytest.approx(1.0)
+    on = scores.OnScore
+    assert stats["z_prime_in_sample"] == pytest.approx(z_prime(on[pos], on[neg]))
+    assert stats["ssmd_in_sample"] == pytest.approx(ssmd(on[pos], on[neg]))
+    assert 0.5 < stats["z_prime_in_sample"] < 0.9 and stats["on_mean_positive"] == pytest.approx(1.0)
+    # the headline Z' is the out-of-fold one, and says so
+    assert stats["z_prime"] < stats["z_prime_in_sample"] and stats["z_prime"] > 0.3
+    assert stats["z_prime_method"].startswith("out of fold") and stats["cv"] == 4
+    assert scores.attrs["gandl"]["projection"] is stats  # carried into scores.parquet for dose-response
     assert list(proj.feature_names_in_) == [f"f{i}" for i in range(6)]
 
 
@@ -125,16 +131,17 @@ def test_c2_cell_type_projection_from_a_table() -> None:
     df = pd.DataFrame(X, columns=["a", "b", "c", "d"])
     df.insert(0, "Metadata_CellType", ["HRCE"] * n + ["VERO"] * n)
     _, scores, stats = project_table(df, positive="Metadata_CellType == 'VERO'", negative="Metadata_CellType == 'HRCE'")
-    means = scores.groupby("Metadata_CellType")["On"].mean()
+    means = scores.groupby("Metadata_CellType")["OnScore"].mean()
     assert means["VERO"] == pytest.approx(1.0) and means["HRCE"] == pytest.approx(-1.0)
-    assert 0.1 < stats["z_prime"] < 0.35  # 8 sd apart: ideal Z' = 1 - 6/8 = 0.25
+    assert 0.1 < stats["z_prime_in_sample"] < 0.35  # 8 sd apart: ideal Z' = 1 - 6/8 = 0.25
+    assert 0.0 < stats["z_prime"] < 0.35
 
 
 def test_rows_with_nan_features_get_nan_scores() -> None:
     df = _table()
     df.loc[len(df) - 1, "f1"] = np.nan  # a treated row
     _, scores, _ = project_table(df)
-    assert np.isnan(scores["On"].iloc[-1]) and np.isfinite(scores["On"].iloc[:-1]).all()
+    assert np.isnan(scores["OnScore"].iloc[-1]) and np.isfinite(scores["OnScore"].iloc[:-1]).all()
 
 
 def test_off_axis_matches_svd_for_wide_tables() -> None:
@@ -157,13 +164,32 @@ def test_out_of_fold_z_prime_exposes_overfitting_on_noise() -> None:
     df.insert(0, "Metadata_Role", ["positive", "negative"] * 12)
     df.insert(0, "Metadata_Well", [f"A{i:02d}" for i in range(24)])
     _, _, stats = project_table(df, cv=4)
-    assert stats["ssmd"] > 5  # in-sample: looks like a strong assay
-    assert abs(stats["ssmd_cv"]) < 1.5 and stats["z_prime_cv"] < 0  # honest: controls overlap
-    _, _, none = project_table(df, cv=None)
-    assert none["z_prime_cv"] is None
+    assert stats["ssmd_in_sample"] > 5  # in-sample: looks like a strong assay
+    assert abs(stats["ssmd"]) < 1.5 and stats["z_prime"] < 0  # headline, out of fold: controls overlap
+    _, _, none = project_table(df, cv=None)  # no cross-validation asked: in sample, and labelled so
+    assert none["z_prime"] == none["z_prime_in_sample"] and none["z_prime_method"].startswith("in sample")
 
 
 def test_lincs_like_signal_survives_cross_validation() -> None:
     df = _table()
     _, _, stats = project_table(df, cv=4)
-    assert stats["z_prime_cv"] > 0.3 and stats["ssmd_cv"] > 3
+    assert stats["z_prime"] > 0.3 and stats["ssmd"] > 3
+
+
+def test_few_control_wells_still_get_an_out_of_fold_z_prime() -> None:
+    """BBBC016-sized: 3 C- and 4 C+ wells. cv=4 cannot put a C- well in every fold; the folds shrink to
+    the smaller class (3) instead of falling back to the optimistic in-sample figure."""
+    df = _table()
+    small = pd.concat([df[df.Metadata_Role == "negative"].iloc[:3], df[df.Metadata_Role == "positive"].iloc[:4]])
+    _, _, stats = project_table(small, cv=4)
+    assert stats["cv"] == 3 and stats["z_prime_method"].startswith("out of fold")
+    assert stats["z_prime"] != stats["z_prime_in_sample"]
+
+
+def test_score_tables_of_older_versions_still_read() -> None:
+    from gandl_core.analysis.projection import with_score_names
+
+    old = pd.DataFrame({"Metadata_Well": ["A01"], "On": [0.5], "Off": [0.1]})
+    assert list(with_score_names(old).columns) == ["Metadata_Well", "OnScore", "OffScore"]
+    new = old.rename(columns={"On": "OnScore", "Off": "OffScore"})
+    assert with_score_names(new) is new

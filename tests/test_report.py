@@ -61,7 +61,7 @@ def test_collect_sections_groups_artifacts_by_step(tmp_path: Path) -> None:
     sub = tmp_path / "dr"
     sub.mkdir()
     (sub / "dose_response.json").write_text(json.dumps({"compounds": 4, "hits": 1, "rule": "hit = ..."}))
-    pd.DataFrame({"compound": ["c"]}).to_csv(sub / "hits.csv", index=False)
+    pd.DataFrame({"Metadata_Compound": ["c"]}).to_csv(sub / "hits.csv", index=False)
     pd.DataFrame({"x": [1]}).to_csv(sub / "misc.csv", index=False)
     sections, headline = collect_sections(tmp_path)
     titles = [s.title for s in sections]
@@ -90,8 +90,8 @@ def _scores(tmp_path: Path) -> Path:
         for c in [0.01, 0.1, 1.0, 10.0, 100.0]:
             for r in range(3):
                 rows.append({"Metadata_Well": f"W{len(rows)}", "Metadata_Treatment": name,
-                             "Metadata_Concentration": c, "On": float(dr.hill(c, b, t, e, 1.5)) + rng.normal(0, .1)})
-    rows.append({"Metadata_Well": "C1", "Metadata_Treatment": "", "Metadata_Concentration": 0.0, "On": 1.0})
+                             "Metadata_Concentration": c, "OnScore": float(dr.hill(c, b, t, e, 1.5)) + rng.normal(0, .1)})
+    rows.append({"Metadata_Well": "C1", "Metadata_Treatment": "", "Metadata_Concentration": 0.0, "OnScore": 1.0})
     return write_table(pd.DataFrame(rows), tmp_path / "scores.parquet")
 
 
@@ -99,20 +99,41 @@ def test_dose_response_then_report_cli(tmp_path: Path, capsys) -> None:
     scores = _scores(tmp_path)
     out = tmp_path / "out"
     assert main(["dose-response", str(scores), "-o", str(out), "--top", "2"]) == 0
-    fits = pd.read_csv(out / "dose_fits.csv").set_index("compound")
-    assert fits.loc["good", "status"] == "ok" and fits.loc["dead", "status"] == "flat"
+    fits = pd.read_csv(out / "dose_fits.csv").set_index("Metadata_Compound")
+    assert fits.loc["good", "Metadata_Status"] == "ok" and fits.loc["dead", "Metadata_Status"] == "flat"
     assert abs(np.log10(fits.loc["good", "ec50"])) < 0.25
+    assert fits.loc["good", "ec50_ci_low"] < fits.loc["good", "ec50"] < fits.loc["good", "ec50_ci_high"]
     hits = pd.read_csv(out / "hits.csv")
-    assert hits.loc[0, "compound"] == "good" and bool(hits.loc[0, "hit"]) and hits["hit"].sum() == 1
+    assert hits.loc[0, "Metadata_Compound"] == "good" and bool(hits.loc[0, "Metadata_Hit"])
+    assert hits["Metadata_Hit"].sum() == 1
     assert (out / "dose_good.png").is_file() and (out / "dose_dead.png").is_file()
     info = json.loads((out / "dose_response.json").read_text())
     assert info["compounds"] == 2 and info["hits"] == 1 and "efficacy >= 0.5" in info["rule"]
+    assert info["noise"] is None and "no 'inactive' status" in info["method"]  # no control wells in this table
     assert main(["report", str(out), "-o", str(tmp_path / "rep.html")]) == 0
     html = (tmp_path / "rep.html").read_text()
     assert "Dose-response (Hill fits)" in html and html.count("data:image/png;base64,") == 2
+    # the report shows each estimate with its 95% CI
+    lo, hi = fits.loc["good", ["ec50_ci_low", "ec50_ci_high"]]
+    assert "EC50 [95% CI]" in html and f"[{lo:.3g}, {hi:.3g}]" in html
     assert json.loads((tmp_path / "rep.json").read_text())["headline"]["dose_response: hits"] == 1
     capsys.readouterr()
-    assert main(["dose-response", str(scores), "-o", str(out), "--dose-col", "Metadata_Dose"]) == 2
+    assert main(["dose-response", str(scores), "-o", str(out), "--dose-col", "Metadata_Dose", "--overwrite"]) == 1
     assert "Metadata_Dose" in capsys.readouterr().err
-    assert main(["report", str(tmp_path / "missing"), "-o", str(tmp_path / "x.html")]) == 2
+    assert main(["report", str(tmp_path / "missing"), "-o", str(tmp_path / "x.html")]) == 1
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_report_headlines_the_out_of_fold_z_prime(tmp_path: Path) -> None:
+    """The headline Z' is the out-of-fold figure, labelled; the in-sample one stays in its section, named so.
+    A projection.json of an older version (in-sample z_prime, out-of-fold z_prime_cv) reads the same way."""
+    new = {"z_prime": 0.100, "z_prime_in_sample": 0.374, "ssmd": 2.0, "ssmd_in_sample": 5.0,
+           "z_prime_method": "out of fold: ..."}
+    old = {"z_prime": 0.374, "z_prime_cv": 0.100, "ssmd": 5.0, "ssmd_cv": 2.0}
+    for name, data in (("new", new), ("old", old)):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "projection.json").write_text(json.dumps(data))
+        sections, headline = collect_sections(d)
+        assert headline == {"projection: z_prime (out of fold)": 0.1, "projection: ssmd (out of fold)": 2.0}
+        assert sections[0].numbers["z_prime_in_sample"] == 0.374 and "z_prime_cv" not in sections[0].numbers

@@ -179,7 +179,7 @@ def test_cli_resume_needs_only_the_new_length(tmp_path, small_data, capsys):
     state = load_checkpoint(run / "checkpoints" / "latest.pt")
     assert state["step"] == 2 and state["config"]["seed"] == 5 and state["config"]["preset"] == "cpu-tiny"
     # an explicit change of a non-resumable option is still refused, naming it
-    assert main(base + ["--resume", "--kimg", str(3 * STEP), "--lr-g", "0.01"]) == 2
+    assert main(base + ["--resume", "--kimg", str(3 * STEP), "--lr-g", "0.01"]) == 1
     assert "lr_g" in capsys.readouterr().err
 
 

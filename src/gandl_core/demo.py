@@ -20,6 +20,7 @@ import pandas as pd
 
 from .errors import ConfigError
 from .progress import Progress, ProgressGenerator
+from .selection import select
 
 CONTROLS = "Metadata_Role in ['positive', 'negative']"
 POSITIVE = "Metadata_Role == 'positive'"
@@ -41,10 +42,12 @@ class DemoResult:
             ("controls_accuracy", "C+ vs C- held-out accuracy (trained D)"),
             ("controls_accuracy_random_d", "C+ vs C- held-out accuracy (random-weight D)"),
             ("celltype_accuracy", "cell-type held-out accuracy"),
-            ("z_prime", "Z' of the On-perturbation score (trained D)"),
-            ("z_prime_random_d", "Z' of the On-perturbation score (random-weight D)"),
+            ("z_prime", "Z' of the On-perturbation score, out of fold (trained D)"),
+            ("z_prime_random_d", "Z' of the On-perturbation score, out of fold (random-weight D)"),
             ("ec50_spearman", "Spearman rho, fitted vs true EC50 (actives)"),
             ("active_auc", "AUC, actives vs inactives by fitted efficacy"),
+            ("active_precision", "precision of the active calls (status ok or extrapolated)"),
+            ("active_recall", "recall of the true actives"),
             ("train_kimg", "training length (kimg)"),
         ]:
             if key in n and n[key] is not None:
@@ -145,7 +148,7 @@ def run_demo(out_dir: str | os.PathLike, *, seed: int = 0, minutes: float = 6.0,
     numbers["controls_accuracy_random_d"] = float(sep_rand.accuracy)
     # Each synthetic plate holds one cell type (as in RxRx19a), so per-plate normalization would erase
     # the cell-type signal: the cell-type task uses the raw well medians.
-    ctrl = wells.query(CONTROLS)
+    ctrl = wells[select(wells, CONTROLS)]
     if ctrl["Metadata_CellType"].nunique() > 1:
         ct = evaluation.classify(ctrl, label="Metadata_CellType", seed=seed)
         numbers["celltype_accuracy"] = float(ct.accuracy)
@@ -162,16 +165,16 @@ def run_demo(out_dir: str | os.PathLike, *, seed: int = 0, minutes: float = 6.0,
     plots.e2_scatter(scores, figs / "e2.png", color="Metadata_Role", marker="Metadata_CellType")
 
     # 7. dose-response per compound on the On score, scored against the truth
-    treated = scores.query("Metadata_Role == 'treated'")
-    fits = dr.fit_all(treated, score="On", compound="Metadata_Treatment", dose="Metadata_Concentration")
+    treated = scores[scores["Metadata_Role"] == "treated"]
+    fits = dr.fit_all(treated, score="OnScore", compound="Metadata_Treatment", dose="Metadata_Concentration")
     hits = dr.hit_list(fits)
     fits.to_csv(out / "dose_response_fits.csv", index=False)
     hits.to_csv(out / "hits.csv", index=False)
     numbers.update(_score_against_truth(fits, truth))
     for compound in _showcase(fits, truth):
-        plots.dose_scatter(treated, fits, compound, figs / f"dose_{compound}.png", score="On",
+        plots.dose_scatter(treated, fits, compound, figs / f"dose_{compound}.png", score="OnScore",
                            compound_col="Metadata_Treatment", dose_col="Metadata_Concentration")
-    plots.plate_heatmap(scores, "On", figs / "plate_on_score.png")
+    plots.plate_heatmap(scores, "OnScore", figs / "plate_on_score.png")
     yield Progress(1, 1, unit="step", stage="dose-response",
                    message=f"EC50 rank correlation with truth: {numbers.get('ec50_spearman')}")
 
@@ -184,7 +187,8 @@ def run_demo(out_dir: str | os.PathLike, *, seed: int = 0, minutes: float = 6.0,
         notes=[f"Screen: {screen} (ground truth in ground_truth.csv). Training: preset {preset}, "
                f"{numbers['train_kimg']} kimg in a {minutes:g}-minute budget.",
                "Profiles: median per well, standardized per plate against its control wells.",
-               "Controls accuracy: linear SVM, wells split 75/25 by well, class-balanced."])
+               f"Controls accuracy: class-balanced linear SVM; {sep.params.get('validation', '')}.",
+               "Z': each control well scored by an On axis fitted without it (out of fold)."])
     yield Progress(1, 1, unit="step", stage="report", message=f"report written to {html}")
     return DemoResult(out, Path(html), numbers)
 
@@ -211,11 +215,16 @@ def _score_against_truth(fits: pd.DataFrame, truth: pd.DataFrame) -> dict[str, A
     from scipy.stats import spearmanr
     from sklearn.metrics import roc_auc_score
 
-    t = truth.rename(columns={"treatment": "compound"}).set_index("compound")
-    f = fits.set_index("compound")
+    from .analysis.dose_response import ACTIVE_STATUSES
+
+    t = truth.rename(columns={"treatment": "Metadata_Compound"}).set_index("Metadata_Compound")
+    f = fits.set_index("Metadata_Compound")
     both = f.merge(t, left_index=True, right_index=True, how="inner", suffixes=("", "_true"))
     out: dict[str, Any] = {}
-    act = both[both["active"].astype(bool) & np.isfinite(both["ec50"]) & (both["status"] == "ok")]
+    called, true = both["Metadata_Status"].isin(ACTIVE_STATUSES), both["active"].astype(bool)
+    out["active_precision"] = float((called & true).sum() / called.sum()) if called.sum() else None
+    out["active_recall"] = float((called & true).sum() / true.sum()) if true.sum() else None
+    act = both[both["active"].astype(bool) & np.isfinite(both["ec50"]) & (both["Metadata_Status"] == "ok")]
     out["n_actives_fitted"] = int(len(act))
     out["ec50_spearman"] = float(spearmanr(act["ec50"], act["ec50_uM"]).statistic) if len(act) >= 3 else None
     eff = both["efficacy"].fillna(0.0)
@@ -226,7 +235,7 @@ def _score_against_truth(fits: pd.DataFrame, truth: pd.DataFrame) -> dict[str, A
 
 def _showcase(fits: pd.DataFrame, truth: pd.DataFrame, n: int = 3) -> list[str]:
     """A few compounds worth a plot: the strongest fitted, and one true inactive for contrast."""
-    order = fits.sort_values("efficacy", ascending=False)["compound"].tolist()
+    order = fits.sort_values("efficacy", ascending=False)["Metadata_Compound"].tolist()
     inactive = truth.loc[~truth["active"].astype(bool) & ~truth["toxic"].astype(bool), "treatment"].tolist()
     picks = order[: n - 1] + [c for c in inactive if c not in order[: n - 1]][:1]
     return picks

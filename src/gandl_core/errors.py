@@ -2,7 +2,8 @@
 
 Every error a user can fix by changing their input or options is a :class:`GandlError`. Its message
 names the file, row, column or option at fault and says what to do. The CLI prints it without a
-traceback (exit code 2); the napari plugin shows it as a notification.
+traceback and exits with code 1 (code 2 is kept for usage errors found by argparse: an unknown
+option or a missing argument); the napari plugin shows it as a notification.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -60,6 +60,59 @@ def check_features(df: pd.DataFrame, features: list[str] | None = None, *, name:
     return features
 
 
+def describe_rows(df: pd.DataFrame, rows: Sequence[int], limit: int = 5) -> str:
+    """Human names of rows (positions): ``plate P1 well B02 site 1`` when the table says, else ``row 7``."""
+    keys = [c for c in ("Metadata_Plate", "Metadata_Well", "Metadata_Site") if c in df.columns]
+    names = []
+    for i in list(rows)[:limit]:
+        if keys:
+            names.append(" ".join(f"{c[len(METADATA_PREFIX):].lower()} {df[c].iloc[i]}" for c in keys))
+        else:
+            names.append(f"row {i}")
+    more = f" and {len(rows) - limit} more" if len(rows) > limit else ""
+    return "; ".join(names) + more
+
+
+def check_finite(df: pd.DataFrame, features: Sequence[str] | None = None, *, name: str = "table") -> None:
+    """Refuse NaN or infinite feature values, naming the rows and columns that hold them.
+
+    Raises
+    ------
+    DataError
+        Some feature value is NaN, +inf or -inf.
+    """
+    features = list(features) if features is not None else feature_columns(df)
+    values = df[features].to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = ~np.isfinite(values)
+    if not bad.any():
+        return
+    rows = np.flatnonzero(bad.any(axis=1))
+    cols = [features[j] for j in np.flatnonzero(bad.any(axis=0))]
+    kinds = sorted({"NaN" if np.isnan(v) else "inf" for v in values[bad][:1000]})
+    raise DataError(f"{name}: {len(rows)} of {len(df)} rows hold {'/'.join(kinds)} feature values ({describe_rows(df, rows)}; "
+                    f"in column(s) {cols[:5]}{' ...' if len(cols) > 5 else ''}). Re-embed those sites (a NaN "
+                    "usually comes from an unreadable or blank image) or drop the rows before profiling.")
+
+
+def check_unique_sites(df: pd.DataFrame, *, name: str = "table") -> None:
+    """Refuse two rows for the same site (plate, well, site) -- they would be averaged silently.
+
+    Raises
+    ------
+    DataError
+        Some (Metadata_Plate, Metadata_Well, Metadata_Site) occurs more than once.
+    """
+    keys = [c for c in ("Metadata_Plate", "Metadata_Well", "Metadata_Site") if c in df.columns]
+    if len(keys) < 3:
+        return
+    dup = df.duplicated(keys, keep=False).to_numpy()
+    if dup.any():
+        rows = np.flatnonzero(dup)
+        raise DataError(f"{name}: {len(rows)} rows describe the same site(s) twice or more ({describe_rows(df, rows)}). "
+                        "A site table has one row per site: the table may be two embeddings concatenated, or "
+                        "embedded twice; keep one row per site.")
+
+
 def default_file_mode(directory: bool = False) -> int:
     """Permissions a plain ``open()`` would give under the current umask (mkstemp uses 0600)."""
     umask = os.umask(0)
@@ -92,10 +145,12 @@ def atomic_write(path: str | os.PathLike, suffix: str = ".tmp", *, fsync: bool =
     there gets ordinary permissions (``default_file_mode``; mkstemp's would be 0600), is optionally
     fsynced, and is renamed onto ``path``. On error the temporary file is removed and ``path`` is
     untouched: a reader never sees a half-written file. ``suffix`` lets writers that pick their format
-    from the extension (PNG) see the right one.
+    from the extension (PNG) see the right one. Temporary files of ``path`` left by a writer that was
+    killed (untouched for :data:`STALE_TMP_S`) are removed first.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(path, suffix)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(name)
@@ -109,6 +164,27 @@ def atomic_write(path: str | os.PathLike, suffix: str = ".tmp", *, fsync: bool =
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+STALE_TMP_S = 3600.0  # a temporary file untouched this long belongs to a writer that died
+
+
+def _remove_stale_temps(path: Path, suffix: str) -> None:
+    import time
+
+    now = time.time()
+    for old in path.parent.glob(f".{glob_escape(path.name)}.*{glob_escape(suffix)}"):
+        try:
+            if now - old.stat().st_mtime > STALE_TMP_S:
+                old.unlink()
+        except OSError:  # gone already, or not ours to remove
+            pass
+
+
+def glob_escape(text: str) -> str:
+    import glob
+
+    return glob.escape(text)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

@@ -307,13 +307,15 @@ class AnalysisWidget(DockBase):
             return
         scores, stats = out
         self.scores, self.stats = scores, stats
-        self.z_prime = float(stats["z_prime"])
+        self.z_prime = float(stats["z_prime"])  # the core's headline: out of fold when it could be
         session.controls = Controls(args["column"], str(args["positive"]), str(args["negative"]))
         session.merge_wells(scores)
-        cv = stats.get("z_prime_cv")
-        cv_text = f", held-out {cv:.3f}" if cv is not None and np.isfinite(cv) else ""
-        self.z_label.setText(f"Z' (On axis, {args['positive']} vs {args['negative']}, "
-                             f"{stats['n_positive']} + {stats['n_negative']} wells) = {self.z_prime:.3f}{cv_text}")
+        oof = stats.get("cv") is not None
+        inside = stats.get("z_prime_in_sample")
+        self.z_label.setText(f"Z' {'out of fold' if oof else 'in sample'} (On axis, {args['positive']} vs "
+                             f"{args['negative']}, {stats['n_positive']} + {stats['n_negative']} wells) = "
+                             f"{self.z_prime:.3f}" + (f"; in sample {inside:.3f}" if oof and inside is not None else ""))
+        self.z_label.setToolTip(str(stats.get("z_prime_method", "")))
         session.set_colouring(Colouring(ON, session.colouring.colormap, session.colouring.tint_site))
         self.draw_scatter()
         self.plot_dose_response()

@@ -10,15 +10,18 @@ Every input table (site- or well-level: ``GAN_``, ``RandD_``, ``HC_``, ``CAE_``,
 
    * ``controls``: the default controls (``Metadata_Role`` positive/negative, or RxRx19a's
      Mock/Active untreated wells);
-   * ``"POS_QUERY;NEG_QUERY"``: two pandas queries on the metadata;
+   * ``"POS_QUERY;NEG_QUERY"``: two selections on the metadata (:mod:`gandl_core.selection`);
    * ``percelltype``: the controls task within each ``Metadata_CellType`` (one row per type);
    * ``celltype``: multi-class accuracy of predicting ``Metadata_CellType`` (no Z' / dose rows).
 
-   metrics: ``accuracy`` (held-out wells of a linear SVM, :func:`evaluation.separability`'s
-   by-well split, seed 0), ``z_prime`` of the On-perturbation score
-   (:func:`projection.project_table`), ``n_dose_fits`` (compounds whose Hill fit of On vs dose is
-   significant and monotone, status ``ok``) and, with ground truth, ``ec50_spearman`` (rank
-   agreement of fitted and true EC50 over the true actives with an ok fit);
+   metrics: ``accuracy`` (held-out wells of a linear SVM, :func:`evaluation.separability` with its
+   defaults: by-well split, or grouped K-fold CV on small plates; seed 0), ``z_prime`` of the
+   On-perturbation score, out of fold (:func:`projection.project_table`), ``n_dose_fits``
+   (compounds whose Hill fit of On vs dose is significant and monotone with the EC50 inside the
+   tested doses, status ``ok``) and, with ground truth, ``ec50_spearman`` (rank agreement of fitted
+   and true EC50 over the true actives with an ok fit) and ``active_precision`` /
+   ``active_recall`` (compounds called active -- status ok or extrapolated -- against the truth's
+   ``active`` column);
 3. ``replicate_map`` (task-free): copairs mean average precision of retrieving a treated well's
    replicates (same compound and dose) among the other treated wells (:func:`metrics.mean_ap`).
 
@@ -39,14 +42,19 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError, DataError, GandlError
+from ..selection import check_expr, select
 from ..tables import feature_columns
 
 DEFAULT_TASKS = ("controls",)
 METRIC_HELP = {
-    "accuracy": "held-out well accuracy of a linear SVM separating C+ from C- (by-well split)",
-    "z_prime": "Z' of the On-perturbation score between C+ and C- wells (1 - 3(sd+ + sd-)/|mean+ - mean-|)",
-    "n_dose_fits": "compounds with a significant, monotone Hill fit of On vs dose",
+    "accuracy": "held-out well accuracy of a linear SVM separating C+ from C- (by-well split; grouped K-fold CV "
+                "below 80 control wells)",
+    "z_prime": "Z' of the On-perturbation score between C+ and C- wells (1 - 3(sd+ + sd-)/|mean+ - mean-|), each "
+               "control well scored out of fold",
+    "n_dose_fits": "compounds with a significant, monotone Hill fit of On vs dose and the EC50 inside the tested doses",
     "ec50_spearman": "Spearman rank correlation of fitted vs true EC50 (true actives with an ok fit)",
+    "active_precision": "share of compounds called active (status ok or extrapolated) that are truly active",
+    "active_recall": "share of the truly active compounds called active (status ok or extrapolated)",
     "replicate_map": "mean average precision of retrieving replicate wells (same compound and dose)",
 }
 
@@ -76,6 +84,8 @@ def parse_task(task: str) -> dict:
     if ";" in t:
         pos, neg = (s.strip() for s in t.split(";", 1))
         if pos and neg:
+            check_expr(pos, option="--task (before ';')")
+            check_expr(neg, option="--task (after ';')")
             return {"name": t, "kind": "query", "positive": pos, "negative": neg}
     raise ConfigError(f"--task {task!r}: use controls, celltype, percelltype or \"POS_QUERY;NEG_QUERY\" "
                       "(e.g. \"Metadata_Condition == 'Mock';Metadata_Condition == 'Active SARS-CoV-2'\").")
@@ -109,7 +119,7 @@ def well_profiles(df: pd.DataFrame, *, negative: str | None = None) -> pd.DataFr
             negative = default_controls(wells)[1]
         except GandlError:
             negative = None
-    if negative is not None and not wells.eval(negative).any():
+    if negative is not None and not select(wells, negative, option="--task").any():
         negative = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # constant features on a plate are zeroed: expected here
@@ -134,8 +144,6 @@ def _ground_truth(gt: pd.DataFrame | str | os.PathLike | None) -> pd.DataFrame |
 
 def _control_metrics(prof: pd.DataFrame, pos: str, neg: str, gt: pd.DataFrame | None,
                      notes: list[str], label: str) -> dict[str, float]:
-    from scipy.stats import spearmanr
-
     from .dose_response import fit_all
     from .evaluation import separability
     from .projection import project_table
@@ -159,18 +167,38 @@ def _control_metrics(prof: pd.DataFrame, pos: str, neg: str, gt: pd.DataFrame | 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 fits = fit_all(scores)
-            ok = fits[fits["status"] == "ok"]
+            ok = fits[fits["Metadata_Status"] == "ok"]
             out["n_dose_fits"] = float(len(ok))
             if gt is not None:
-                truth = gt[gt["ec50_uM"].notna() & (gt.get("active", True) == True)]  # noqa: E712
-                m = ok.merge(truth, left_on="compound", right_on="treatment")
-                if len(m) >= 3:
-                    out["ec50_spearman"] = float(spearmanr(m["ec50"], m["ec50_uM"]).statistic)
-                else:
-                    out["ec50_spearman"] = np.nan
-                    notes.append(f"{label} ec50_spearman: only {len(m)} true active(s) with an ok fit (need 3)")
+                out.update(_truth_metrics(fits, gt, notes, label))
         except GandlError as exc:
             notes.append(f"{label} dose fits: {exc}")
+    return out
+
+
+def _truth_metrics(fits: pd.DataFrame, gt: pd.DataFrame, notes: list[str], label: str) -> dict[str, float]:
+    """EC50 rank agreement and precision/recall of the active calls against a synthetic screen's truth."""
+    from scipy.stats import spearmanr
+
+    from .dose_response import ACTIVE_STATUSES
+
+    out: dict[str, float] = {}
+    is_active = gt["active"].astype(str).str.lower().isin(["true", "1"]) if "active" in gt.columns else \
+        gt["ec50_uM"].notna()
+    truth = gt[gt["ec50_uM"].notna() & is_active]
+    ok = fits[fits["Metadata_Status"] == "ok"]
+    m = ok.merge(truth, left_on="Metadata_Compound", right_on="treatment")
+    if len(m) >= 3:
+        out["ec50_spearman"] = float(spearmanr(m["ec50"], m["ec50_uM"]).statistic)
+    else:
+        out["ec50_spearman"] = np.nan
+        notes.append(f"{label} ec50_spearman: only {len(m)} true active(s) with an ok fit (need 3)")
+    both = fits.merge(gt.assign(_true=is_active)[["treatment", "_true"]], left_on="Metadata_Compound",
+                      right_on="treatment")
+    called, true = both["Metadata_Status"].isin(ACTIVE_STATUSES), both["_true"].astype(bool)
+    tp = float((called & true).sum())
+    out["active_precision"] = tp / called.sum() if called.sum() else np.nan
+    out["active_recall"] = tp / true.sum() if true.sum() else np.nan
     return out
 
 

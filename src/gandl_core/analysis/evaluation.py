@@ -3,15 +3,21 @@
 The GAN-DL paper's first check: a soft-margin linear SVM on the embedding separates C+ from C-
 wells. Here:
 
-* :func:`separability` — binary C+ vs C- (pandas queries on the metadata select each group);
+* :func:`separability` — binary C+ vs C- (selections on the metadata, :mod:`gandl_core.selection`, pick each group);
 * :func:`classify` — the multi-class version on a label column (e.g. ``Metadata_CellType``);
 * :func:`zero_shot` — fit on one table, predict another (e.g. other plates or experiments).
 
 Splits are *by well*: every image (site) of one well lands on the same side, so accuracy is not
 inflated by near-duplicate fields. The split is stratified at the well level (a well's class is
-the class of its rows). The classifier is ``StandardScaler`` + ``LinearSVC(class_weight="balanced")``.
-With ``cv=K`` the numbers are out-of-fold over K folds (StratifiedGroupKFold) instead of one
-75/25 split.
+the class of its rows). The classifier is ``StandardScaler`` + ``LinearSVC(class_weight="balanced")``;
+``scaler="wells"`` standardizes with every well of the table instead (label-free) before the split.
+
+**Validation** (``cv``): ``"auto"`` (default) holds out 25% of each class's wells when the wells are
+many, and switches to K-fold grouped cross-validation (StratifiedGroupKFold, out-of-fold over every
+well) on small plates, where a 25% split would test only a handful of wells and move the accuracy
+in steps of 1/6: fewer than :data:`AUTO_CV_WELLS` wells in all -> K = min(5, wells of the smaller
+class). ``cv=K`` forces K folds, ``cv=None`` the single split. ``params["validation"]`` says which
+was used and why.
 """
 
 from __future__ import annotations
@@ -24,6 +30,12 @@ import pandas as pd
 
 from ..errors import ConfigError, DataError
 from ..tables import check_features, metadata_columns
+
+#: With ``cv="auto"``, fewer wells than this (all classes together) use grouped K-fold CV instead of
+#: one 75/25 split (which would test fewer than 20 wells).
+AUTO_CV_WELLS = 80
+#: Most folds ``cv="auto"`` uses.
+AUTO_CV_FOLDS = 5
 
 
 def default_controls(df: pd.DataFrame) -> tuple[str, str]:
@@ -47,19 +59,17 @@ def default_controls(df: pd.DataFrame) -> tuple[str, str]:
 
 
 def select(df: pd.DataFrame, query: str, name: str) -> pd.Series:
-    """Boolean mask of the rows matching a pandas query, with the query named in errors.
+    """Boolean mask of the rows matching a selection (:func:`gandl_core.selection.select`: parsed
+    safely, never run as code), with the option ``name`` (e.g. ``--positive``) named in errors.
 
     Raises
     ------
     ConfigError
-        If the query does not parse or names an unknown column.
+        If the query is not in the selection language or names an unknown column.
     """
-    try:
-        idx = df.query(query).index
-    except Exception as exc:  # noqa: BLE001 - any pandas parse/eval error is the user's query
-        raise ConfigError(f"{name} query {query!r} failed ({exc}); columns: {metadata_columns(df)[:15]}. "
-                          "Use pandas query syntax, e.g. \"Metadata_Role == 'positive'\".") from exc
-    return pd.Series(df.index.isin(idx), index=df.index)
+    from ..selection import select as safe_select
+
+    return safe_select(df, query, option=name if name.startswith("-") else f"--{name}")
 
 
 def group_keys(df: pd.DataFrame, group: str | Sequence[str] | None = "Metadata_Well") -> pd.Series:
@@ -120,13 +130,29 @@ class EvalResult:
                 "confusion": self.confusion.to_numpy().tolist(), **{k: v for k, v in self.params.items()}}
 
 
-def _model(C: float, seed: int):
+def _model(C: float, seed: int, scale: bool = True):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import LinearSVC
 
-    return make_pipeline(StandardScaler(), LinearSVC(C=C, class_weight="balanced", dual="auto",
-                                                     random_state=seed, max_iter=20000))
+    svm = LinearSVC(C=C, class_weight="balanced", dual="auto", random_state=seed, max_iter=20000)
+    return make_pipeline(StandardScaler(), svm) if scale else svm
+
+
+SCALERS = ("wells", "controls")
+
+
+def _table_scaler(df: pd.DataFrame, features: list[str], scaler: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(mean, sd) of every row of the table (label-free), or None for the per-fold scaler of the controls."""
+    if scaler not in SCALERS:
+        raise ConfigError(f"scaler={scaler!r}: use 'wells' (all wells of the table, label-free) or 'controls' "
+                          "(the training rows of each fold).")
+    if scaler == "controls":
+        return None
+    X = df[features].to_numpy(np.float64)
+    X = X[np.isfinite(X).all(axis=1)]
+    sd = X.std(axis=0)
+    return X.mean(axis=0), np.where(sd > 0, sd, 1.0)
 
 
 def _well_split(y: np.ndarray, groups: np.ndarray, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -166,7 +192,39 @@ def _per_group(pred: pd.DataFrame, by: str | None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _run(df: pd.DataFrame, y: np.ndarray, *, features, group, test_size, cv, C, seed, by, params) -> EvalResult:
+def _folds(y: np.ndarray, groups: np.ndarray, *, cv, test_size: float, seed: int) -> tuple[list, int | None, str]:
+    """Train/test row indices per fold, the folds used (None: one split) and a sentence saying why."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    n_wells = pd.Series(groups).nunique()
+    per_class = pd.DataFrame({"g": groups, "y": y}).drop_duplicates("g")["y"].value_counts()
+    if per_class.min() < 2:
+        raise DataError(f"class {per_class.idxmin()!r} has {per_class.min()} well(s); a train/test split needs at "
+                        "least 2 per class. Add wells or use a smaller query.")
+    if isinstance(cv, str):
+        if cv != "auto":
+            raise ConfigError(f"cv={cv!r}: use 'auto', an integer K >= 2, or None for one 75/25 split.")
+        if n_wells >= AUTO_CV_WELLS:
+            cv, why = None, f"{n_wells} wells >= {AUTO_CV_WELLS}: one split by well"
+        else:
+            cv = max(2, min(AUTO_CV_FOLDS, int(per_class.min())))
+            why = (f"{n_wells} wells < {AUTO_CV_WELLS}: {cv}-fold cross-validation grouped by well, every well "
+                   f"tested once (a 25% split would test about {max(2, round(test_size * n_wells))})")
+    else:
+        why = "one split by well (cv=None)" if cv is None else f"{int(cv)}-fold cross-validation grouped by well"
+    if cv is None:
+        if not 0 < test_size < 1:
+            raise ConfigError(f"test_size={test_size} must be between 0 and 1 (e.g. 0.25).")
+        tr, te = _well_split(y, groups, test_size, seed)
+        return [(np.flatnonzero(tr), np.flatnonzero(te))], None, why + f", {test_size:.0%} of each class's wells held out"
+    if int(cv) < 2 or int(cv) > n_wells:
+        raise ConfigError(f"cv={cv} must be between 2 and the number of wells ({n_wells}).")
+    splitter = StratifiedGroupKFold(n_splits=int(cv), shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros(len(y)), y, groups)), int(cv), why
+
+
+def _run(df: pd.DataFrame, y: np.ndarray, *, features, group, test_size, cv, C, seed, by, params,
+         scale: tuple[np.ndarray, np.ndarray] | None = None) -> EvalResult:
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
@@ -180,31 +238,22 @@ def _run(df: pd.DataFrame, y: np.ndarray, *, features, group, test_size, cv, C, 
     if bad.all():
         raise DataError("every selected row has a NaN/inf feature; impute or drop those features first.")
     df, X, y = df[~bad], X[~bad], y[~bad]
+    if scale is not None:  # one label-free standardization of every well, fitted before any split
+        X = (X - scale[0]) / scale[1]
     params = {**params, "n_rows_dropped_nan": int(bad.sum())}  # reported, not silently lost
     groups = group_keys(df, group).to_numpy()
     classes = sorted(pd.unique(y).tolist(), key=str)
     if len(classes) < 2:
         raise DataError(f"only one class ({classes}) among the selected rows; need two or more.")
+    folds, k, validation = _folds(y, groups, cv=cv, test_size=test_size, seed=seed)
     decision = np.full(len(y), np.nan)
-    if cv is None:
-        if not 0 < test_size < 1:
-            raise ConfigError(f"test_size={test_size} must be between 0 and 1 (e.g. 0.25).")
-        tr, te = _well_split(y, groups, test_size, seed)
-        folds = [(np.flatnonzero(tr), np.flatnonzero(te))]
-    else:
-        from sklearn.model_selection import StratifiedGroupKFold
-
-        n_wells = pd.Series(groups).nunique()
-        if int(cv) < 2 or int(cv) > n_wells:
-            raise ConfigError(f"cv={cv} must be between 2 and the number of wells ({n_wells}).")
-        folds = list(StratifiedGroupKFold(n_splits=int(cv), shuffle=True, random_state=seed).split(X, y, groups))
     pred = np.empty(len(y), dtype=object)
     tested = np.zeros(len(y), bool)
     n_train, n_test = [], []
     for tr, te in folds:
         if len(set(y[tr])) < 2:
             raise DataError("a training split holds only one class; use fewer folds or more wells.")
-        model = _model(C, seed)
+        model = _model(C, seed, scale=scale is None)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             model.fit(X[tr], y[tr])
@@ -218,12 +267,12 @@ def _run(df: pd.DataFrame, y: np.ndarray, *, features, group, test_size, cv, C, 
     out["true"], out["predicted"] = y[tested], pred[tested]
     out["decision"] = decision[tested]
     true_, pred_ = out["true"].to_numpy(), out["predicted"].to_numpy()
-    params = {**params, "C": C, "seed": seed, "cv": cv, "test_size": None if cv else test_size,
+    params = {**params, "C": C, "seed": seed, "cv": k, "test_size": None if k else test_size, "validation": validation,
               "n_features": len(features), "group": group, "by": by}
     return EvalResult(
         accuracy=float(accuracy_score(true_, pred_)),
         balanced_accuracy=float(balanced_accuracy_score(true_, pred_)),
-        n_train=int(round(np.mean(n_train))), n_test=int(round(np.mean(n_test))) if cv is None else int(np.sum(n_test)),
+        n_train=int(round(np.mean(n_train))), n_test=int(round(np.mean(n_test))) if k is None else int(np.sum(n_test)),
         classes=[str(c) for c in classes], confusion=_confusion(true_, pred_, classes),
         per_group=_per_group(out, by), predictions=out, params=params)
 
@@ -236,10 +285,11 @@ def separability(
     features: list[str] | None = None,
     group: str | Sequence[str] | None = "Metadata_Well",
     test_size: float = 0.25,
-    cv: int | None = None,
+    cv: int | str | None = "auto",
     C: float = 1.0,
     seed: int = 0,
     by: str | None = None,
+    scaler: str = "controls",
 ) -> EvalResult:
     """Accuracy of a linear SVM separating positive from negative control wells.
 
@@ -248,7 +298,7 @@ def separability(
     df
         Profile table (site- or well-level).
     positive, negative
-        pandas queries on the metadata selecting C+ and C- rows (default: :func:`default_controls`).
+        selections (:mod:`gandl_core.selection`) on the metadata picking C+ and C- rows (default: :func:`default_controls`).
     features
         Feature columns (default: every non-metadata column).
     group
@@ -257,13 +307,20 @@ def separability(
     test_size
         Fraction of each class's wells held out (single split; ignored with ``cv``).
     cv
-        K: K-fold StratifiedGroupKFold, reporting out-of-fold numbers over all wells.
+        ``"auto"``: one split by well on large tables, K-fold grouped CV below :data:`AUTO_CV_WELLS`
+        wells (module docstring); K: K-fold StratifiedGroupKFold, out-of-fold numbers over all
+        wells; ``None``: one split.
     C
         SVM soft-margin penalty.
     seed
         Random seed of the split and the SVM.
     by
         Optional metadata column for a per-value breakdown (e.g. ``Metadata_CellType``).
+    scaler
+        ``"controls"`` (default): a StandardScaler fitted on each fold's training rows. ``"wells"``:
+        every feature standardized with the mean and SD of **all** rows of ``df`` (treated wells
+        too; no label is used), once before the split. Neither wins everywhere (docs/analysis.md has
+        the measurements): try both on a small plate.
 
     Returns
     -------
@@ -280,7 +337,7 @@ def separability(
     if positive is None or negative is None:
         dp, dn = default_controls(df)
         positive, negative = positive or dp, negative or dn
-    pos, neg = select(df, positive, "positive"), select(df, negative, "negative")
+    pos, neg = select(df, positive, "--positive"), select(df, negative, "--negative")
     both = pos & neg
     if both.any():
         raise ConfigError(f"{int(both.sum())} row(s) match both the positive query {positive!r} and the "
@@ -291,8 +348,10 @@ def separability(
                             f"{_value_hint(df, q)}.")
     sub = df[pos | neg]
     y = np.where(pos[pos | neg].to_numpy(), "positive", "negative")
+    features = check_features(df, features)
     return _run(sub, y, features=features, group=group, test_size=test_size, cv=cv, C=C, seed=seed, by=by,
-                params={"positive": positive, "negative": negative})
+                params={"positive": positive, "negative": negative, "scaler": scaler},
+                scale=_table_scaler(df, features, scaler))
 
 
 def _value_hint(df: pd.DataFrame, query: str) -> str:
@@ -309,11 +368,12 @@ def classify(
     features: list[str] | None = None,
     group: str | Sequence[str] | None = "Metadata_Well",
     test_size: float = 0.25,
-    cv: int | None = None,
+    cv: int | str | None = "auto",
     C: float = 1.0,
     seed: int = 0,
     by: str | None = None,
     query: str | None = None,
+    scaler: str = "controls",
 ) -> EvalResult:
     """Multi-class linear SVM (one-vs-rest) predicting ``label`` from the features; see :func:`separability`.
 
@@ -322,7 +382,7 @@ def classify(
     label
         Metadata column with the class of each row (e.g. ``Metadata_CellType``).
     query
-        Optional pandas query restricting the rows first.
+        Optional selection (:mod:`gandl_core.selection`) restricting the rows first.
 
     Raises
     ------
@@ -334,11 +394,12 @@ def classify(
     if label not in df.columns:
         raise ConfigError(f"label column {label!r} is not in the table; choose one of {metadata_columns(df)[:12]}.")
     if query:
-        df = df[select(df, query, "row")]
+        df = df[select(df, query, "--query")]
     df = df[df[label].notna()]
     y = df[label].astype(str).to_numpy()
+    features = check_features(df, features)
     return _run(df, y, features=features, group=group, test_size=test_size, cv=cv, C=C, seed=seed, by=by,
-                params={"label": label, "query": query})
+                params={"label": label, "query": query, "scaler": scaler}, scale=_table_scaler(df, features, scaler))
 
 
 def zero_shot(

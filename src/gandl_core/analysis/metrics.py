@@ -109,7 +109,7 @@ def mean_ap(
     features
         Feature columns (default: all non-metadata columns).
     query
-        Optional pandas query selecting the rows to score (e.g. drop DMSO).
+        Optional selection (:mod:`gandl_core.selection`) of the rows to score (e.g. drop DMSO).
     null_size, threshold, seed
         copairs' permutation test: p-values per group and the ``below_p`` flag.
 
@@ -135,7 +135,7 @@ def mean_ap(
     if query:
         from .evaluation import select
 
-        df = df[select(df, query, "mean_ap row")]
+        df = df[select(df, query, "--map-query")]
     features = check_features(df, features)
     df = df.dropna(subset=features).reset_index(drop=True)
     meta = df[metadata_columns(df)].copy()

@@ -140,7 +140,7 @@ def _scatter(df: pd.DataFrame, path: str | os.PathLike, *, x: str, y: str, color
     return _save(fig, path)
 
 
-def e2_scatter(scores: pd.DataFrame, path: str | os.PathLike, *, x: str = "On", y: str = "Off",
+def e2_scatter(scores: pd.DataFrame, path: str | os.PathLike, *, x: str = "OnScore", y: str = "OffScore",
                color: str | None = "Metadata_Role", marker: str | None = "Metadata_CellType",
                title: str = "E2 space: On- vs Off-perturbation score per well") -> Path:
     """On vs Off scatter (the paper's E2 space), dashed lines at the control means -1 (C-) and +1 (C+).
@@ -152,7 +152,7 @@ def e2_scatter(scores: pd.DataFrame, path: str | os.PathLike, *, x: str = "On", 
     path
         PNG to write.
     x, y
-        Score columns (On, Off).
+        Score columns (``OnScore``, ``OffScore``; a table of an older version with ``On``/``Off`` is read too).
     color, marker
         Metadata columns for colour (roles get fixed colours: C+ blue, C- vermillion, treated grey)
         and marker shape (e.g. cell type); ``None`` or a missing-from-table default is an error only
@@ -170,6 +170,10 @@ def e2_scatter(scores: pd.DataFrame, path: str | os.PathLike, *, x: str = "On", 
     DataError
         A named column is missing, or no row has finite scores.
     """
+    from .projection import resolve_score
+
+    scores, x = resolve_score(scores, x)
+    scores, y = resolve_score(scores, y)
     color = color if color is None or color in scores.columns or color != "Metadata_Role" else None
     marker = marker if marker is None or marker in scores.columns or marker != "Metadata_CellType" else None
     return _scatter(scores, path, x=x, y=y, color=color, marker=marker, title=title,
@@ -177,7 +181,7 @@ def e2_scatter(scores: pd.DataFrame, path: str | os.PathLike, *, x: str = "On", 
                     ylabel="Off-perturbation score (orthogonal, same scale)", guides=(-1.0, 1.0))
 
 
-def c2_scatter(scores: pd.DataFrame, path: str | os.PathLike, *, x: str = "On", y: str = "Off",
+def c2_scatter(scores: pd.DataFrame, path: str | os.PathLike, *, x: str = "OnScore", y: str = "OffScore",
                color: str | None = "Metadata_CellType", marker: str | None = None,
                classes: tuple[str, str] | None = None,
                title: str = "C2 space: cell-type axis vs orthogonal axis") -> Path:
@@ -207,17 +211,18 @@ def c2_scatter(scores: pd.DataFrame, path: str | os.PathLike, *, x: str = "On", 
 
 
 def dose_scatter(df: pd.DataFrame, fits: pd.DataFrame | None, compound: str, path: str | os.PathLike, *,
-                 score: str = "On", compound_col: str = "Metadata_Treatment",
+                 score: str = "OnScore", compound_col: str = "Metadata_Treatment",
                  dose_col: str = "Metadata_Concentration", unit: str = "uM",
                  controls: dict[str, float] | None = None) -> Path:
-    """One compound's dose-response: wells coloured by concentration, mean +- sem, fitted Hill curve.
+    """One compound's dose-response: wells coloured by concentration, mean +- sem, fitted Hill curve,
+    its EC50 with the 95% CI as a shaded band, and the status.
 
     Parameters
     ----------
     df
         Well table with ``score``, ``compound_col`` and ``dose_col``.
     fits
-        Output of :func:`~gandl_core.analysis.dose_response.fit_all` (row ``compound == compound``
+        Output of :func:`~gandl_core.analysis.dose_response.fit_all` (row ``Metadata_Compound == compound``
         gives the curve), or ``None`` to fit here.
     compound
         Compound to draw.
@@ -241,8 +246,10 @@ def dose_scatter(df: pd.DataFrame, fits: pd.DataFrame | None, compound: str, pat
     from matplotlib.colors import LogNorm
 
     from . import dose_response as dr
+    from .projection import resolve_score
 
     plt = _plt()
+    df, score = resolve_score(df, score)
     _need(df, [score, compound_col, dose_col], "dose_scatter")
     sub = df[df[compound_col].astype(str) == str(compound)]
     conc = pd.to_numeric(sub[dose_col], errors="coerce").to_numpy(float)
@@ -252,15 +259,10 @@ def dose_scatter(df: pd.DataFrame, fits: pd.DataFrame | None, compound: str, pat
         raise DataError(f"dose_scatter: compound {compound!r} has no well with a positive {dose_col!r} and a "
                         f"finite {score!r}; check the compound name and columns.")
     conc, resp = conc[ok], resp[ok]
-    row = None
-    if fits is not None and "compound" in fits.columns:
-        m = fits["compound"].astype(str) == str(compound)
-        row = fits[m].iloc[0] if m.any() else None
-    if row is None:
-        res = dr.fit_hill(conc, resp)
-        row = pd.Series({"compound": compound, **res.as_dict()})
+    row = _fit_row(fits, compound, conc, resp)
+    is_on = score in ("OnScore", "On")
     if controls is None:
-        controls = {"C+ mean": 1.0, "C- mean": -1.0} if score == "On" else {}
+        controls = {"C+ mean": 1.0, "C- mean": -1.0} if is_on else {}
     fig, ax = plt.subplots(figsize=(6.0, 4.4))
     for (label, level), colour in zip(controls.items(), (ROLE_COLOURS["positive"], ROLE_COLOURS["negative"],
                                                           "#777777", "#777777")):
@@ -273,28 +275,59 @@ def dose_scatter(df: pd.DataFrame, fits: pd.DataFrame | None, compound: str, pat
                      for d in doses])
     ax.errorbar(doses, means, yerr=sems, fmt="_", color="#333333", ms=12, capsize=3, lw=1, zorder=4,
                 label="mean ± sem")
-    status = str(row.get("status", ""))
-    ec50 = float(row.get("ec50", np.nan))
-    if np.isfinite(ec50):
-        xs = np.logspace(np.log10(doses.min()) - 0.3, np.log10(doses.max()) + 0.3, 200)
-        ys = dr.hill(xs, float(row["bottom"]), float(row["top"]), ec50, float(row["hill"]))
-        ax.plot(xs, ys, color="#CC79A7", lw=2, zorder=2, label="Hill fit")
-        ax.axvline(ec50, color="#CC79A7", lw=0.8, ls=":", zorder=1)
-        lo, hi = float(row.get("ec50_ci_low", np.nan)), float(row.get("ec50_ci_high", np.nan))
-        ci = f" [{lo:.3g}, {hi:.3g}]" if np.isfinite(lo) and np.isfinite(hi) else ""
-        sub_t = (f"EC50 = {ec50:.3g} {unit}{ci}, efficacy = {float(row['efficacy']):.2f}, "
-                 f"R² = {float(row['r2']):.2f} ({status})")
-    else:
-        sub_t = f"no curve: {status}" + (f" ({row.get('message')})" if row.get("message") else "")
+    sub_t = _draw_fit(ax, row, doses, unit)
     ax.set_xscale("log")
     ax.set_xlabel(f"concentration ({unit}, log scale)")
-    ax.set_ylabel(f"{score} score" + (" (C- = -1, C+ = +1)" if score == "On" else ""))
-    ax.set_title(f"{compound}\n{sub_t}", fontsize=10)
+    ax.set_ylabel(f"{score}" + (" (C- = -1, C+ = +1)" if is_on else ""))
+    ax.set_title(f"{compound}\n{sub_t}", fontsize=9)
     cb = fig.colorbar(pts, ax=ax, pad=0.02)
     cb.set_label(f"concentration ({unit})")
     ax.legend(fontsize=8, frameon=False, loc="best")
     ax.spines[["top", "right"]].set_visible(False)
     return _save(fig, path)
+
+
+def _fit_row(fits: pd.DataFrame | None, compound: str, conc: np.ndarray, resp: np.ndarray) -> pd.Series:
+    """The compound's row of a fits table (current or older column names), or a fit made here."""
+    from . import dose_response as dr
+
+    if fits is not None:
+        f = dr.with_fit_names(fits)
+        if "Metadata_Compound" in f.columns:
+            m = f["Metadata_Compound"].astype(str) == str(compound)
+            if m.any():
+                return f[m].iloc[0]
+    res = dr.fit_hill(conc, resp)
+    d = res.as_dict()
+    return pd.Series({"Metadata_Compound": compound, "Metadata_Status": d.pop("status"),
+                      "Metadata_Message": d.pop("message"), **d})
+
+
+def _ci_text(row: pd.Series, name: str) -> str:
+    lo, hi = float(row.get(f"{name}_ci_low", np.nan)), float(row.get(f"{name}_ci_high", np.nan))
+    return f" [{lo:.3g}, {hi:.3g}]" if np.isfinite(lo) and np.isfinite(hi) else ""
+
+
+def _draw_fit(ax: Any, row: pd.Series, doses: np.ndarray, unit: str) -> str:
+    """Hill curve, EC50 line and its 95% CI band on ``ax``; returns the title's second line."""
+    from . import dose_response as dr
+
+    status = str(row.get("Metadata_Status", ""))
+    ec50 = float(row.get("ec50", np.nan))
+    if not np.isfinite(ec50):
+        msg = str(row.get("Metadata_Message", "") or "")
+        return f"no curve: {status}" + (f" ({msg})" if msg and msg != "nan" else "")
+    xs = np.logspace(np.log10(min(doses.min(), ec50)) - 0.3, np.log10(max(doses.max(), ec50)) + 0.3, 200)
+    ys = dr.hill(xs, float(row["bottom"]), float(row["top"]), ec50, float(row["hill"]))
+    ax.plot(xs, ys, color="#CC79A7", lw=2, zorder=2, label="Hill fit")
+    ax.axvline(ec50, color="#CC79A7", lw=0.8, ls=":", zorder=1)
+    lo, hi = float(row.get("ec50_ci_low", np.nan)), float(row.get("ec50_ci_high", np.nan))
+    if np.isfinite(lo) and np.isfinite(hi):
+        ax.axvspan(max(lo, xs.min()), min(hi, xs.max()), color="#CC79A7", alpha=0.12, lw=0, zorder=0,
+                   label="EC50 95% CI")
+    return (f"EC50 = {ec50:.3g} {unit}{_ci_text(row, 'ec50')}, hill = {float(row['hill']):.2g}{_ci_text(row, 'hill')}\n"
+            f"efficacy = {float(row['efficacy']):.2f}{_ci_text(row, 'efficacy')}, R² = {float(row['r2']):.2f} "
+            f"({status})")
 
 
 LAYOUTS = {96: (8, 12), 384: (16, 24), 1536: (32, 48)}

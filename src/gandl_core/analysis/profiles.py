@@ -12,7 +12,7 @@ return new frames and do no file I/O:
   normalization" of Ando et al. 2017: directions in which controls vary by chance are damped.
 
 The usual chain is ``sphere(normalize_plates(aggregate(sites), controls=Q), controls=Q)``, which
-``gandl-core profile`` runs. Controls are a pandas query on the metadata, e.g.
+``gandl-core profile`` runs. Controls are a selection on the metadata (:mod:`gandl_core.selection`), e.g.
 ``"Metadata_Role == 'negative'"`` (RxRx19a infected, untreated) or
 ``"Metadata_pert_type == 'control'"`` (DMSO wells of a LINCS Cell Painting plate).
 """
@@ -20,7 +20,6 @@ The usual chain is ``sphere(normalize_plates(aggregate(sites), controls=Q), cont
 from __future__ import annotations
 
 import os
-import re
 import warnings
 from typing import Sequence
 
@@ -28,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError, DataError
+from ..selection import check_expr, select
 from ..tables import check_features, metadata_columns
 
 #: 1.4826 x MAD estimates the standard deviation of normally distributed data.
@@ -98,28 +98,14 @@ def aggregate(
 
 
 def _query_columns(query: str, df: pd.DataFrame) -> list[str]:
-    names = set(re.findall(r"`([^`]+)`|\b([A-Za-z_]\w*)\b", query))
-    flat = {a or b for a, b in names}
+    flat = set(check_expr(query, option="--controls"))
     return [c for c in df.columns if c in flat]
 
 
 def _control_mask(df: pd.DataFrame, controls: str | None) -> np.ndarray:
     if controls is None:
         return np.ones(len(df), dtype=bool)
-    if not isinstance(controls, str) or not controls.strip():
-        raise ConfigError(f"--controls {controls!r}: give a pandas query such as "
-                          "\"Metadata_Role == 'negative'\".")
-    try:
-        hit = df.eval(controls)
-    except Exception as exc:  # noqa: BLE001 - re-raised naming the query and the columns
-        raise DataError(f"--controls {controls!r} cannot be evaluated on this table ({exc}). "
-                        f"Metadata columns: {metadata_columns(df)}; quote text values, e.g. "
-                        "\"Metadata_Condition == 'Mock'\".") from exc
-    hit = np.asarray(hit)
-    if hit.dtype != bool or hit.shape != (len(df),):
-        raise DataError(f"--controls {controls!r} is not a condition (true/false per row); use a "
-                        "comparison such as \"Metadata_Role == 'negative'\".")
-    return hit
+    return select(df, controls, option="--controls").to_numpy()  # parsed safely, never run as code
 
 
 def _describe_values(df: pd.DataFrame, controls: str) -> str:
@@ -147,7 +133,7 @@ def normalize_plates(
     df
         Well- (or site-) level table.
     controls
-        pandas query selecting the control rows (e.g. ``"Metadata_Role == 'negative'"``);
+        selection (:mod:`gandl_core.selection`) of the control rows (e.g. ``"Metadata_Role == 'negative'"``);
         ``None`` uses all rows of the plate.
     method
         ``"standardize"``: ``(x - mean_c) / sd_c`` (sd with ddof=0, as sklearn's StandardScaler);
@@ -238,7 +224,7 @@ def sphere(
     df
         Profile table (usually after :func:`normalize_plates`).
     controls
-        pandas query selecting the rows to fit on; ``None`` = all rows.
+        selection (:mod:`gandl_core.selection`) of the rows to fit on; ``None`` = all rows.
     features
         Feature columns (default every non-metadata column).
     epsilon

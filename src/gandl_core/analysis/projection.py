@@ -16,10 +16,12 @@
   wells when features are correlated (a tilted cloud in the E2 plot), which is a property of the
   data, not of the fit.
 
-``transform(X)`` returns ``[N, 2]`` = (On, Off). ``fit`` takes labels ``1`` (C+) and ``0``/``-1``
+``transform(X)`` returns ``[N, 2]`` = (On, Off); tables carry them as ``OnScore`` and ``OffScore``
+(:data:`SCORE_COLUMNS`; :func:`with_score_names` reads tables of older versions that named them
+``On``/``Off``). ``fit`` takes labels ``1`` (C+) and ``0``/``-1``
 (C-), or any two labels with ``pos_label`` naming the positive one -- which is the "C2" variant of
 the paper (two cell types as the two classes). :meth:`Projection.fit_table` /
-:meth:`Projection.transform_table` work on profile tables with pandas queries.
+:meth:`Projection.transform_table` work on profile tables with selections (:mod:`gandl_core.selection`).
 
 Z' and SSMD of the controls on the On score come from :mod:`gandl_core.analysis.metrics`
 (re-exported here).
@@ -38,7 +40,38 @@ from ..errors import ConfigError, DataError
 from ..tables import check_features, metadata_columns
 from .metrics import ssmd, z_prime
 
-__all__ = ["Projection", "z_prime", "ssmd", "project_table"]
+__all__ = ["Projection", "z_prime", "ssmd", "project_table", "with_score_names", "resolve_score", "SCORE_COLUMNS"]
+
+#: Column names of the On- and Off-perturbation scores in every table (CLI, napari, report).
+SCORE_COLUMNS = ("OnScore", "OffScore")
+_LEGACY_SCORE_COLUMNS = {"On": "OnScore", "Off": "OffScore"}  # gandl-core before the rename
+
+
+def with_score_names(df: pd.DataFrame) -> pd.DataFrame:
+    """The one read-side fallback for score tables written by older versions: ``On``/``Off`` columns
+    are renamed ``OnScore``/``OffScore`` (a table that already has the new names is returned as is).
+
+    Parameters
+    ----------
+    df
+        A scores table.
+
+    Returns
+    -------
+    pd.DataFrame
+        ``df`` itself, or a renamed copy.
+    """
+    old = {k: v for k, v in _LEGACY_SCORE_COLUMNS.items() if k in df.columns and v not in df.columns}
+    return df.rename(columns=old) if old else df
+
+
+def resolve_score(df: pd.DataFrame, score: str) -> tuple[pd.DataFrame, str]:
+    """:func:`with_score_names` for a table and a score column asked for by name: an old name
+    (``On``/``Off``) asked of a renamed table maps to the new one."""
+    df = with_score_names(df)
+    if score not in df.columns and _LEGACY_SCORE_COLUMNS.get(score) in df.columns:
+        score = _LEGACY_SCORE_COLUMNS[score]
+    return df, score
 
 
 class Projection(TransformerMixin, BaseEstimator):
@@ -208,13 +241,13 @@ class Projection(TransformerMixin, BaseEstimator):
         return self.transform(X)[:, 0]
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        """Output column names: ``["On", "Off"]``."""
-        return np.array(["On", "Off"], dtype=object)
+        """Output column names: ``["OnScore", "OffScore"]``."""
+        return np.array(SCORE_COLUMNS, dtype=object)
 
     # -- table helpers -------------------------------------------------------------------------
     def fit_table(self, df: pd.DataFrame, *, positive: str | None = None, negative: str | None = None,
                   features: list[str] | None = None) -> "Projection":
-        """Fit on the control rows of a profile table selected by pandas queries.
+        """Fit on the control rows of a profile table selected by safe selections (:mod:`gandl_core.selection`).
 
         Parameters
         ----------
@@ -238,7 +271,7 @@ class Projection(TransformerMixin, BaseEstimator):
             dp, dn = default_controls(df)
             positive, negative = positive or dp, negative or dn
         features = check_features(df, features)
-        pos, neg = select(df, positive, "positive"), select(df, negative, "negative")
+        pos, neg = select(df, positive, "--positive"), select(df, negative, "--negative")
         if (pos & neg).any():
             raise ConfigError(f"{int((pos & neg).sum())} row(s) match both --positive {positive!r} and "
                               f"--negative {negative!r}; make the queries exclusive.")
@@ -253,7 +286,7 @@ class Projection(TransformerMixin, BaseEstimator):
         return self
 
     def transform_table(self, df: pd.DataFrame) -> pd.DataFrame:
-        """Metadata of ``df`` plus ``On`` and ``Off`` columns (rows with NaN features get NaN scores).
+        """Metadata of ``df`` plus ``OnScore`` and ``OffScore`` columns (rows with NaN features get NaN scores).
 
         Raises
         ------
@@ -275,7 +308,7 @@ class Projection(TransformerMixin, BaseEstimator):
         scores = np.full((len(df), 2), np.nan)
         if finite.any():
             scores[finite] = self.transform(X[finite])
-        out["On"], out["Off"] = scores[:, 0], scores[:, 1]
+        out[SCORE_COLUMNS[0]], out[SCORE_COLUMNS[1]] = scores[:, 0], scores[:, 1]
         return out
 
     def _more_tags(self) -> dict:  # pragma: no cover - sklearn < 1.6
@@ -309,11 +342,13 @@ def project_table(df: pd.DataFrame, *, positive: str | None = None, negative: st
                   cv: int | None = 4) -> tuple[Projection, pd.DataFrame, dict]:
     """Fit a :class:`Projection` on a table's controls and score every row.
 
-    ``z_prime``/``ssmd`` are computed on the controls the SVM was fitted on, which is optimistic
-    when there are many features and few control wells (the SVM can always find a direction that
-    separates them). ``z_prime_cv``/``ssmd_cv`` are the honest versions: each control well's On
-    score comes from a Projection fitted without its well (``cv`` folds, grouped by plate+well,
-    stratified by class). Treated wells are always scored by the projection fitted on all controls.
+    ``z_prime``/``ssmd`` are the honest, **out-of-fold** figures: each control well's On score
+    comes from a Projection fitted without its well (``cv`` folds, fewer when a class has fewer
+    wells -- down to leave-one-well-out, grouped by plate+well, stratified by class).
+    ``z_prime_in_sample``/``ssmd_in_sample`` are computed on the controls the SVM was fitted on:
+    optimistic when there are many features and few control wells (the SVM can always find a
+    direction that separates them), kept for reference only. Treated wells are always scored by the
+    projection fitted on all controls.
 
     Parameters
     ----------
@@ -326,14 +361,16 @@ def project_table(df: pd.DataFrame, *, positive: str | None = None, negative: st
     C
         SVM soft-margin penalty.
     cv
-        Folds for the out-of-fold Z'; ``None`` skips it (fewer than 2 wells per class per fold also
-        skips it, with ``z_prime_cv`` = None).
+        Folds for the out-of-fold Z' (at most; capped by the wells of the smaller class). ``None``
+        or 0: no out-of-fold scoring, ``z_prime`` is then the in-sample figure and
+        ``z_prime_method`` says so.
 
     Returns
     -------
     (Projection, scores, stats)
-        ``scores`` = metadata + ``On``/``Off`` + ``Metadata_Control`` ("positive"/"negative"/"");
-        ``stats`` = JSON-ready dict with z_prime, ssmd, z_prime_cv, ssmd_cv, control counts and means.
+        ``scores`` = metadata + ``OnScore``/``OffScore`` + ``Metadata_Control`` ("positive"/"negative"/"");
+        ``stats`` = JSON-ready dict with z_prime, ssmd (out of fold), z_prime_method, cv (folds used),
+        z_prime_in_sample, ssmd_in_sample, control counts, in-sample and out-of-fold control means/SDs.
 
     Raises
     ------
@@ -347,36 +384,48 @@ def project_table(df: pd.DataFrame, *, positive: str | None = None, negative: st
         positive, negative = positive or dp, negative or dn
     proj = Projection(C=C).fit_table(df, positive=positive, negative=negative, features=features)
     scores = proj.transform_table(df)
-    pos, neg = select(df, positive, "positive").to_numpy(), select(df, negative, "negative").to_numpy()
+    pos, neg = select(df, positive, "--positive").to_numpy(), select(df, negative, "--negative").to_numpy()
     scores["Metadata_Control"] = np.where(pos, "positive", np.where(neg, "negative", ""))
-    on = scores["On"].to_numpy()
+    on = scores[SCORE_COLUMNS[0]].to_numpy()
     stats = {"positive": positive, "negative": negative, "n_positive": int(pos.sum()), "n_negative": int(neg.sum()),
              "n_features": len(proj.feature_names_in_), "C": C,
-             "z_prime": z_prime(on[pos], on[neg]), "ssmd": ssmd(on[pos], on[neg]),
+             "z_prime_in_sample": z_prime(on[pos], on[neg]), "ssmd_in_sample": ssmd(on[pos], on[neg]),
              "on_mean_positive": float(np.nanmean(on[pos])), "on_mean_negative": float(np.nanmean(on[neg])),
              "on_sd_positive": float(np.nanstd(on[pos], ddof=1)), "on_sd_negative": float(np.nanstd(on[neg], ddof=1))}
-    stats["z_prime_cv"], stats["ssmd_cv"] = _out_of_fold(df, pos, neg, list(proj.feature_names_in_), C, cv)
-    stats["cv"] = cv
+    oof = _out_of_fold(df, pos, neg, list(proj.feature_names_in_), C, cv)
+    if oof is None:
+        stats.update(z_prime=stats["z_prime_in_sample"], ssmd=stats["ssmd_in_sample"], cv=None,
+                     z_prime_method="in sample (cv off): the controls scored by the SVM fitted on them; optimistic")
+        scores.attrs["gandl"] = {"projection": stats}
+        return proj, scores, stats
+    on_pos, on_neg, k = oof
+    stats.update(z_prime=z_prime(on_pos, on_neg), ssmd=ssmd(on_pos, on_neg), cv=k,
+                 z_prime_method=f"out of fold: each control well scored by a projection fitted without it "
+                 f"({k} folds grouped by well)",
+                 on_mean_positive_oof=float(on_pos.mean()), on_mean_negative_oof=float(on_neg.mean()),
+                 on_sd_positive_oof=float(on_pos.std(ddof=1)), on_sd_negative_oof=float(on_neg.std(ddof=1)))
+    scores.attrs["gandl"] = {"projection": stats}  # what dose_response.control_noise reads; kept in the parquet
     return proj, scores, stats
 
 
 def _out_of_fold(df: pd.DataFrame, pos: np.ndarray, neg: np.ndarray, features: list[str], C: float,
-                 cv: int | None) -> tuple[float | None, float | None]:
-    """Z' and SSMD of out-of-fold On scores of the control wells (None when there are too few wells)."""
+                 cv: int | None) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """Out-of-fold On scores of the C+ and C- control rows and the folds used (None when cv is off)."""
     from sklearn.model_selection import StratifiedGroupKFold
 
     from .evaluation import group_keys
 
     if not cv:
-        return None, None
+        return None
     X = df[features].to_numpy(np.float64)
     keep = (pos | neg) & np.isfinite(X).all(axis=1)
     X, y = X[keep], pos[keep].astype(int)
     groups = group_keys(df[keep], "Metadata_Well" if "Metadata_Well" in df.columns else None).to_numpy()
-    n_wells = [len(set(groups[y == k])) for k in (0, 1)]
-    if min(n_wells) < max(2, int(cv)):
-        return None, None
+    n_wells = min(len(set(groups[y == k])) for k in (0, 1))
+    k = min(int(cv), n_wells)  # few control wells: down to one well of the smaller class per fold
+    if k < 2:
+        return None
     on = np.empty(len(y))
-    for tr, te in StratifiedGroupKFold(n_splits=int(cv), shuffle=True, random_state=0).split(X, y, groups):
+    for tr, te in StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=0).split(X, y, groups):
         on[te] = Projection(C=C).fit(X[tr], y[tr]).transform(X[te])[:, 0]
-    return z_prime(on[y == 1], on[y == 0]), ssmd(on[y == 1], on[y == 0])
+    return on[y == 1], on[y == 0], k

@@ -212,9 +212,22 @@ _KNOWN = {
     "dose_response": ("Dose-response (Hill fits)", ("dose", "hits")),
 }
 #: Numbers worth a place in the headline table when found in an artifact's JSON.
-HEADLINE_KEYS = ("accuracy", "balanced_accuracy", "z_prime", "ssmd", "compounds", "hits", "mean_ap")
-#: Tables too long to be useful in a page (per-well predictions) are left to their CSV.
-_SKIP_TABLES = ("predictions",)
+HEADLINE_KEYS = ("accuracy", "balanced_accuracy", "z_prime", "ssmd", "compounds", "active", "hits", "mean_ap")
+#: How a headline key is labelled (Z' and SSMD of ``project`` are out-of-fold figures).
+_HEADLINE_LABELS = {"z_prime": "z_prime (out of fold)", "ssmd": "ssmd (out of fold)"}
+#: Tables too long to be useful in a page (per-well predictions) are left to their CSV; the fits table
+#: is shown through the hit list (same compounds, ranked, estimates with their 95% CIs).
+_SKIP_TABLES = ("predictions", "dose_fits")
+
+
+def _projection_numbers(numbers: dict[str, Any]) -> dict[str, Any]:
+    """projection.json of an older version (in-sample ``z_prime``, out-of-fold ``z_prime_cv``) in today's keys."""
+    if "z_prime_cv" not in numbers or "z_prime_in_sample" in numbers:
+        return numbers
+    out = {k: v for k, v in numbers.items() if k not in ("z_prime", "ssmd", "z_prime_cv", "ssmd_cv")}
+    out.update(z_prime=numbers.get("z_prime_cv"), ssmd=numbers.get("ssmd_cv"),
+               z_prime_in_sample=numbers.get("z_prime"), ssmd_in_sample=numbers.get("ssmd"))
+    return out
 
 
 def collect_sections(folder: str | os.PathLike, *, max_figures: int = 12) -> tuple[list[Section], dict[str, Any]]:
@@ -264,10 +277,13 @@ def collect_sections(folder: str | os.PathLike, *, max_figures: int = 12) -> tup
                 continue
             title, prefixes = _KNOWN.get(j.stem, (j.stem.replace("_", " "), (j.stem,)))
             numbers = {k: v for k, v in data.items() if isinstance(v, (int, float, str, bool))}
+            if j.stem == "projection":
+                numbers = _projection_numbers(numbers)
             mine = [p for p in files if p not in used and p.name.lower().startswith(prefixes)]
             used.update(mine)
             out.append(_make_section(title + where, numbers, mine, max_figures))
-            headline.update({f"{j.stem}{where}: {k}": numbers[k] for k in HEADLINE_KEYS if k in numbers})
+            labels = _HEADLINE_LABELS if j.stem == "projection" else {}
+            headline.update({f"{j.stem}{where}: {labels.get(k, k)}": numbers[k] for k in HEADLINE_KEYS if k in numbers})
         rest = [p for p in files if p not in used]
         if rest:
             out.append(_make_section("Other artifacts" + where, {}, rest, max_figures))
@@ -281,11 +297,20 @@ def collect_sections(folder: str | os.PathLike, *, max_figures: int = 12) -> tup
 
 
 def _make_section(title: str, numbers: dict[str, Any], files: list[Path], max_figures: int) -> Section:
-    tables = {}
-    for c in (p for p in files if p.suffix.lower() == ".csv" and not p.stem.startswith(_SKIP_TABLES)):
+    tables, notes = {}, []
+    for c in (p for p in files if p.suffix.lower() == ".csv"):
+        if c.stem.startswith(_SKIP_TABLES):
+            notes.append(f"{c.name}: every row and column is in the file (not shown in full here).")
+            continue
         try:
-            tables[c.stem.replace("_", " ")] = pd.read_csv(c)
+            t = pd.read_csv(c)
         except (OSError, ValueError, pd.errors.ParserError) as exc:
             raise DataError(f"report: cannot read {c} ({exc}).") from exc
+        if c.stem == "hits" and "ec50" in t.columns:
+            from .dose_response import ci_table
+
+            tables["hit list, estimates with 95% CIs"] = ci_table(t)
+        else:
+            tables[c.stem.replace("_", " ")] = t
     figures = [p for p in files if p.suffix.lower() == ".png"][:max_figures]
-    return Section(title, figures=figures, tables=tables, numbers=numbers)
+    return Section(title, figures=figures, tables=tables, numbers=numbers, notes=notes)

@@ -16,24 +16,24 @@ import argparse
 import os
 from pathlib import Path
 
-from ._common import follow
+from ._common import add_batch_size_argument, add_out_argument, check_device, follow, plain
 
 HELP = "embed every site with a trained discriminator (GAN-DL features, one row per site)"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("embed", help=HELP, description=__doc__,
+    p = subparsers.add_parser("embed", help=HELP, description=plain(__doc__),
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", metavar="DATA", nargs="?",
                    help="plate: RxRx-layout folder (with metadata.csv), CellProfiler LoadData CSV, folder of "
                         "multichannel TIFFs, or an index .parquet (not needed with --merge)")
     p.add_argument("--checkpoint", "-c", metavar="CKPT",
                    help="training checkpoint (.pt) or run folder (uses checkpoints/latest.pt)")
-    p.add_argument("-o", "--out", required=True, metavar="OUT.parquet", help="embeddings table to write")
+    add_out_argument(p, "OUT.parquet", "embeddings table to write")
     p.add_argument("--channels", metavar="A,B,..", help="select/reorder the data's channels by name to match "
                    "the checkpoint (e.g. DNA,ER,Actin,RNA,Golgi)")
     p.add_argument("--wells", metavar="W,..", help="embed only these wells: B02,C03 or PLATE:WELL items")
-    p.add_argument("--batch-size", type=int, default=32, help="sites per batch (default 32)")
+    add_batch_size_argument(p, 32, "sites per batch (default 32)")
     p.add_argument("--workers", type=int, default=None,
                    help="image-decoding worker processes (default: CPU cores - 1, at most 8)")
     p.add_argument("--field-mode", choices=["tiles", "resize"], default=None,
@@ -80,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     from ..featurizers.base import GanFeaturizer
     from ..plates import build_index
 
+    check_device(args.device)
     channels = [c.strip() for c in args.channels.split(",") if c.strip()] if args.channels else None
     index = build_index(args.data, channels=channels)
     featurizer = GanFeaturizer.from_checkpoint(args.checkpoint, device=args.device)

@@ -20,23 +20,26 @@ import argparse
 import os
 from pathlib import Path
 
-from ._common import follow
+from ..gan.train_config import PRESETS
+
+from ._common import add_batch_size_argument, add_out_argument, check_device, follow, plain
 
 HELP = "embed every site with a counterpart method (random-d, handcrafted, convae, densenet-*)"
 METHODS = ["gan", "random-d", "handcrafted", "convae", "densenet-collapsed", "densenet-concat"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("featurize", help=HELP, description=__doc__,
+    p = subparsers.add_parser("featurize", help=HELP, description=plain(__doc__),
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", metavar="DATA", help="plate: RxRx-layout folder, LoadData CSV, TIFF folder or index .parquet")
     p.add_argument("--method", "-m", required=True, choices=METHODS, help="embedding method")
-    p.add_argument("-o", "--out", required=True, metavar="OUT.parquet", help="table to write")
+    add_out_argument(p, "OUT.parquet", "table to write")
     p.add_argument("--channels", metavar="A,B,..", help="select/reorder the data's channels by name")
     g = p.add_argument_group("method options")
     g.add_argument("--checkpoint", "-c", metavar="CKPT",
                    help="gan/convae: the model to use; random-d: copy this checkpoint's architecture and normalizer")
-    g.add_argument("--preset", help="random-d: TrainConfig preset giving the architecture (e.g. cpu-small)")
+    g.add_argument("--preset", choices=list(PRESETS),
+                   help="random-d: training preset giving the architecture (e.g. cpu-small)")
     g.add_argument("--resolution", type=int, help="random-d: input resolution (power of two, default 64)")
     g.add_argument("--seed", type=int, help="random-d / densenet --random-weights: seed of the random weights (default 0)")
     g.add_argument("--weights", metavar="FILE", help="densenet-*: torchvision DenseNet-121 ImageNet state_dict file")
@@ -48,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="handcrafted: plate-normalized (default) or raw intensities")
     e = p.add_argument_group("engine options")
     e.add_argument("--wells", metavar="W,..", help="only these wells: B02,C03 or PLATE:WELL items")
-    e.add_argument("--batch-size", type=int, default=16, help="sites per batch (default 16)")
+    add_batch_size_argument(e, 16, "sites per batch (default 16)")
     e.add_argument("--workers", type=int, default=None, help="image-decoding processes (default: cores - 1, max 8)")
     e.add_argument("--field-mode", choices=["tiles", "resize"], default=None,
                    help="random-d/convae fields larger than the resolution: average tiles (default) or resize")
@@ -67,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from ..plates import build_index, channel_names
     from ._embed import _wells
 
+    check_device(args.device)
     channels = [c.strip() for c in args.channels.split(",") if c.strip()] if args.channels else None
     index = build_index(args.data, channels=channels)
     options = {"checkpoint": args.checkpoint, "preset": args.preset, "resolution": args.resolution,

@@ -6,18 +6,21 @@ import argparse
 import sys
 import warnings
 
-from ._common import add_data_argument
+from ._common import add_data_argument, add_out_argument, add_overwrite_argument, check_new_file
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``index`` subcommand."""
     p = subparsers.add_parser(
-        "index", help="index a plate (one row per site) and check every image",
-        description="Index a plate: one row per site with Metadata_* and Path_<Channel> columns. Every "
-        "image header is checked (missing, truncated, odd-sized files) before anything is written.")
+        "index", help="index a plate (one row per site) and check every image's header",
+        description="Index a plate: one row per site with Metadata_* and Path_<Channel> columns. Before "
+        "anything is written, every image's header is read (missing, truncated or damaged files; size, "
+        "channel count and pixel type the same across the plate; declared size within "
+        "GANDL_MAX_IMAGE_PIXELS), and a sample of 8 sites plus every floating-point image is decoded in full "
+        "(corrupt data, NaN or infinite pixels).")
     add_data_argument(p)
-    p.add_argument("-o", "--output", required=True, metavar="INDEX.parquet",
-                   help="where to write the index (.parquet, or .csv)")
+    add_out_argument(p, "INDEX.parquet", "where to write the index (.parquet, or .csv)", old="--output")
+    add_overwrite_argument(p, "INDEX")
     p.add_argument("--channels", metavar="A,B,...", default=None,
                    help="keep these channels, in this order (e.g. DNA,ER,Actin,RNA,Golgi)")
     p.add_argument("--names", metavar="A,B,...", default=None,
@@ -38,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from ..tables import write_table
     from ._common import follow
 
+    check_new_file(args.out, args.overwrite)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         index = follow(build_index_iter(args.data, channels=args.channels, skip_missing=args.skip_missing,
@@ -48,8 +52,14 @@ def run(args: argparse.Namespace) -> int:
     skipped = index.attrs.get("skipped", [])
     names = channel_names(index)
     (h, w), dtype, _ = plane_shape(str(index.iloc[0]["Path_" + names[0]]))
+    dtypes = index.attrs.get("dtypes") or {}
+    kinds = sorted(set(dtypes.values()))
+    if len(kinds) > 1:  # channels stored with different pixel types: say which
+        dtype = ", ".join(f"{n} {dtypes[n]}" for n in names if n in dtypes)
+    elif kinds:
+        dtype = kinds[0]
     index.attrs.clear()  # attrs are not part of the table; skipped sites go into the file metadata
-    out = write_table(index, args.output, metadata={"source": str(args.data), "skipped": skipped})
+    out = write_table(index, args.out, metadata={"source": str(args.data), "skipped": skipped})
     wells = index[["Metadata_Plate", "Metadata_Well"]].drop_duplicates().shape[0]
     print(f"{out}: {len(index)} sites, {wells} wells, {index['Metadata_Plate'].nunique()} plates, "
           f"{len(names)} channels ({','.join(names)}), {h}x{w} {dtype}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import follow
+from ._common import add_out_positional, finite_float, follow, out_of
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -12,7 +12,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Write a procedural RxRx19a look-alike (5 stains, 2 cell types, mock/infected "
                        "controls, compounds at six half-log doses with known Hill rescue, plate effects) with "
                        "metadata.csv, ground_truth.csv and wells.csv.")
-    p.add_argument("out", metavar="OUT", help="folder to create")
+    add_out_positional(p, "OUT", "folder to create")
     p.add_argument("--plates", type=int, default=2, help="plates per cell type (default 2)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same files)")
     p.add_argument("--image-size", type=int, default=96, help="field edge in pixels (default 96)")
@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--controls", type=int, default=10, help="C+ and C- wells per plate, each (default 10)")
     p.add_argument("--uv-controls", type=int, default=2,
                    help="UV-inactivated-virus wells per plate (C+, look like Mock; default 2)")
-    p.add_argument("--infection", type=float, default=0.9,
+    p.add_argument("--infection", type=finite_float, default=0.9,
                    help="fraction of cells infected in C- wells, in (0, 1] (default 0.9)")
     p.add_argument("--doses", default=None,
                    help="comma-separated concentrations in uM (default: six half-log doses 0.0316..10)")
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from ..synth import make_screen_iter
 
     out = follow(make_screen_iter(
-        args.out, plates=args.plates, seed=args.seed, image_size=args.image_size, sites=args.sites,
+        out_of(args), plates=args.plates, seed=args.seed, image_size=args.image_size, sites=args.sites,
         compounds=args.compounds, replicates=args.replicates, controls=args.controls,
         uv_controls=args.uv_controls, infection=args.infection, doses=_parse_doses(args.doses),
         cell_types=tuple(c.strip() for c in args.cell_types.split(",") if c.strip()), overwrite=args.overwrite,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_data_argument, follow
+from ..gan.train_config import PRESETS
+from ._common import (add_batch_size_argument, add_data_argument, add_out_argument, check_device, finite_float,
+                      follow)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,31 +16,31 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "for several processes/GPUs. Presets: cpu-tiny (tests), cpu-small (first look on a CPU, "
                        "minutes), gpu-256, paper.")
     add_data_argument(p)
-    p.add_argument("-o", "--out", required=True, metavar="RUN_DIR", help="run folder")
-    p.add_argument("--preset", default=None,
-                   help="cpu-tiny | cpu-small | gpu-256 | paper (default cpu-small; with --resume: the run's own)")
+    add_out_argument(p, "RUN_DIR", "run folder")
+    p.add_argument("--preset", default=None, choices=list(PRESETS),
+                   help="training recipe (default cpu-small; with --resume: the run's own)")
     p.add_argument("--resolution", type=int, help="training crop size, power of two")
-    p.add_argument("--field-scale", type=float, help="downscale fields by this factor before cropping")
+    p.add_argument("--field-scale", type=finite_float, help="downscale fields by this factor before cropping")
     p.add_argument("--crop-mode", dest="crop_mode", choices=["random", "resize"],
                    help="random: random RESOLUTION-px crops of each field (default); resize: the whole field "
                    "shrunk to RESOLUTION px")
-    p.add_argument("--kimg", type=float, help="training length, thousands of real images")
-    p.add_argument("--batch", type=int, help="images per step (over all processes)")
+    p.add_argument("--kimg", type=finite_float, help="training length, thousands of real images")
+    add_batch_size_argument(p, None, "images per step (over all processes)", old="--batch", dest="batch")
     p.add_argument("--loss", choices=["stylegan2", "wgan-gp"], help="GAN loss")
-    p.add_argument("--lr-g", type=float, dest="lr_g", help="generator learning rate")
-    p.add_argument("--lr-d", type=float, dest="lr_d", help="discriminator learning rate")
-    p.add_argument("--r1-gamma", type=float, dest="r1_gamma", help="R1 weight (default: ADA heuristic)")
+    p.add_argument("--lr-g", type=finite_float, dest="lr_g", help="generator learning rate")
+    p.add_argument("--lr-d", type=finite_float, dest="lr_d", help="discriminator learning rate")
+    p.add_argument("--r1-gamma", type=finite_float, dest="r1_gamma", help="R1 weight (default: ADA heuristic)")
     p.add_argument("--augment", choices=["ada", "fixed", "none"], help="discriminator augmentation")
     p.add_argument("--mapping-layers", type=int, dest="mapping_layers", help="mapping network depth (GAN-DL: 3)")
     p.add_argument("--g-input", dest="g_input", choices=["const", "mapped"],
                    help="generator input: const (StyleGAN2's learned constant) or mapped (+ a per-sample map from "
                    "w; cpu-small's default: varied layouts in short runs)")
-    p.add_argument("--intensity-gamma", type=float, dest="intensity_gamma",
+    p.add_argument("--intensity-gamma", type=finite_float, dest="intensity_gamma",
                    help="power on the [0,1]-scaled intensities (1 = linear, default; 0.5 = square-root stretch)")
     p.add_argument("--seed", type=int, help="random seed")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--workers", type=int, help="DataLoader worker processes")
-    p.add_argument("--minutes", type=float, help="stop after this many minutes (with a checkpoint)")
+    p.add_argument("--minutes", type=finite_float, help="stop after this many minutes (with a checkpoint)")
     p.add_argument("--channels", help="comma-separated channel names to train on (selects/reorders)")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from checkpoints/latest.pt")
     p.set_defaults(func=run)
@@ -48,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from ..plates import build_index
     from ..gan.train import train
 
+    check_device(args.device)
     overrides = {k: getattr(args, k) for k in ("resolution", "kimg", "batch", "loss", "lr_g", "lr_d", "r1_gamma",
                                               "augment", "mapping_layers", "seed", "device", "workers", "crop_mode",
                                               "g_input", "intensity_gamma")}

@@ -9,13 +9,21 @@ A path ``"<array>::<k>"`` whose ``<array>`` is a zarr array folder is channel ``
 field (:mod:`._omezarr`); ``"<file>::scene=<i>::<k>"`` is channel ``k`` of scene ``i`` of a vendor
 file read with bioio (:mod:`._bioio`). Nothing here keeps a file open after it returns, so the functions are safe
 in DataLoader workers.
+
+Two guards apply to every read: an image whose header declares more than :func:`max_image_pixels`
+values (height x width x channels; default 2**27, set ``GANDL_MAX_IMAGE_PIXELS`` to change it) is
+refused before any pixel buffer is allocated, and a floating-point image holding NaN or infinite
+values is refused naming the file (they would poison the plate's intensity scaling). A TIFF whose
+page chain runs past its end is reported as cut short (not as holding fewer channels).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -26,6 +34,91 @@ PATH_PREFIX = "Path_"
 STACK_SEP = "::"
 MAX_STACK_CHANNELS = 16
 _TIFF_SUFFIXES = {".tif", ".tiff"}
+DEFAULT_MAX_IMAGE_PIXELS = 1 << 27  # 134 M values: e.g. 5 channels of 5180 x 5180; a 16-bit file of 256 MiB
+MAX_PIXELS_ENV = "GANDL_MAX_IMAGE_PIXELS"
+
+
+def max_image_pixels() -> int:
+    """The largest image (height x width x channels) a file may declare: ``GANDL_MAX_IMAGE_PIXELS``
+    from the environment, else :data:`DEFAULT_MAX_IMAGE_PIXELS`.
+
+    Raises
+    ------
+    ConfigError
+        The environment variable is not a positive whole number.
+    """
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip().replace("_", "")
+    if not text:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    try:
+        value = int(float(text)) if "e" in text.lower() else int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"{MAX_PIXELS_ENV}={os.environ[MAX_PIXELS_ENV]!r}: give a positive whole number of "
+                          f"pixels (default {DEFAULT_MAX_IMAGE_PIXELS}).")
+    return value
+
+
+def check_declared_size(shape: Sequence[int], where: object) -> None:
+    """Refuse an image whose header declares more values than :func:`max_image_pixels` allows,
+    before anything is allocated for it (a 1 KB file may declare 100000 x 100000 pixels)."""
+    total = 1
+    for s in shape:
+        total *= max(int(s), 0)
+    limit = max_image_pixels()
+    if total > limit:
+        dims = " x ".join(str(int(s)) for s in shape)
+        raise DataError(f"{where}: the header declares an image of {dims} = {total:,} values, more than the "
+                        f"limit of {limit:,} (a damaged file, or a very large image). If the image is real, "
+                        f"raise the limit with the environment variable {MAX_PIXELS_ENV}=<values>, or crop/tile "
+                        "it into fields first.")
+
+
+_CUT_SIGNS = ("page offset", "offset to page", "tag list of page")
+
+
+@contextmanager
+def _tiff_problems() -> Iterator[list[str]]:
+    """Collect what tifffile logs while parsing (it logs, rather than raises, a page chain that
+    points past the end of a cut file), without printing it."""
+    found: list[str] = []
+
+    class _Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            text = record.getMessage()
+            if record.levelno >= logging.ERROR and any(k in text for k in _CUT_SIGNS):
+                found.append(text)
+
+    log = logging.getLogger("tifffile")
+    handler, propagate = _Keep(), log.propagate
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        yield found
+    finally:
+        log.removeHandler(handler)
+        log.propagate = propagate
+
+
+def _tiff_header(p: Path) -> tuple[tuple[int, ...], str, str | None, list[str] | None]:
+    """:func:`._tiffmeta.header` with two guards: a page chain that runs past the end of the file is
+    "cut short" (tifffile only logs it and shows fewer pages, which would read as fewer channels),
+    and the declared size must be within :func:`max_image_pixels`."""
+    with _tiff_problems() as problems:
+        try:
+            info = _tiffmeta.header(p)
+        except Exception:
+            if not problems:
+                raise
+            info = None
+    if problems:
+        raise ValueError(f"the file is cut short or damaged: its page chain points past its {p.stat().st_size} "
+                         f"bytes (tifffile: {problems[0][:120]})")
+    check_declared_size(info[0], p)
+    return info
 
 
 def split_stack_path(path: str) -> tuple[str, int | None]:
@@ -106,16 +199,14 @@ def image_info(path: str | os.PathLike) -> tuple[tuple[int, ...], str, str | Non
     p = Path(path)
     try:
         if p.suffix.lower() in _TIFF_SUFFIXES:
-            return _tiffmeta.header(p)
-        from PIL import Image
-
+            return _tiff_header(p)
         with open(p, "rb") as fh:
             fh.seek(0, os.SEEK_END)
             n = fh.tell()
             fh.seek(max(0, n - 12))
             tail = fh.read()
             fh.seek(0)
-            with Image.open(fh) as im:
+            with _open_pil(fh, p) as im:
                 if im.format == "PNG" and b"IEND" not in tail:
                     raise ValueError("no IEND chunk at the end (truncated)")
                 mode, (w, h) = im.mode, im.size
@@ -148,11 +239,11 @@ def decode(path: str | os.PathLike) -> tuple[np.ndarray, str | None]:
     p = Path(path)
     try:
         if p.suffix.lower() in _TIFF_SUFFIXES:
+            _tiff_header(p)  # a cut file or an oversized header is refused before any pixel buffer exists
             # tifffile returns stored values; palette images are NOT mapped through the colormap.
-            return _tiffmeta.read(p)
-        from PIL import Image
-
-        with Image.open(p) as im:
+            arr, axes = _tiffmeta.read(p)
+            return _finite(arr, p), axes
+        with _open_pil(p, p) as im:
             im.load()
             if im.mode in ("RGB", "RGBA", "LA"):
                 arr = np.asarray(im)
@@ -161,7 +252,7 @@ def decode(path: str | os.PathLike) -> tuple[np.ndarray, str | None]:
                     raise ValueError(f"colour image (mode {im.mode}); expected one grey channel per file")
                 return grey, None
             # "P" gives palette indices (raw values), "I;16" gives uint16, "I" int32.
-            return np.asarray(im), None
+            return _finite(np.asarray(im), p), None
     except DataError:
         raise
     except FileNotFoundError as exc:
@@ -169,6 +260,61 @@ def decode(path: str | os.PathLike) -> tuple[np.ndarray, str | None]:
     except Exception as exc:  # noqa: BLE001
         raise DataError(f"{p}: cannot read this image ({exc}). Re-export the file, or build the "
                         "index with skip_missing=True to leave this site out.") from exc
+
+
+@contextmanager
+def _open_pil(fp, where: Path):
+    """``PIL.Image.open`` with this module's size limit applied to the header before any decoding.
+    Pillow's own decompression-bomb limit is raised to ours when ours is larger (never lowered)."""
+    import warnings
+
+    from PIL import Image
+
+    limit = max_image_pixels()
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < limit:
+        Image.MAX_IMAGE_PIXELS = limit
+    _check_png_header(fp, where)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(fp)
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"{where}: the header declares an image larger than the limit ({exc}). If the image "
+                        f"is real, raise the limit with {MAX_PIXELS_ENV}=<values>.") from None
+    with im:
+        bands = len(im.getbands())
+        check_declared_size((im.size[1], im.size[0]) + ((bands,) if bands > 1 else ()), where)
+        yield im
+
+
+def _check_png_header(fp, where: Path) -> None:
+    """A PNG's declared size straight from its IHDR chunk (bytes 16..24), before Pillow sees it."""
+    import struct
+
+    if hasattr(fp, "read"):
+        pos = fp.tell()
+        head = fp.read(26)
+        fp.seek(pos)
+    else:
+        with open(fp, "rb") as fh:
+            head = fh.read(26)
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+        w, h = struct.unpack(">II", head[16:24])
+        colour = head[25] if len(head) > 25 else 0
+        bands = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(colour, 1)
+        check_declared_size((h, w) + ((bands,) if bands > 1 else ()), where)
+
+
+def _finite(arr: np.ndarray, where: Path) -> np.ndarray:
+    """``arr`` unchanged; a floating-point image with NaN or inf values is refused, naming the file."""
+    if arr.dtype.kind == "f":
+        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+        if bad:
+            kinds = "/".join(k for k, f in (("NaN", np.isnan), ("inf", np.isinf)) if f(arr).any())
+            raise DataError(f"{where}: {bad:,} of {arr.size:,} pixels are {kinds} (a floating-point image with "
+                            "missing or overflowed values). They would corrupt the plate's intensity scaling: "
+                            "replace them (e.g. by 0) and re-save the file, or leave the site out.")
+    return arr
 
 
 def _frame(stack: np.ndarray, k: int, where: str, axes: str | None = None) -> np.ndarray:

@@ -104,18 +104,27 @@ def _rename(paths: pd.DataFrame, names: Sequence[str] | str | None, where: str) 
     return paths.set_axis([PATH_PREFIX + n for n in names], axis=1)
 
 
-def standardize_metadata(meta: pd.DataFrame) -> pd.DataFrame:
+def standardize_metadata(meta: pd.DataFrame, origin: Sequence[str] | None = None) -> pd.DataFrame:
     """Types and derived columns: strings for ids, int site, float concentration, empty-string
-    treatment and concentration 0.0 for untreated, and ``Metadata_Role`` from condition/treatment
-    when absent."""
+    treatment and concentration 0.0 for untreated, numbers for other columns that hold only numbers
+    (a dose index read from a CSV as text), and ``Metadata_Role`` from condition/treatment when absent.
+
+    Raises
+    ------
+    DataError
+        A concentration that is text but not a number ("1,5", "ten uM"), naming the rows
+        (``origin``: where each row came from) and the values.
+    """
     meta = meta.copy()
     for c in _STR_COLS:
         if c in meta.columns:
             meta[c] = meta[c].fillna("").astype(str).str.strip()
     meta["Metadata_Site"] = meta["Metadata_Site"].astype("int64")
     if "Metadata_Concentration" in meta.columns:
-        meta["Metadata_Concentration"] = pd.to_numeric(meta["Metadata_Concentration"].replace("", np.nan),
-                                                       errors="coerce").astype("float64")
+        meta["Metadata_Concentration"] = _concentration(meta["Metadata_Concentration"], origin)
+    for c in meta.columns:
+        if c not in _STR_COLS and c not in ("Metadata_Site", "Metadata_Concentration"):
+            meta[c] = _numeric_if_all(meta[c])
     if "Metadata_Treatment" in meta.columns:
         meta["Metadata_Treatment"] = meta["Metadata_Treatment"].replace({"nan": "", "None": ""})
         if "Metadata_Concentration" in meta.columns:
@@ -133,6 +142,46 @@ def standardize_metadata(meta: pd.DataFrame) -> pd.DataFrame:
         meta["Metadata_Role"] = role.astype(object)
     order = [c for c in _FIRST if c in meta.columns] + sorted(c for c in meta.columns if c not in _FIRST)
     return meta[order]
+
+
+_MISSING_TEXT = {"", "nan", "na", "n/a", "none", "null"}
+
+
+def _concentration(col: pd.Series, origin: Sequence[str] | None) -> pd.Series:
+    """Concentrations as float64; empty / NA text is NaN (untreated); other text is an error."""
+    if pd.api.types.is_numeric_dtype(col):
+        return col.astype("float64")
+    text = col.astype(object).where(col.notna(), "").astype(str).str.strip()
+    values = pd.to_numeric(text.where(~text.str.lower().isin(_MISSING_TEXT), np.nan), errors="coerce")
+    bad = np.flatnonzero(values.isna().to_numpy() & ~text.str.lower().isin(_MISSING_TEXT).to_numpy())
+    if len(bad):
+        where = [f"{origin[i] if origin is not None else f'row {i}'}: {text.iloc[i]!r}" for i in bad[:5]]
+        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+        raise DataError(f"Metadata_Concentration is not a number in {len(bad)} row(s): {'; '.join(where)}{more}. "
+                        "Write doses as plain numbers in uM with a decimal point (1.5, not '1,5' or 'ten uM'); "
+                        "leave the cell empty for untreated wells.")
+    return values.astype("float64")
+
+
+def _numeric_if_all(col: pd.Series) -> pd.Series:
+    """A text column whose every non-empty value is a number, as numbers (int64 when all whole and
+    none missing, else float64); other columns unchanged. Codes with leading zeros ('007') stay text."""
+    if pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col) or not len(col):
+        return col
+    if not (pd.api.types.is_object_dtype(col) or pd.api.types.is_string_dtype(col)):
+        return col
+    if not all(isinstance(v, str) or v is None or (isinstance(v, float) and np.isnan(v)) for v in col):
+        return col
+    text = col.astype(object).where(col.notna(), "").astype(str).str.strip()
+    present = text != ""
+    if not present.any() or text[present].str.match(r"^[+-]?0\d").any():
+        return col
+    values = pd.to_numeric(text.where(present, np.nan), errors="coerce")
+    if values[present].isna().any():
+        return col
+    if present.all() and np.all(np.mod(values, 1) == 0) and text.str.fullmatch(r"[+-]?\d+").all():
+        return values.astype("int64")
+    return values.astype("float64")
 
 
 def build_index(source: str | os.PathLike | pd.DataFrame, *, channels: Sequence[str] | str | None = None,
@@ -252,8 +301,9 @@ def build_index_iter(source: str | os.PathLike | pd.DataFrame, *, channels: Sequ
     else:
         meta, paths, origin = read_tiff_folder(src, pattern)
     paths = _rename(paths, names, str(src))
+    extra = meta.pop("_extra").tolist() if "_extra" in meta.columns else None  # stray channel files per site
 
-    meta = standardize_metadata(meta)
+    meta = standardize_metadata(meta, origin)
     dup = meta.duplicated(KEY, keep=False).to_numpy()
     if dup.any():
         i, *rest = np.flatnonzero(dup)
@@ -263,6 +313,8 @@ def build_index_iter(source: str | os.PathLike | pd.DataFrame, *, channels: Sequ
                         "Keep one row per site (or give the sites different site numbers).")
     index = pd.concat([meta.reset_index(drop=True), paths.reset_index(drop=True)], axis=1)
     index["_origin"] = origin
+    if extra is not None:
+        index["_extra"] = extra
     index = index.sort_values(KEY, kind="stable").reset_index(drop=True)
     if channels is not None:
         index = select_channels(index, channels)
@@ -272,7 +324,7 @@ def build_index_iter(source: str | os.PathLike | pd.DataFrame, *, channels: Sequ
     if orphans:
         warnings.warn(f"{src}: {len(orphans)} image site(s) have no metadata.csv row and are not indexed, "
                       f"e.g. {orphans[:3]}. Add rows for them if they belong to the plate.", stacklevel=2)
-    index = index.drop(columns="_origin")
+    index = index.drop(columns=[c for c in ("_origin", "_extra") if c in index.columns])
     if index.empty:
         raise DataError(f"{src}: no usable sites left (skipped {len(skipped)}: "
                         f"{[s['reason'] for s in skipped[:3]]}).")
@@ -295,10 +347,13 @@ def _validate(index: pd.DataFrame, skip: bool) -> ProgressGenerator[tuple[pd.Dat
     file_headers: dict[str, tuple] = {}  # file -> header, shared by the frames of a stack
 
     def fail(i: int, file: str, reason: str) -> None:
+        reason = reason.rstrip(". ")
         if not skip:
             raise DataError(f"{index.at[i, '_origin']}: {reason}. Fix or remove the file, or pass "
                             "skip_missing=True (CLI --skip-missing) to leave this site out.")
         bad.setdefault(i, (file, reason))
+
+    extras = [e if isinstance(e, str) else "" for e in index["_extra"]] if "_extra" in index.columns else [""] * len(index)
 
     n_sites = len(index)
     all_paths = index[cols].astype(str).values.tolist()  # plain lists: pandas .at per cell is slow
@@ -307,6 +362,11 @@ def _validate(index: pd.DataFrame, skip: bool) -> ProgressGenerator[tuple[pd.Dat
         if i and i % PROGRESS_EVERY == 0:
             yield Progress(i, n_sites, unit="sites", stage="index", metrics={"bad": len(bad)})
         files = all_paths[i]
+        if extras[i]:
+            fail(i, extras[i].split("|")[0], f"extra channel file(s) {extras[i].replace('|', ', ')}: the plate's "
+                 f"other sites have only channels {[c[len(PATH_PREFIX):] for c in cols]}. Remove or move the "
+                 "stray file(s) (channels are never renamed to fit them)")
+            continue
         exists = [file_exists(f) for f in files]
         if not any(exists):
             fail(i, files[0], f"no image files for this site (metadata row without images; first "
@@ -343,6 +403,8 @@ def _validate(index: pd.DataFrame, skip: bool) -> ProgressGenerator[tuple[pd.Dat
                 f = split_stack_path(str(index.at[i, cols[k]]))[0]
                 fail(i, f, f"{f} holds {d[k]} channel(s) but the plate's other files hold {common_depth[k]}")
                 shapes.pop(i, None)
+    # One pixel type per channel: an 8-bit file among 16-bit ones would be scaled as if dim.
+    dtypes = _check_dtypes(index, cols, shapes, header_cache, all_paths, fail)
     # One image size for the whole plate: the most common one; others are errors.
     if shapes:
         common, _ = Counter(shapes.values()).most_common(1)[0]
@@ -350,11 +412,15 @@ def _validate(index: pd.DataFrame, skip: bool) -> ProgressGenerator[tuple[pd.Dat
             if hw != common:
                 fail(i, str(index.at[i, cols[0]]), f"image size {hw[0]}x{hw[1]} differs from the plate's "
                                                    f"{common[0]}x{common[1]} ({index.at[i, cols[0]]})")
-    # Decode a spread-out sample fully: catches corrupt data that headers cannot show.
+    # Decode a spread-out sample fully (catches corrupt data that headers cannot show), and every
+    # floating-point site (only decoding shows NaN or inf values).
     good = [i for i in range(len(index)) if i not in bad]
     if good:
-        picks = sorted({good[int(k)] for k in np.linspace(0, len(good) - 1, min(DECODE_SAMPLE, len(good)))})
-        for i in picks:
+        picks = {good[int(k)] for k in np.linspace(0, len(good) - 1, min(DECODE_SAMPLE, len(good)))}
+        if any(str(d).startswith("float") for d in dtypes.values()):
+            picks |= {i for i in good if i in shapes and any(
+                str(header_cache[f][1]).startswith("float") for f in all_paths[i])}
+        for i in sorted(picks):
             try:
                 img = read_site(index.iloc[i])
                 if img.shape[1:] != shapes[i]:
@@ -365,5 +431,32 @@ def _validate(index: pd.DataFrame, skip: bool) -> ProgressGenerator[tuple[pd.Dat
                 "site": int(index.at[i, "Metadata_Site"]), "file": f, "reason": r, "origin": index.at[i, "_origin"]}
                for i, (f, r) in sorted(bad.items())]
     keep = index.drop(index=list(bad)).reset_index(drop=True)
+    keep.attrs["dtypes"] = dtypes
     yield Progress(n_sites, n_sites, unit="sites", stage="index", metrics={"bad": len(bad)})
     return keep, skipped
+
+
+def _check_dtypes(index: pd.DataFrame, cols: list[str], shapes: dict, header_cache: dict, all_paths: list,
+                  fail) -> dict[str, str]:
+    """The pixel type of each channel (the most common); sites whose file differs are failed, named.
+
+    Returns ``{channel: dtype}`` as the headers say (e.g. ``{"DNA": "uint16"}``).
+    """
+    dtypes: dict[str, str] = {}
+    for k, col in enumerate(cols):
+        seen = Counter(str(header_cache[all_paths[i][k]][1]) for i in shapes)
+        if not seen:
+            continue
+        common = seen.most_common(1)[0][0]
+        dtypes[col[len(PATH_PREFIX):]] = common
+        if len(seen) == 1:
+            continue
+        for i in list(shapes):
+            f = all_paths[i][k]
+            d = str(header_cache[f][1])
+            if d != common:
+                fail(i, split_stack_path(f)[0], f"{split_stack_path(f)[0]} stores {d} pixels but the plate's other "
+                     f"{col[len(PATH_PREFIX):]} images are {common} (mixed bit depths or pixel types would "
+                     f"be scaled alike and look near-black or saturated); convert it to {common}")
+                shapes.pop(i, None)
+    return dtypes

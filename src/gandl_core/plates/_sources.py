@@ -51,9 +51,27 @@ DEFAULT_PATTERNS = [
     r"^(?:(?P<plate>.+)_)?(?P<well>[A-Za-z]{1,2}\d{1,3})_s(?:ite)?(?P<site>\d+)(?:\.ome)?\.tiff?$",
     # <plate>_<well>_s<site>_w<k>.tif / ..._site<site>_Ch<k>.tif : one file per channel
     r"^(?:(?P<plate>.+)_)?(?P<well>[A-Za-z]{1,2}\d{1,3})_s(?:ite)?(?P<site>\d+)_(?:w|ch|c)(?P<channel>\d+)(?:\.ome)?\.tiff?$",
-    # CellProfiler example style "Channel 1-01-A-01-00.tif" (BBBC014): channel, image, row, column, field
-    r"^Channel ?(?P<channel>\d+)-\d+-(?P<row>[A-Za-z]{1,2})-(?P<column>\d{1,3})-(?P<site0>\d+)\.tiff?$",
+    # CellProfiler example style "Channel 1-01-A-01-00.tif" (BBBC014): channel, image, row, column and
+    # an optional 0-based field ("Channel1-01-A-01.tif": one field per well)
+    r"^Channel[ _-]?(?P<channel>\d+)-\d+-(?P<row>[A-Za-z]{1,2})-(?P<column>\d{1,3})(?:-(?P<site0>\d+))?\.tiff?$",
 ]
+
+
+def majority_channels(per_site) -> list:
+    """The channel labels most sites have (ties: the larger set), sorted. ``per_site`` yields one
+    mapping (or set) of channel labels per site."""
+    from collections import Counter
+
+    counts = Counter(frozenset(chans) for chans in per_site)
+    if not counts:
+        return []
+    best = max(counts.items(), key=lambda kv: (kv[1], len(kv[0])))[0]
+    return sorted(best, key=_channel_order)
+
+
+def _channel_order(c):
+    text = str(c)
+    return (not text.isdigit(), int(text) if text.isdigit() else 0, text)
 
 
 def read_csv_text(csv: Path) -> pd.DataFrame:
@@ -123,7 +141,9 @@ def read_rxrx(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[str], list[d
                 if m:
                     key = (exp_dir.name, pm.group(1), normalize_well(m["well"], str(f)), int(m["site"]))
                     found.setdefault(key, {})[int(m["channel"])] = f.as_posix()
-    n_channels = max((max(v) for v in found.values()), default=0)
+    # The plate's channels are those most sites have: one stray extra file (B03_s1_w6.png) must not
+    # add a channel to every site (and rename the others, 5 -> 6 stains), it is reported for its site.
+    n_channels = max(majority_channels(found.values()), default=0)
     if n_channels == 0:
         raise DataError(f"{images}: no images named <well>_s<site>_w<k>.png under "
                         "images/<experiment>/Plate<plate>/. Check the folder layout.")
@@ -144,13 +164,16 @@ def read_rxrx(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[str], list[d
 
     rows = []
     keys = set()
+    extra = []
     for e, p, w, s in zip(raw["experiment"], raw["plate"], meta["Metadata_Well"], sites):
         key = (e, str(p), w, s)
         keys.add(key)
         got = found.get(key, {})
         base = images / e / f"Plate{p}"
         rows.append([got.get(k, (base / f"{w}_s{s}_w{k}.png").as_posix()) for k in range(1, n_channels + 1)])
+        extra.append("|".join(got[k] for k in sorted(got) if not 1 <= k <= n_channels))
     paths = pd.DataFrame(rows, columns=[PATH_PREFIX + n for n in names])
+    meta["_extra"] = extra
     orphans = [dict(zip(("experiment", "plate", "well", "site"), k)) for k in sorted(found) if k not in keys]
     # RxRx metadata.csv lists every experiment of the release; people download a few plates. Rows
     # of plates with no image folder at all are left out with a warning (a missing file inside a
@@ -335,16 +358,20 @@ def read_tiff_folder(root: Path, pattern: str | None) -> tuple[pd.DataFrame, pd.
         chans[ch] = Path(_abspath(f)).as_posix()
 
     keys = sorted(sites)
+    strays = [""] * len(keys)
     if per_channel:
-        labels = sorted({c for v in sites.values() for c in v}, key=lambda c: (not c.isdigit(), int(c) if c.isdigit() else 0, c))
+        # The channels most sites have; a stray extra file is reported for its own site (validation),
+        # never turned into a channel every other site lacks.
+        labels = majority_channels(sites.values())
         names = [f"w{int(c)}" if c.isdigit() else c for c in labels]
         rows = [[sites[k].get(c, _missing_name(first_file[k], c)) for c in labels] for k in keys]
+        strays = ["|".join(sites[k][c] for c in sorted(sites[k], key=_channel_order) if c not in labels) for k in keys]
     else:
         n, named = _stack_channels([first_file[k] for k in keys])
         names = named or [f"w{k}" for k in range(1, n + 1)]
         rows = [[f"{sites[k]['']}{STACK_SEP}{c}" for c in range(n)] for k in keys]
     meta = pd.DataFrame({"Metadata_Plate": [k[0] for k in keys], "Metadata_Well": [k[1] for k in keys],
-                         "Metadata_Site": [k[2] for k in keys]})
+                         "Metadata_Site": [k[2] for k in keys], "_extra": strays})
     origin = [str(first_file[k]) for k in keys]
     extra = root / "metadata.csv"
     if extra.is_file():
@@ -360,6 +387,7 @@ def read_tiff_folder(root: Path, pattern: str | None) -> tuple[pd.DataFrame, pd.
                          for c in (range(len(names)) if not per_channel else labels)])
             origin.append(line)
         meta["Metadata_Site"] = meta["Metadata_Site"].astype("int64")
+        meta["_extra"] = meta["_extra"].fillna("")
     paths = pd.DataFrame(rows, columns=[PATH_PREFIX + n for n in names])
     return meta, paths, origin
 
