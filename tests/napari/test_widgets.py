@@ -500,3 +500,31 @@ def test_tiff_folder_opens_with_a_file_name_pattern(make_napari_viewer, tmp_path
     session = wait_open(viewer, qtbot)
     assert sorted(session.wells["Metadata_Well"]) == ["B02", "B03"] and session.channel_names == ["w1", "w2"]
     assert session.pattern and len(errors) == 1
+
+
+def test_worker_error_in_a_script_without_an_event_loop_does_not_abort(tmp_path) -> None:
+    """A failing worker in a plain script (no napari.run()): one message, the process ends normally."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import time\n"
+        "from qtpy.QtWidgets import QApplication\n"
+        "app = QApplication([])\n"
+        "import napari.utils.notifications as n\n"
+        "shown = []\n"
+        "n.show_error = shown.append\n"
+        "from napari_gandl._workers import start_function\n"
+        "from gandl_core.errors import DataError\n"
+        "def boom():\n"
+        "    raise DataError('plate.csv: no rows')\n"
+        "w = start_function(boom, on_return=print)\n"
+        "t0 = time.time()\n"
+        "while not w.done and time.time() - t0 < 30:\n"
+        "    app.processEvents(); time.sleep(0.01)\n"
+        "print('DONE', shown)\n")
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "DONE ['plate.csv: no rows']" in res.stdout, res.stdout + res.stderr[-2000:]
