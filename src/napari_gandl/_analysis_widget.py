@@ -151,6 +151,7 @@ class AnalysisWidget(DockBase):
         self.z_prime: float | None = None
         self.worker = None
         self.dr_worker = None
+        self.montage_worker = None
         self._scatter = None
         self._rings: list[Any] = []
         self._pick_marker = None
@@ -197,8 +198,11 @@ class AnalysisWidget(DockBase):
     def _add_explain_button(self) -> None:
         """A montage of real sites along the On axis, when the core has it (gandl_core.analysis.explain)."""
         try:
-            from gandl_core.analysis import explain  # noqa: F401
+            from gandl_core.analysis import explain
         except ImportError:
+            self.explain_btn = None
+            return
+        if not hasattr(explain, "axis_montage"):
             self.explain_btn = None
             return
         self.explain_btn = QPushButton("Montage of sites along the On axis")
@@ -215,6 +219,8 @@ class AnalysisWidget(DockBase):
         self.dr_label.setText("")
         self._clear_scatter()
         self._clear_dr()
+        if self.explain_btn is not None:
+            self.explain_btn.setEnabled(False)  # enabled again by the next Fit
         if session is not None:
             self.link_session(session.wells_changed, lambda cols: self.refresh_choices())
         self.refresh_choices()
@@ -440,9 +446,57 @@ class AnalysisWidget(DockBase):
         self.dr_canvas.draw_idle()
 
     # -- explain ---------------------------------------------------------------------------------
-    def open_montage(self) -> Any:  # pragma: no cover - wired when gandl_core.analysis.explain exists
-        notify_error(NotImplementedError("the montage needs gandl_core.analysis.explain"))
-        return None
+    def open_montage(self, *, n: int = 7, per_quantile: int = 2) -> Any:
+        """Real sites at quantiles of the On score (C- end left, C+ end right) as one image layer.
+
+        :func:`gandl_core.analysis.explain.axis_montage` picks and reads the sites in a worker; the
+        montage appears below the plate map, each channel in its channel's colour.
+        """
+        from gandl_core.errors import DataError
+
+        session = self.session
+        if session is None or session.index is None or ON not in session.wells:
+            notify_error(DataError("Fit first (the montage shows sites along the fitted On axis), on a plate "
+                                   "with images."))
+            return None
+        scores = session.wells.dropna(subset=[ON])
+        scores = scores[[c for c in scores.columns if str(c).startswith("Metadata_")] + [ON]]
+        index, colormaps, sid = session.index, [c.colormap for c in session.channels], session.id
+        crop = int(min(min(session.site_shape) or 128, 160))
+
+        def work():
+            from gandl_core.analysis.explain import axis_montage
+
+            montage = axis_montage(scores, index, n=n, per_quantile=per_quantile, crop=crop)
+            return montage_rgb(montage.images, colormaps), montage.table
+
+        if self.explain_btn is not None:
+            self.explain_btn.setEnabled(False)
+        self.montage_worker = start_function(
+            work, on_return=lambda out: self._show_montage(out, sid), context="Montage along the On axis",
+            on_finish=lambda: self.explain_btn.setEnabled(True) if self.explain_btn is not None else None)
+        return self.montage_worker
+
+    def _show_montage(self, out: tuple, session_id: int) -> None:
+        from . import _layers as L
+
+        session = self.session
+        if session is None or session.id != session_id:
+            return
+        rgb, table = out
+        existing = self.hub.find("montage")
+        if existing is not None:
+            existing.data = rgb
+            existing.metadata["table"] = table
+            return
+        s = L.spacing_of(session)
+        oy, ox = L.origin_of(session)
+        n_cols = L.plate_shape(session.wells["Metadata_Well"].tolist())[1]
+        scale = n_cols * s / rgb.shape[1]
+        kwargs = dict(name="montage along On (C- left, C+ right)", rgb=True, scale=(scale, scale),
+                      translate=(session.site_shape[0] + 4 * s, ox),
+                      metadata={L.KIND_KEY: "montage", "session_id": session.id, "table": table})
+        self.hub.add_layers_staged([lambda: self.viewer.add_image(rgb, **kwargs)])
 
 
 def _remove_artists(ax: Any) -> None:
@@ -466,3 +520,25 @@ def _fit_limits(ax: Any, x: np.ndarray | None, y: np.ndarray | None, pad: float 
         lo, hi = float(v.min()), float(v.max())
         span = (hi - lo) or max(abs(hi), 1.0)
         setter(lo - pad * span, hi + pad * span)
+
+
+def montage_rgb(images: np.ndarray, colormaps: list[str], gap: int = 2) -> np.ndarray:
+    """Montage images ``[n, rows, C, H, W]`` (raw intensities) -> one RGB mosaic, columns = quantiles.
+
+    Each channel is scaled by its 0.5-99.5 percentiles over the whole montage (so columns compare)
+    and drawn in its channel's colour.
+    """
+    from napari.utils.colormaps import ensure_colormap
+
+    n, rows, c, h, w = images.shape
+    out = np.zeros((rows * (h + gap) - gap, n * (w + gap) - gap, 3), np.float32)
+    colours = [np.asarray(ensure_colormap(m).colors[-1][:3], np.float32) for m in colormaps[:c]]
+    colours += [np.ones(3, np.float32)] * (c - len(colours))
+    for k in range(c):
+        lo, hi = np.percentile(images[:, :, k], [0.5, 99.5])
+        scaled = np.clip((images[:, :, k] - lo) / max(hi - lo, 1e-6), 0, 1)
+        for q in range(n):
+            for r in range(rows):
+                y, x = r * (h + gap), q * (w + gap)
+                out[y:y + h, x:x + w] += scaled[q, r][..., None] * colours[k]
+    return np.clip(out, 0, 1)

@@ -242,3 +242,22 @@ def test_numeric_colouring_shows_a_colour_bar(make_napari_viewer, tiny_rxrx, qtb
     assert w.colourbar.isVisibleTo(w) and w.colourbar.pixmap().width() == 260
     w.colour_by.setCurrentText("Metadata_Role")
     assert not w.colourbar.isVisibleTo(w) and "positive" in w.legend.text()
+
+
+def test_montage_along_the_on_axis(make_napari_viewer, tiny_rxrx, qtbot) -> None:
+    """When the core has gandl_core.analysis.explain: a button opens real sites along On as one layer."""
+    pytest.importorskip("gandl_core.analysis.explain")
+    viewer, layer, session = embedded_viewer(make_napari_viewer, tiny_rxrx, qtbot)
+    w = dock(viewer, "Projection and activity")
+    assert w.explain_btn is not None and not w.explain_btn.isEnabled()
+    wait_worker(w.fit(), qtbot)
+    assert w.explain_btn.isEnabled()
+    wait_worker(w.open_montage(n=4, per_quantile=2), qtbot)
+    hub = hub_of(viewer)
+    qtbot.waitUntil(lambda: hub.find("montage") is not None and not hub.building, timeout=10000)
+    m = hub.find("montage")
+    assert m.rgb and m.data.shape == (2 * 32 + 2, 4 * 32 + 6, 3)
+    table = m.metadata["table"]
+    on = table.groupby("column")["OnScore"].mean().to_numpy()
+    assert (np.diff(on) > 0).all()  # columns go from the C- end to the C+ end
+    assert hub.plate_map is viewer.layers[-1]
