@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything we check on a lent GPU machine, in one call (device time is scarce: ~15 min a session).
 # Runs from the repository root with the machine's own python3 (torch+CUDA); writes under $OUT:
-#   env.txt, correct.json, speed.json, log.txt, sweep.tgz
+#   env.txt, correct.json, profile.json, gpu256.trace.json.gz, speed.json, log.txt, sweep.tgz
 # Usage (device tool): bash benchmarks/gpu_session.sh [SWEEP_KIMG] [SWEEP_SECONDS]
 set -u
 OUT=${OUT:-/tmp/gpu_out}
@@ -20,6 +20,11 @@ log() { echo "== $(date +%T) $*" | tee -a "$OUT/log.txt"; }
 log correct
 timeout 80 python3 benchmarks/gpu_checks.py correct --out $W/c 2>&1 | tail -40 | tee -a "$OUT/log.txt"
 cp $W/c/correct.json "$OUT/" 2>/dev/null
+
+log profile gpu-256
+timeout 90 python3 benchmarks/profile_train.py --preset gpu-256 --device cuda --steps 20 --warmup 5 \
+  --json "$OUT/profile.json" --trace $W/gpu256.trace.json 2>&1 | tail -30 | tee -a "$OUT/log.txt"
+gzip -c $W/gpu256.trace.json > "$OUT/gpu256.trace.json.gz" 2>/dev/null
 
 log speed gpu-256
 timeout 150 python3 benchmarks/gpu_checks.py speed --out $W/s --preset gpu-256 --kimg 2.5 --warmup-kimg 0.75 \

@@ -51,18 +51,18 @@ def test_crop_larger_than_field_is_named(tmp_path, index):
 
 
 def test_resize_mode_trains_on_whole_fields(tmp_path, index):
-    from gandl_core.gan.train import _CropSource
+    from gandl_core.gan.data import crop_dataset
     from gandl_core.plates import IntensityNormalizer, PlateDataset
 
     norm = IntensityNormalizer().fit(index, n_sites=4)
-    base = PlateDataset(index, norm, 16, mode="full", scale=0.25)  # 12 px fields
-    whole = _CropSource(base, 16, "resize")[(0, 0)]
+    cfg = TrainConfig.from_preset("cpu-tiny", crop_mode="resize", field_scale=0.25, cache_gib=0.0)
+    whole = crop_dataset(index, norm, cfg)[(0, 0)]  # 12 px fields enlarged to 16 px
     assert whole.shape == (5, 16, 16)
     full = PlateDataset(index, norm, 16, mode="full")
-    shrunk = _CropSource(full, 16, "resize")[(0, 123)]
-    # area-averaged whole field: same mean as the field, independent of the crop seed
-    assert float(shrunk.mean()) == pytest.approx(float(full.field(0).mean()), abs=1e-4)
-    assert torch_equal(shrunk, _CropSource(full, 16, "resize")[(0, 999)])
+    shrunk = crop_dataset(index, norm, cfg.replace(field_scale=1.0))
+    # area-averaged whole field: same mean as the field, independent of the crop key
+    assert float(shrunk[(0, 123)].mean()) == pytest.approx(float(full.field(0).mean()), abs=1e-4)
+    assert torch_equal(shrunk[(0, 123)], shrunk[(0, 999)])
     run_to_end(train(_cfg(tmp_path, kimg=STEP, crop_mode="resize", field_scale=0.25), index))
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")["config"]["crop_mode"] == "resize"
     with pytest.raises(ConfigError, match="crop_mode"):
@@ -137,6 +137,26 @@ def test_composite_uses_fluorescence_colours():
     assert (png_scale(16), png_scale(32), png_scale(64), png_scale(256)) == (4, 2, 1, 1)
 
 
+def test_unnamed_channels_get_distinct_colours():
+    """A GFP-only plate drew its composite blue (DNA's colour) and two unnamed channels shared one colour."""
+    from gandl_core.gan.images import GREEN, GREY, MAGENTA, channel_colours
+
+    assert channel_colours(["GFP"]) == [GREY] and channel_colours(["DNA"]) == [GREY]  # one channel: grey
+    assert channel_colours(["c1", "c2"]) == [GREEN, MAGENTA]
+    for names in (["c1", "c2", "c3"], ["a", "b", "c", "d", "e"], ["DNA", "GFP"], ["Golgi", "Mito"], ["DNA", "x", "y"]):
+        colours = channel_colours(names)
+        assert len(colours) == len(names) and len(set(colours)) == len(names), names
+    assert channel_colours(["DNA", "ER", "Actin"])[0][2] == 1.0  # named stains keep their colours: DNA blue
+    img = -np.ones((1, 4, 4), np.float32)
+    img[0, 0, 0] = 1.0
+    r, g, b = composite_rgb(img, ["GFP"])[0, 0]
+    assert r == g == b == 1.0  # a bright pixel of a single channel is white, not blue
+    two = -np.ones((2, 4, 4), np.float32)
+    two[0] = 1.0
+    r, g, b = composite_rgb(two, ["w1", "w2"])[0, 0]
+    assert g > 0.9 and r < 0.2 and b < 0.3  # the first unnamed channel green, the second (off) adds nothing
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_or_sigterm_in_the_cli_leaves_a_checkpoint(tmp_path, small_data, sig):
     run = tmp_path / "interrupted"
@@ -208,12 +228,16 @@ def test_out_of_memory_suggests_smaller_batch(tmp_path, index, monkeypatch):
         return real_forward(self, img)
 
     monkeypatch.setattr(stylegan2.Discriminator, "forward", forward)
-    with pytest.raises(ConfigError) as exc:
-        run_to_end(train(_cfg(tmp_path, kimg=20 * STEP), index))
+    with pytest.raises(ConfigError) as exc:  # 3 D passes a step: step 3 fails, after a snapshot at step 2
+        run_to_end(train(_cfg(tmp_path, kimg=20 * STEP, snapshot_kimg=2 * STEP), index))
     msg = str(exc.value)
     assert "out of memory" in msg and "--batch (now 8)" in msg and "--resolution (now 16)" in msg
-    # the steps done before the failure are in a valid checkpoint
-    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")["step"] >= 1
+    assert "checkpoint (step 2) is kept" in msg
+    # the failed step left nothing half-done on disk: latest.pt is the state after step 2, both optimizers
+    # included (an optimizer one step ahead of the weights' step would not resume exactly)
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")
+    assert state["step"] == 2
+    assert {int(s["step"]) for opt in ("opt_D", "opt_G") for s in state[opt]["state"].values()} == {2}
 
 
 def test_quality_is_logged_on_its_own_schedule(tmp_path, index):

@@ -43,6 +43,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--minutes", type=finite_float, help="stop after this many minutes (with a checkpoint)")
     p.add_argument("--channels", help="comma-separated channel names to train on (selects/reorders)")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from checkpoints/latest.pt")
+    p.add_argument("--keep-checkpoints", type=int, dest="keep_checkpoints", metavar="N",
+                   help="snapshots checkpoints/ckpt-*.pt to keep, the newest (default 3; 0 = all); best.pt (lowest "
+                   "SWD) and latest.pt are kept too")
+    p.add_argument("--cache-gib", type=finite_float, dest="cache_gib", metavar="GIB",
+                   help="memory for decoded fields, read once and cropped in memory (default 2; 0 = decode per crop)")
     p.set_defaults(func=run)
 
 
@@ -55,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
                                               "augment", "mapping_layers", "seed", "device", "workers", "crop_mode",
                                               "g_input", "intensity_gamma")}
     overrides["field_scale"] = args.field_scale
+    overrides.update(keep_checkpoints=args.keep_checkpoints, cache_gib=args.cache_gib)
     if args.minutes is not None:
         overrides["time_limit_s"] = args.minutes * 60.0
     config = _config(args, overrides)
@@ -93,8 +99,8 @@ def _config(args: argparse.Namespace, overrides: dict):
 
 
 def _sigterm_stops_cleanly() -> None:
-    """SIGTERM (cluster preemption, ``kill``, torchrun shutting down) stops like Ctrl-C: the loop
-    writes a final checkpoint before the process exits."""
+    """SIGTERM (cluster preemption, ``kill``, torchrun shutting down) stops like Ctrl-C. While the loop
+    runs, ``train`` itself turns both into "finish this step, write the checkpoint, then stop"."""
     import signal
     import threading
 

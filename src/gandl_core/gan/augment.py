@@ -42,13 +42,25 @@ def _check_images(images: torch.Tensor) -> None:
         raise ValueError(f"augment expects images [N, C, H, W], got shape {list(images.shape)}")
 
 
+# Random draws: with a (CPU) torch.Generator on the CPU, so it gives the same numbers on any device;
+# without one on the images' device, so a GPU step never waits for a host-to-device copy.
 def _rand(shape: tuple[int, ...], generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
-    # Draw on the CPU so a CPU torch.Generator gives the same numbers on any device.
+    if generator is None:
+        return torch.rand(shape, device=like.device).to(like.dtype)
     return torch.rand(shape, generator=generator).to(like.device, like.dtype)
 
 
 def _randn(shape: tuple[int, ...], generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
+    if generator is None:
+        return torch.randn(shape, device=like.device).to(like.dtype)
     return torch.randn(shape, generator=generator).to(like.device, like.dtype)
+
+
+def _draw(fn, shape: tuple[int, ...], generator: torch.Generator | None, device, **kw) -> torch.Tensor:
+    if generator is None:
+        return fn(*shape, device=device, **kw) if fn is torch.randint else fn(shape, device=device, **kw)
+    out = fn(*shape, generator=generator, **kw) if fn is torch.randint else fn(shape, generator=generator, **kw)
+    return out.to(device)
 
 
 def _select(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -103,7 +115,9 @@ def augment(
         Batch [N, C, H, W] (any C), usually normalized to about [-1, 1].
     p
         Probability in [0, 1] of applying each transformation to each sample. ``p = 0`` returns
-        ``images`` unchanged (the same tensor).
+        ``images`` unchanged (the same tensor). A 0-dim tensor (ADA's adaptive ``p``, on the images'
+        device) is used without reading it: every op then runs and keeps the unchosen samples as
+        they are, so ``p = 0`` gives the same values.
     xflip, rotate90
         Enable the dihedral symmetries (x-flip; rotation by 90, 180 or 270 degrees).
     translate
@@ -129,26 +143,30 @@ def augment(
         For p outside [0, 1], negative strengths or an unknown padding mode.
     """
     _check_images(images)
-    _check_options(p, translate, padding, scale_std, brightness_std, contrast_std)
-    if p == 0:
+    adaptive = isinstance(p, torch.Tensor)  # ADA's p lives on the device: no host sync to read it
+    _check_options(0.0 if adaptive else p, translate, padding, scale_std, brightness_std, contrast_std)
+    if not adaptive and p == 0:
         return images
     n, c, h, w = images.shape
     x = images
+    dev = x.device
 
     def chosen() -> torch.Tensor:
-        return torch.rand(n, generator=generator).to(x.device) < p
+        return _draw(torch.rand, (n,), generator, dev) < p
 
     # When a dihedral op is applied, it draws uniformly from its whole group *including* the
     # identity (as in ADA): at p = 1 the 8 symmetries are then equally likely, so the augmented
     # distribution never favours one orientation and the augmentation does not "leak" into G.
+    # Every op runs on the whole batch and keeps each sample's original where it is not chosen
+    # (torch.where): no data-dependent branch, so the step never waits to read a tensor.
     if xflip:
-        flip = chosen() & (torch.rand(n, generator=generator) < 0.5).to(x.device)
+        flip = chosen() & (_draw(torch.rand, (n,), generator, dev) < 0.5)
         x = _select(flip, x.flip(3), x)
     if rotate90:
         if h != w:
             raise ValueError(f"rotate90 needs square images, got {h}x{w}; pass rotate90=False")
         apply = chosen()
-        k = torch.randint(0, 4, (n,), generator=generator).to(x.device)
+        k = _draw(torch.randint, (0, 4, (n,)), generator, dev)
         k = torch.where(apply, k, torch.zeros_like(k))
         out = x
         for quarter in (1, 2, 3):
@@ -157,22 +175,14 @@ def augment(
     if translate > 0:
         apply = chosen()
         # Uniform integer shifts in [-translate*size, translate*size].
-        dx = torch.round((torch.rand(n, generator=generator) * 2 - 1) * translate * w).long().to(x.device)
-        dy = torch.round((torch.rand(n, generator=generator) * 2 - 1) * translate * h).long().to(x.device)
+        dx = torch.round((_draw(torch.rand, (n,), generator, dev) * 2 - 1) * translate * w).long()
+        dy = torch.round((_draw(torch.rand, (n,), generator, dev) * 2 - 1) * translate * h).long()
         dx = torch.where(apply, dx, torch.zeros_like(dx))
         dy = torch.where(apply, dy, torch.zeros_like(dy))
-        if bool((dx != 0).any() or (dy != 0).any()):
-            x = _translate(x, dx, dy, padding)
+        x = _translate(x, dx, dy, padding)
     if scale_std > 0:
         apply = chosen()
-        if bool(apply.any()):
-            s = torch.exp2(torch.randn(n, generator=generator) * scale_std).to(x.device, x.dtype)
-            theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
-            theta[:, 0, 0] = 1.0 / s  # output pixel at u samples input at u/s: zoom by s
-            theta[:, 1, 1] = 1.0 / s
-            grid = F.affine_grid(theta, [n, c, h, w], align_corners=False)
-            zoomed = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-            x = _select(apply, zoomed, x)
+        x = _select(apply, _zoom(x, torch.exp2(_draw(torch.randn, (n,), generator, dev) * scale_std)), x)
     if brightness_std > 0:
         apply = chosen().to(x.dtype)
         b = _randn((n, c), generator, x) * brightness_std * apply[:, None]
@@ -180,10 +190,20 @@ def augment(
     if contrast_std > 0:
         apply = chosen()
         f = torch.exp2(_randn((n, c), generator, x) * contrast_std)
-        f = torch.where(apply[:, None], f, torch.ones_like(f))
         mean = x.mean(dim=(2, 3), keepdim=True)
-        x = mean + (x - mean) * f[:, :, None, None]
+        x = _select(apply, mean + (x - mean) * f[:, :, None, None], x)
     return x
+
+
+def _zoom(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """Zoom each sample by its factor ``s`` [N] about the centre (bilinear, reflected borders)."""
+    n, c, h, w = x.shape
+    s = s.to(x.dtype)
+    theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
+    theta[:, 0, 0] = 1.0 / s  # output pixel at u samples input at u/s: zoom by s
+    theta[:, 1, 1] = 1.0 / s
+    grid = F.affine_grid(theta, [n, c, h, w], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
 def _check_options(p: float, translate: float, padding: str, scale_std: float, brightness_std: float,
@@ -254,34 +274,64 @@ class AdaptiveAugment:
         _check_options(p, defaults["translate"], defaults["padding"], defaults["scale_std"],
                        defaults["brightness_std"], defaults["contrast_std"])
         self.ops = defaults
-        self.p = float(p)
         self.target = target
         self.speed_kimg = float(speed_kimg)
         self.interval = interval
-        self._sign_sum = 0.0
-        self._count = 0
-        self._calls = 0
-        self.r_t: float | None = None
+        self._set(float(p), 0.0, 0, 0, None)
+
+    def _set(self, p: float, sign_sum: float, count: int, calls: int, r_t: float | None) -> None:
+        # With a target, p and the statistics are tensors that move to the scores' device on first use
+        # and are updated there: the training step never waits to read them (see :meth:`accumulate`).
+        self._p: float | torch.Tensor = p if self.target is None else torch.tensor(p, dtype=torch.float64)
+        self._sign_sum = torch.tensor(float(sign_sum), dtype=torch.float64)
+        self._count = torch.tensor(int(count), dtype=torch.int64)
+        self._calls = int(calls)
+        self._r_t = None if r_t is None else torch.tensor(float(r_t), dtype=torch.float64)
+
+    @property
+    def p(self) -> float:
+        """The current probability (reading it waits for the device; the step itself never does)."""
+        return float(self._p)
+
+    @property
+    def r_t(self) -> float | None:
+        """The last overfitting estimate E[sign(D(real))], or None before the first adjustment."""
+        return None if self._r_t is None else float(self._r_t)
 
     def __call__(self, images: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """Augment a batch [N, C, H, W] with the current ``p`` (see :func:`augment`)."""
-        return augment(images, self.p, generator=generator, **self.ops)
+        p = self._p
+        if isinstance(p, torch.Tensor) and p.device != images.device:
+            self._p = p = p.to(images.device)
+        return augment(images, p, generator=generator, **self.ops)
+
+    def accumulate(self, real_scores: torch.Tensor) -> None:
+        """Record D's scores on a real batch; every ``interval`` calls adjust ``p`` -- all on the
+        scores' device, without reading anything back (no host sync in the training step)."""
+        if self.target is None:
+            return
+        s = real_scores.detach().flatten().double()
+        valid = ~torch.isnan(s)  # a NaN score must not poison r_t (it compares as neither side)
+        dev = s.device
+        if self._sign_sum.device != dev:
+            self._sign_sum, self._count = self._sign_sum.to(dev), self._count.to(dev)
+            self._p = self._p.to(dev)
+            self._r_t = None if self._r_t is None else self._r_t.to(dev)
+        self._sign_sum = self._sign_sum + torch.where(valid, torch.sign(s), torch.zeros_like(s)).sum()
+        self._count = self._count + valid.sum()
+        self._calls += 1
+        if self._calls >= self.interval:
+            seen = self._count > 0
+            r_t = self._sign_sum / self._count.clamp(min=1)
+            step = self._count.double() / (self.speed_kimg * 1000.0)
+            moved = (self._p + torch.sign(r_t - self.target) * step).clamp(0.0, 1.0)
+            self._p = torch.where(seen, moved, self._p)
+            self._r_t = torch.where(seen, r_t, self._r_t if self._r_t is not None else torch.full_like(r_t, float("nan")))
+            self._sign_sum, self._count, self._calls = torch.zeros_like(self._sign_sum), torch.zeros_like(self._count), 0
 
     def update(self, real_scores: torch.Tensor) -> float:
-        """Record D's scores on a real batch; every ``interval`` calls adjust ``p``. Returns ``p``."""
-        if self.target is None:
-            return self.p
-        s = real_scores.detach().flatten()
-        s = s[~torch.isnan(s)]  # a NaN score must not poison r_t (it compares as neither side)
-        self._sign_sum += float(torch.sign(s).sum())
-        self._count += s.numel()
-        self._calls += 1
-        if self._calls >= self.interval and self._count > 0:
-            self.r_t = self._sign_sum / self._count
-            step = self._count / (self.speed_kimg * 1000.0)
-            direction = (self.r_t > self.target) - (self.r_t < self.target)
-            self.p = min(1.0, max(0.0, self.p + direction * step))
-            self._sign_sum, self._count, self._calls = 0.0, 0, 0
+        """:meth:`accumulate`, then return ``p`` as a number (which waits for the device)."""
+        self.accumulate(real_scores)
         return self.p
 
     def state_dict(self) -> dict:
@@ -292,8 +342,8 @@ class AdaptiveAugment:
             "speed_kimg": self.speed_kimg,
             "interval": self.interval,
             "ops": dict(self.ops),
-            "sign_sum": self._sign_sum,
-            "count": self._count,
+            "sign_sum": float(self._sign_sum),
+            "count": int(self._count),
             "calls": self._calls,
             "r_t": self.r_t,
         }
@@ -330,12 +380,10 @@ class AdaptiveAugment:
                            merged["brightness_std"], merged["contrast_std"])
         except ConfigError as exc:
             raise CheckpointError(f"augmentation state in the checkpoint is invalid: {exc}") from exc
-        self.p = p
         self.ops = merged
         self.target = state.get("target", self.target)
         self.speed_kimg = float(state.get("speed_kimg", self.speed_kimg))
         self.interval = int(state.get("interval", self.interval))
-        self._sign_sum = float(state.get("sign_sum", 0.0))
-        self._count = int(state.get("count", 0))
-        self._calls = int(state.get("calls", 0))
-        self.r_t = state.get("r_t")
+        r_t = state.get("r_t")
+        self._set(p, float(state.get("sign_sum", 0.0)), int(state.get("count", 0)), int(state.get("calls", 0)),
+                  None if r_t is None else float(r_t))

@@ -127,16 +127,19 @@ class PathLengthState:
     """
 
     decay: float = 0.01
-    mean: float = 0.0
+    mean: float | torch.Tensor = 0.0  # a 0-dim tensor keeps the update on the device
 
     def state_dict(self) -> dict:
         """Plain-number state for checkpoints."""
         return {"decay": float(self.decay), "mean": float(self.mean)}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore from :meth:`state_dict` output."""
+        """Restore from :meth:`state_dict` output (a tensor mean stays a tensor on its device)."""
         self.decay = float(state["decay"])
-        self.mean = float(state["mean"])
+        if isinstance(self.mean, torch.Tensor):
+            self.mean = torch.full_like(self.mean, float(state["mean"]))
+        else:
+            self.mean = float(state["mean"])
 
 
 def path_length_penalty(
@@ -188,11 +191,17 @@ def path_length_penalty(
     if sq.ndim == 2:
         sq = sq.mean(dim=1)
     lengths = (sq + 1e-8).sqrt()
-    batch_mean = float(lengths.detach().mean())
-    new_mean = state.mean + state.decay * (batch_mean - state.mean)
-    if not math.isfinite(new_mean):
-        raise FloatingPointError("path length became non-finite: lower the learning rate or pl_weight")
-    state.mean = new_mean
+    if isinstance(state.mean, torch.Tensor):
+        # The training loop keeps the mean on the device: updated there, never read back per step
+        # (a non-finite mean shows up in the penalty, which the loop checks once per tick).
+        batch_mean = lengths.detach().mean().to(state.mean.dtype)
+        state.mean = state.mean + state.decay * (batch_mean - state.mean)
+    else:
+        batch_mean = float(lengths.detach().mean())
+        new_mean = state.mean + state.decay * (batch_mean - state.mean)
+        if not math.isfinite(new_mean):
+            raise FloatingPointError("path length became non-finite: lower the learning rate or pl_weight")
+        state.mean = new_mean
     penalty = (lengths - state.mean).square().mean() * weight * interval
     return penalty, lengths.detach()
 
@@ -243,7 +252,10 @@ def gradient_penalty(
     if weight < 0:
         raise ConfigError(f"option 'gp_weight' = {weight!r} must be >= 0.")
     n = real_images.shape[0]
-    eps = torch.rand(n, 1, 1, 1, generator=generator, device="cpu").to(real_images.device, real_images.dtype)
+    if generator is None:  # on the device: no host-to-device copy in the training step
+        eps = torch.rand(n, 1, 1, 1, device=real_images.device).to(real_images.dtype)
+    else:
+        eps = torch.rand(n, 1, 1, 1, generator=generator, device="cpu").to(real_images.device, real_images.dtype)
     x_hat = (eps * real_images.detach() + (1 - eps) * fake_images.detach()).requires_grad_(True)
     scores = _flat(critic(x_hat), "critic output")
     grad = _input_grad(scores, x_hat)

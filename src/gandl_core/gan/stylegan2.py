@@ -566,10 +566,12 @@ class Generator(nn.Module):
                 raise ConfigError(f"option 'mixing_prob' = {mixing_prob!r} must be in [0, 1].")
             n = z.shape[0]
             dev = z.device
-            z2 = torch.randn(z.shape, generator=generator, device="cpu").to(dev, z.dtype)
+            # Without a generator, draw on z's device: a GPU step then never waits for a host copy.
+            at = "cpu" if generator is not None else dev
+            z2 = torch.randn(z.shape, generator=generator, device=at).to(dev, z.dtype)
             w2 = self.mapping(z2, truncation_psi=truncation_psi)
-            cut = torch.randint(1, self.num_ws, (n,), generator=generator).to(dev)
-            mix = torch.rand(n, generator=generator).to(dev) < mixing_prob
+            cut = torch.randint(1, self.num_ws, (n,), generator=generator, device=at).to(dev)
+            mix = torch.rand(n, generator=generator, device=at).to(dev) < mixing_prob
             cut = torch.where(mix, cut, torch.full_like(cut, self.num_ws))
             layer = torch.arange(self.num_ws, device=dev)[None, :]
             take2 = (layer >= cut[:, None]).unsqueeze(2)  # [N, num_ws, 1]
@@ -648,10 +650,10 @@ class MinibatchStd(nn.Module):
             if self.training:
                 with torch.no_grad():
                     m = y.detach().float().mean()  # fp32 buffer, also under bf16 autocast
-                    if int(self.num_batches_tracked) == 0:
-                        self.running_std.copy_(m)
-                    else:
-                        self.running_std.lerp_(m, self.momentum)
+                    # The first batch initialises the mean (weight 1), later ones move it by the
+                    # momentum; chosen on the device, so training never waits to read the counter.
+                    weight = torch.where(self.num_batches_tracked == 0, 1.0, self.momentum).to(m.dtype)
+                    self.running_std.lerp_(m, weight)
                     self.num_batches_tracked += 1
             # Sample i belongs to group i % (N/G) (the reshape above), so tile groups along N.
             y = y.repeat(g).reshape(n, 1, 1, 1).expand(n, 1, h, w)

@@ -2,18 +2,24 @@
 
 ``train(config)`` runs the loop and yields :class:`~gandl_core.progress.Progress` reports (unit
 kimg) with losses, augmentation strength, speed and time left; occasionally a fakes grid, the SWD
-quality metric and the checkpoint path. It returns the final checkpoint path. Closing the generator
-(napari's Stop, Ctrl-C in the CLI) or an error writes a last valid checkpoint first.
+quality metric and the checkpoint path. It returns the final checkpoint path.
 
-One step, with B = ``config.batch`` images (split over processes under torchrun):
+The parts, each in its own module:
 
-1. D step: real crops and G's fakes (style mixing) pass through the same adaptive augmentation;
-   logistic loss (or WGAN critic loss + gradient penalty + drift); every ``r1_interval`` steps the
-   lazy R1 penalty on reals is added, scaled by the interval. ADA's ``p`` follows r_t.
-2. G step: non-saturating loss (or -critic); every ``pl_interval`` steps the lazy path-length
-   penalty. Lazy regularization scales Adam's lr and betas by ``interval / (interval + 1)``
-   (StyleGAN2, appendix B).
-3. EMA generator update with half-life ``ema_kimg`` (ramped up over the first images).
+* :mod:`.step` -- :class:`~.step.TrainStep`: networks, optimizers, ADA, regularizers, EMA and the
+  step itself (D phase, G phase, EMA), with ``state_dict``/``load_state_dict``;
+* :mod:`.schedule` -- when ticks, SWD, fakes and snapshots are due; Ctrl-C/SIGTERM and the time
+  limit as "stop after this step";
+* :mod:`.data` -- deterministic batches of keyed crops of a ``PlateDataset``, the field cache;
+* :mod:`.run_folder` -- the run folder's lock, metrics, pictures and checkpoints;
+* :mod:`.distributed` -- several processes under torchrun;
+
+and this module wires them: prepare (data, normalizer, resume state), then the loop.
+
+Stopping: closing the generator (napari's Stop), Ctrl-C or SIGTERM (a flag: the current step
+finishes) or an error between steps writes a checkpoint of the last finished step; Ctrl-C/SIGTERM
+then raise KeyboardInterrupt. An error inside a step (out of memory, a non-finite loss) writes
+nothing: the previous checkpoint is the last consistent state.
 
 Reproducibility: weights, latents, augmentation and noise come from torch's global RNG seeded with
 ``seed`` (and the rank); the data order and crop positions are pure functions of (seed, step), so a
@@ -21,287 +27,32 @@ resumed run replays exactly the images the uninterrupted run would have used. RN
 checkpoints.
 
 Distributed: under ``torchrun`` (``WORLD_SIZE`` > 1) each process takes ``batch / world`` images per
-step; gradients are averaged with ``all_reduce`` before every optimizer step (explicitly rather than
-with DDP, because the lazy-regularization passes use different subsets of parameters); buffers are
-averaged every step; rank 0 writes all files. Backend: NCCL on CUDA, gloo on CPU.
+step; gradients are averaged before every optimizer step, buffers every step, ADA's ``p`` follows
+the whole global batch; rank 0 writes all files. Backend: NCCL on CUDA, gloo on CPU.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import math
-import random
 import os
+import random
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from ..errors import ConfigError, DataError
 from ..progress import Progress, ProgressGenerator
+from . import distributed as dist
+from .data import QUALITY_SAMPLES, StepBatches as _StepBatches  # noqa: F401  (re-exported)
+from .distributed import local_device as _local_device  # noqa: F401  (re-exported)
+from .images import STAIN_COLOURS, channel_colours, composite_rgb, fakes_grid, png_scale  # noqa: F401 (re-exported)
 from .train_config import PRESETS, RESUMABLE_FIELDS, TrainConfig  # noqa: F401  (re-exported)
 
 __all__ = ["TrainConfig", "PRESETS", "train", "fakes_grid", "composite_rgb"]
-
-# False-colour composite per stain name (fluorescence convention); unknown stains cycle the rest.
-STAIN_COLOURS = {
-    "DNA": (0.2, 0.4, 1.0), "ER": (0.1, 1.0, 0.2), "Actin": (1.0, 0.2, 0.1), "AGP": (1.0, 0.2, 0.1),
-    "RNA": (1.0, 0.85, 0.1), "Golgi": (1.0, 0.1, 0.9), "Mito": (1.0, 0.1, 0.9),
-}
-_CYCLE = [(0.2, 0.4, 1.0), (0.1, 1.0, 0.2), (1.0, 0.2, 0.1), (1.0, 0.85, 0.1), (1.0, 0.1, 0.9), (0.1, 0.9, 1.0)]
-
-
-# ------------------------------------------------------------------------------------------
-# Data: deterministic batches of random crops
-# ------------------------------------------------------------------------------------------
-
-
-class _CropSource:
-    """Dataset whose items are (site, crop seed): a random crop of ``resolution`` from the field.
-
-    Crops are made here (in the worker) from the normalized, optionally downscaled field, so the
-    crop position is a pure function of the crop seed and not of which worker runs it.
-    """
-
-    def __init__(self, base, resolution: int, crop_mode: str = "random") -> None:
-        self.base, self.resolution, self.crop_mode = base, resolution, crop_mode
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, item: tuple[int, int]):
-        import torch
-
-        i, seed = item
-        x = self.base.field(i)  # [C,H,W] normalized
-        r = self.resolution
-        h, w = x.shape[-2:]
-        if self.crop_mode == "resize":
-            # The whole field shrunk to r x r (GAN-DL on RxRx19a saw whole fields): area averaging
-            # antialiases when shrinking; bilinear if a field is smaller than r.
-            mode = "area" if (h >= r and w >= r) else "bilinear"
-            kw = {} if mode == "area" else {"align_corners": False}
-            return torch.nn.functional.interpolate(x[None], size=(r, r), mode=mode, **kw)[0].contiguous()
-        if h < r or w < r:
-            name = Path(str(self.base.paths[i][0])).name if hasattr(self.base, "paths") else f"site {i}"
-            raise DataError(f"{name}: field {h}x{w} (after field_scale) is smaller than the training "
-                            f"resolution {r}; lower --resolution, raise --field-scale or use crop_mode='resize'.")
-        rng = np.random.default_rng(seed)
-        y0, x0 = int(rng.integers(0, h - r + 1)), int(rng.integers(0, w - r + 1))
-        return x[:, y0:y0 + r, x0:x0 + r].contiguous()
-
-
-class _StepBatches:
-    """Batch sampler: for global step s, items [s*B, (s+1)*B) of the concatenated per-epoch
-    permutations, keeping this rank's share. A pure function of (seed, step): resumable."""
-
-    def __init__(self, n: int, batch: int, seed: int, start_step: int, rank: int, world: int) -> None:
-        self.n, self.batch, self.seed, self.start = n, batch, seed, start_step
-        self.rank, self.world = rank, world
-        self._perms: dict[int, np.ndarray] = {}
-
-    def _perm(self, epoch: int) -> np.ndarray:
-        if epoch not in self._perms:
-            self._perms = {epoch: np.random.default_rng([self.seed, epoch, 11]).permutation(self.n)}
-        return self._perms[epoch]
-
-    def batch_at(self, step: int) -> list[tuple[int, int]]:
-        pos = np.arange(step * self.batch, (step + 1) * self.batch)
-        items = [(int(self._perm(int(p // self.n))[p % self.n]), int(self.seed * 1_000_003 + p)) for p in pos]
-        per = self.batch // self.world
-        return items[self.rank * per:(self.rank + 1) * per]
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        step = self.start
-        while True:
-            yield self.batch_at(step)
-            step += 1
-
-
-# ------------------------------------------------------------------------------------------
-# Images for people: grids and composites
-# ------------------------------------------------------------------------------------------
-
-
-def composite_rgb(img: np.ndarray, channel_names: list[str] | tuple[str, ...]) -> np.ndarray:
-    """False-colour RGB [H,W,3] in [0,1] of one image [C,H,W] in about [-1,1], stains additively blended."""
-    x = np.clip((np.asarray(img, np.float32) + 1.0) / 2.0, 0.0, 1.0)
-    rgb = np.zeros(x.shape[1:] + (3,), np.float32)
-    for k in range(x.shape[0]):
-        name = channel_names[k] if k < len(channel_names) else ""
-        colour = STAIN_COLOURS.get(name, _CYCLE[k % len(_CYCLE)])
-        rgb += x[k][..., None] * np.asarray(colour, np.float32)[None, None]
-    return np.clip(rgb, 0.0, 1.0)
-
-
-def fakes_grid(images: np.ndarray, channel_names, *, cols: int = 8, scale: int = 1) -> np.ndarray:
-    """One uint8 RGB picture: a row block per channel (grey) and a false-colour composite row block.
-
-    ``images`` [N,C,H,W] in about [-1,1]. Channels are labelled by their row order (see the PNG's
-    sidecar text in the run folder's README) — the composite uses fluorescence colours per stain.
-    ``scale`` enlarges every pixel to scale x scale (nearest neighbour), so 32-px crops are big enough
-    to look at; the run's PNGs use ``png_scale(resolution)``.
-    """
-    if scale > 1:
-        images = np.repeat(np.repeat(np.asarray(images), scale, axis=2), scale, axis=3)
-    n, c, h, w = images.shape
-    cols = min(cols, n)
-    rows = int(math.ceil(n / cols))
-    pad = 2
-    blocks = []
-    for k in list(range(c)) + ["rgb"]:
-        canvas = np.zeros((rows * (h + pad), cols * (w + pad), 3), np.float32)
-        for i in range(n):
-            r, q = divmod(i, cols)
-            tile = composite_rgb(images[i], channel_names) if k == "rgb" else \
-                np.repeat(np.clip((images[i, k] + 1) / 2, 0, 1)[..., None], 3, axis=2)
-            canvas[r * (h + pad):r * (h + pad) + h, q * (w + pad):q * (w + pad) + w] = tile
-        blocks.append(canvas)
-    sep = np.full((4, blocks[0].shape[1], 3), 0.35, np.float32)
-    out = np.concatenate([x for b in blocks for x in (b, sep)][:-1], axis=0)
-    return (out * 255).astype(np.uint8)
-
-
-def png_scale(resolution: int) -> int:
-    """Pixel enlargement of the fakes/reals PNGs: tiles of at least 64 screen pixels."""
-    return max(1, 64 // int(resolution))
-
-
-def _save_png(path: Path, rgb: np.ndarray) -> None:
-    from PIL import Image
-
-    from ..tables import atomic_write
-
-    with atomic_write(path, suffix=".png") as tmp:
-        Image.fromarray(rgb).save(tmp)
-
-
-# ------------------------------------------------------------------------------------------
-# Distributed helpers
-# ------------------------------------------------------------------------------------------
-
-
-def _local_device(device):
-    """Under torchrun each process owns one GPU: cuda -> cuda:LOCAL_RANK (and make it current, which
-    NCCL collectives and all_gather_object rely on). CPU and single-process runs are unchanged."""
-    import torch
-
-    if device.type != "cuda" or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return device
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device.index is None:
-        if local >= torch.cuda.device_count():
-            raise ConfigError(f"torchrun started {os.environ.get('LOCAL_WORLD_SIZE', '?')} processes on this node but "
-                              f"only {torch.cuda.device_count()} GPU(s) are visible: use --nproc-per-node "
-                              f"{torch.cuda.device_count()}.")
-        device = torch.device("cuda", local)
-    torch.cuda.set_device(device)
-    return device
-
-
-def _dist_setup(device):
-    import torch.distributed as dist
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return dist.get_rank(), dist.get_world_size()
-
-
-def _allreduce_grads(module, world: int) -> None:
-    import torch.distributed as dist
-
-    if world <= 1:
-        return
-    for p in module.parameters():
-        if p.grad is not None:
-            dist.all_reduce(p.grad)
-            p.grad /= world
-
-
-def _average_buffers(module, world: int) -> None:
-    import torch.distributed as dist
-
-    if world <= 1:
-        return
-    for b in module.buffers():
-        if b.is_floating_point():
-            dist.all_reduce(b)
-            b /= world
-
-
-def _broadcast_module(module, world: int) -> None:
-    import torch.distributed as dist
-
-    if world <= 1:
-        return
-    for t in list(module.parameters()) + list(module.buffers()):
-        dist.broadcast(t.data, 0)
-
-
-def _gather(t, world: int):
-    """Concatenate a same-shaped tensor from every rank (identity for one process)."""
-    import torch
-    import torch.distributed as dist
-
-    if world <= 1:
-        return t
-    parts = [torch.empty_like(t) for _ in range(world)]
-    dist.all_gather(parts, t.contiguous())
-    return torch.cat(parts)
-
-
-def _save_json(path: Path, obj: dict) -> None:
-    from ..tables import write_text_atomic
-
-    write_text_atomic(path, json.dumps(obj, indent=2))
-
-
-def _np_state_list() -> list:
-    """numpy's global RNG state as plain lists/numbers (loadable with weights_only=True)."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    return [str(name), [int(k) for k in keys], int(pos), int(has_gauss), float(cached)]
-
-
-def _py_state_list() -> list:
-    version, internal, gauss = random.getstate()
-    return [int(version), [int(v) for v in internal], gauss]
-
-
-def _set_np_py_state(rng: dict) -> None:
-    if "numpy" in rng:
-        name, keys, pos, has_gauss, cached = rng["numpy"]
-        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), int(pos), int(has_gauss), float(cached)))
-    if "python" in rng:
-        version, internal, gauss = rng["python"]
-        random.setstate((int(version), tuple(int(v) for v in internal), gauss))
-
-
-def _write_rank_digest(folder: Path, rank: int, modules: dict, augment_p: float, step: int) -> None:
-    import hashlib
-
-    digest = {}
-    for name, module in modules.items():
-        h = hashlib.sha256()
-        for key, t in sorted(module.state_dict().items()):
-            h.update(key.encode())
-            h.update(t.detach().cpu().contiguous().numpy().tobytes())
-        digest[name] = h.hexdigest()
-    folder.mkdir(parents=True, exist_ok=True)
-    _save_json(folder / f"rank{rank}.json", {**digest, "augment_p": augment_p, "step": step})
-
-
-def _checksum(module) -> float:
-    return float(sum(p.detach().double().sum() for p in module.parameters()))
-
-
-# ------------------------------------------------------------------------------------------
-# The loop
-# ------------------------------------------------------------------------------------------
 
 
 def _autocast(device, amp: bool):
@@ -315,13 +66,24 @@ def _autocast(device, amp: bool):
 
 
 def _resolve_device(name: str):
+    """The torch device of option ``device``, refused with a clear message where it does not exist."""
     import torch
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"option 'device' = {name!r} but no CUDA device is available; use --device cpu.")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(f"option 'device' = {name!r} is not a device: use auto, cpu, cuda or cuda:N.") from exc
+    if dev.type == "cuda":
+        if torch.version.cuda is None:
+            raise ConfigError(f"option 'device' = {name!r} but this PyTorch ({torch.__version__}) is a CPU-only "
+                              "build: use --device cpu, or install a CUDA build of torch.")
+        if not torch.cuda.is_available():
+            raise ConfigError(f"option 'device' = {name!r} but no CUDA device is available; use --device cpu.")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"option 'device' = {name!r} but only {torch.cuda.device_count()} GPU(s) are "
+                              f"visible (cuda:0..cuda:{torch.cuda.device_count() - 1}).")
     return dev
 
 
@@ -335,7 +97,9 @@ def _prepare_run(config: TrainConfig, index, resume: bool):
     state = None
     if resume:
         if not latest.is_file():
-            raise ConfigError(f"--resume: {latest} does not exist; start a new run without --resume.")
+            snaps = sorted(latest.parent.glob("ckpt-*.pt"))
+            hint = f" ({snaps[-1].name} exists: copy it to latest.pt to resume from it)" if snaps else ""
+            raise ConfigError(f"--resume: {latest} does not exist{hint}; start a new run without --resume.")
         state = load_checkpoint(latest)
         old = TrainConfig.from_dict(state["config"])
         # Channels come from the data: compare after filling them in.
@@ -344,8 +108,8 @@ def _prepare_run(config: TrainConfig, index, resume: bool):
         if diff:
             lines = ", ".join(f"{k}: run has {a!r}, now {b!r}" for k, (a, b) in sorted(diff.items()))
             raise ConfigError(f"--resume: the options differ from the run in {out} ({lines}). Resume with the "
-                              "same options (only kimg, device, workers and snapshot intervals may change) "
-                              "or start a new run in another folder.")
+                              "same options (only kimg, device, workers, intervals and housekeeping options may "
+                              "change) or start a new run in another folder.")
     elif latest.exists():
         raise ConfigError(f"{out} already holds a run (checkpoints/latest.pt): pass --resume to continue it "
                           "or choose another output folder.")
@@ -371,6 +135,36 @@ def _prepare_run(config: TrainConfig, index, resume: bool):
     return config, index, normalizer, state
 
 
+@dataclass
+class _Run:
+    """What the loop works with (one object instead of a dozen closure variables)."""
+
+    config: TrainConfig
+    trainer: Any  # step.TrainStep
+    folder: Any  # run_folder.RunFolder
+    schedule: Any  # schedule.Schedule
+    dataset: Any
+    batches: Any
+    normalizer: Any
+    device: Any
+    rank: int
+    world: int
+    step: int
+    start_step: int
+    best_swd: float = math.inf
+    diverged: bool = False
+    quality_reals: Any = None
+    z_fixed: Any = None
+    first_batch: bool = True
+    t0: float = field(default_factory=time.time)
+    t_rate: tuple[float, int] | None = None  # (time, step) from which the speed is measured
+    last_metrics: dict = field(default_factory=dict)
+    message: str = ""  # shown with the next report (how the fields were cached)
+
+    def kimg(self, step: int | None = None) -> float:
+        return self.schedule.kimg(self.step if step is None else step)
+
+
 def train(config: TrainConfig, index=None, *, resume: bool = False) -> ProgressGenerator[Path]:
     """Train GAN-DL's StyleGAN2 on a plate, yielding progress; return the final checkpoint path.
 
@@ -394,310 +188,244 @@ def train(config: TrainConfig, index=None, *, resume: bool = False) -> ProgressG
 
     Raises
     ------
-    ConfigError, DataError, CheckpointError
-        Bad options, data or resume state — before any training starts.
+    ConfigError, DataError, CheckpointError, OutputBusyError, OutOfSpaceError
+        Bad options, data or resume state (before any training starts), another writer of the run
+        folder, a full disk. KeyboardInterrupt after Ctrl-C/SIGTERM, once the checkpoint is written.
     """
-    import torch
+    from .run_folder import RunFolder
+    from .schedule import Schedule
 
-    from . import losses
-    from .augment import AdaptiveAugment
-    from ..checkpoint import build_discriminator, build_generator, save_checkpoint
-    from ..plates import PlateDataset
-
-    config, index, normalizer, state = _prepare_run(config, index, resume)
-    device = _resolve_device(config.device)
-    device = _local_device(device)
-    rank, world = _dist_setup(device)
+    device = dist.local_device(_resolve_device(config.device))
+    rank, world = dist.setup(device)
     if config.batch % world:
         raise ConfigError(f"option 'batch' = {config.batch} is not divisible by the {world} processes; "
                           f"use a multiple of {world}.")
-    per_rank = config.batch // world
-    if per_rank < 1:
-        raise ConfigError(f"option 'batch' = {config.batch} gives no image per process.")
-    out = Path(config.out_dir)
-    ckpt_dir, fakes_dir = out / "checkpoints", out / "fakes"
-    if rank == 0:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        fakes_dir.mkdir(parents=True, exist_ok=True)
-        config.save(out / "config.json")
-        _save_json(out / "normalizer.json", normalizer.to_dict())  # the run's intensity scaling, readable
+    folder = RunFolder(config.out_dir, writer=rank == 0, keep=config.keep_checkpoints)
+    with folder.open(command="train"):
+        config, index, normalizer, state = _prepare_run(config, index, resume)
+        folder.write_text("config.json", json.dumps(config.to_dict(), indent=2))
+        folder.write_text("normalizer.json", json.dumps(normalizer.to_dict(), indent=2))  # readable scaling
+        trainer, step = _build_trainer(config, device, rank, world, state)
+        if state is not None:
+            folder.saved_step = step  # latest.pt holds this step
+            folder.forget_after(step)
+        from . import data
 
-    torch.manual_seed(config.seed)
-    G = build_generator(config.to_dict()).to(device)
-    D = build_discriminator(config.to_dict()).to(device)
-    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-    # channels_last: oneDNN and cuDNN both run these convolutions faster (CPU cpu-small step +18%, docs/benchmarks.md)
-    mem = torch.channels_last if config.channels_last else torch.contiguous_format
-    G.to(memory_format=mem)
-    D.to(memory_format=mem)
-
-    c_d = config.r1_interval / (config.r1_interval + 1) if config.loss == "stylegan2" else 1.0
-    c_g = config.pl_interval / (config.pl_interval + 1) if config.pl_weight > 0 and config.loss == "stylegan2" else 1.0
-    opt_G = torch.optim.Adam(G.parameters(), lr=config.lr_g * c_g, betas=(config.beta1 ** c_g, config.beta2 ** c_g))
-    opt_D = torch.optim.Adam(D.parameters(), lr=config.lr_d * c_d, betas=(config.beta1 ** c_d, config.beta2 ** c_d))
-    ada = AdaptiveAugment(p=config.augment_p if config.augment != "none" else 0.0,
-                          target=config.augment_target if config.augment == "ada" else None,
-                          speed_kimg=config.augment_speed_kimg)
-    pl_state = losses.PathLengthState()
-    r1_gamma = config.r1_gamma if config.r1_gamma >= 0 else 0.0002 * config.resolution ** 2 / config.batch
-
-    step = 0
-    if state is not None:
-        G.load_state_dict(state["G"])
-        D.load_state_dict(state["D"])
-        G_ema.load_state_dict(state["G_ema"])
-        opt_G.load_state_dict(state["opt_G"])
-        opt_D.load_state_dict(state["opt_D"])
-        ada.load_state_dict(state["augment"])
-        pl_state.load_state_dict(state["pl_state"])
-        step = int(state["step"])
-        if rank == 0 or world == 1:
-            torch.set_rng_state(state["rng"]["torch"])
-            _set_np_py_state(state["rng"])
-    else:
-        torch.manual_seed(config.seed + 7919 * rank)  # different latents per rank, same weights (below)
-        random.seed(config.seed + rank)
-        np.random.seed((config.seed + rank) % 2**32)
-    _broadcast_module(G, world)
-    _broadcast_module(D, world)
-    _broadcast_module(G_ema, world)
-
-    base = PlateDataset(index, normalizer, config.resolution, mode="full", seed=config.seed, scale=config.field_scale)
-    source = _CropSource(base, config.resolution, config.crop_mode)
-    sampler = _StepBatches(len(base), config.batch, config.seed, step, rank, world)
-    loader = torch.utils.data.DataLoader(source, batch_sampler=sampler, num_workers=config.workers,
-                                         generator=torch.Generator().manual_seed(config.seed),
-                                         persistent_workers=False, pin_memory=device.type == "cuda")
-    data_iter = iter(loader)
-
-    total_steps = int(math.ceil(config.kimg * 1000 / config.batch))
-    planned_steps = total_steps  # what progress bars show, even if a time limit ends the run sooner
-    def steps_of(kimg: float) -> int:
-        return max(1, int(round(kimg * 1000 / config.batch)))
-    tick_s, snap_s, fakes_s, qual_s = (steps_of(config.tick_kimg), steps_of(config.snapshot_kimg),
-                                       steps_of(config.fakes_kimg), steps_of(config.quality_kimg) if config.quality_kimg > 0 else 0)
-    z_fixed = torch.randn(min(16, 2 * per_rank if per_rank > 1 else 16), config.z_dim,
-                          generator=torch.Generator().manual_seed(config.seed + 1)).to(device)
-    real_probe = None
-    quality_reals = None
-    autocast = _autocast(device, config.amp)
-    metrics_file = out / "metrics.jsonl"
-    last_saved = step if state is not None else -1
-    t_start, step_start = time.time(), step
-    acc: dict[str, float] = {}
-    n_acc = 0
-
-    def kimg_at(s: int) -> float:
-        return s * config.batch / 1000.0
-
-    def snapshot() -> Path:
-        nonlocal last_saved
-        path = ckpt_dir / f"ckpt-{kimg_at(step):09.3f}.pt"
-        payload = {
-            "kind": "stylegan2", "config": config.to_dict(), "channel_names": list(config.channel_names),
-            "normalizer": normalizer.to_dict(), "G": G.state_dict(), "D": D.state_dict(), "G_ema": G_ema.state_dict(),
-            "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(), "augment": ada.state_dict(),
-            "augment_p": float(ada.p), "pl_state": pl_state.state_dict(), "kimg": kimg_at(step), "step": step,
-            "rng": {"torch": torch.get_rng_state(), "numpy": _np_state_list(), "python": _py_state_list()},
-            "metrics": dict(acc),
-        }
-        save_checkpoint(path, payload)
-        save_checkpoint(ckpt_dir / "latest.pt", payload)
-        last_saved = step
-        return path
-
-    def run_ctx():
-        import contextlib
-
-        return autocast if autocast is not None else contextlib.nullcontext()
-
-    def log(record: dict) -> None:
-        with open(metrics_file, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
-
-    finished = False
-    try:
-        if qual_s and rank == 0 and step == 0:
-            # The curve starts at the untrained generator, so a run shows how far it came.
-            quality_reals = _quality_reals(base, config, config.quality_samples)
-            quality = _quality(G_ema, quality_reals, config, device)
-            log({"kimg": 0.0, "step": 0, "time_s": 0.0, "world": world, **{k: round(v, 6) for k, v in quality.items()}})
-            yield Progress(0.0, kimg_at(planned_steps), unit="kimg", stage="train", metrics=dict(quality),
-                           artifacts={"quality": quality})
-        while step < total_steps:
+        dataset = data.crop_dataset(index, normalizer, config)
+        schedule = Schedule(config)
+        cache = data.cache_fields(dataset, workers=config.workers)
+        while True:  # a line while a big plate is read in; the summary goes with the first report
             try:
-                real = next(data_iter).to(device, non_blocking=True)
-            except RuntimeError as exc:
-                raise DataError(f"reading training images failed: {exc}") from exc
-            if real_probe is None and rank == 0:
-                real_probe = real[:16].detach().cpu()
-                # The same grid layout for real crops: what the fakes should come to look like.
-                _save_png(fakes_dir / "reals.png", fakes_grid(real_probe.float().numpy(), config.channel_names,
-                                                                  scale=png_scale(config.resolution)))
-            real = real.contiguous(memory_format=mem)
-            n = real.shape[0]
-            try:
-                # ---------------- D step ----------------
-                D.requires_grad_(True)
-                G.requires_grad_(False)
-                do_r1 = config.loss == "stylegan2" and r1_gamma > 0 and step % config.r1_interval == 0
-                z = torch.randn(n, config.z_dim, device=device)
-                with torch.no_grad(), run_ctx():
-                    fake = G(z, mixing_prob=config.style_mixing)
-                # R1 is taken with respect to D's actual (augmented) input: the augmentation is not
-                # differentiated twice, which CUDA's grid_sample (ADA's zoom) cannot do.
-                real_in = ada(real).detach().requires_grad_(do_r1)
-                with run_ctx():
-                    real_scores = D(real_in)
-                    fake_scores = D(ada(fake.float()))
-                if config.loss == "stylegan2":
-                    loss_D = losses.d_logistic_loss(real_scores.float(), fake_scores.float())
-                    reg = losses.r1_penalty(real_scores.float(), real_in, r1_gamma, interval=config.r1_interval) \
-                        if do_r1 else torch.zeros((), device=device)
-                else:
-                    loss_D = losses.wgan_d_loss(real_scores.float(), fake_scores.float())
-                    reg = losses.gradient_penalty(D, real_in.detach(), ada(fake.float()).detach(),
-                                                  weight=config.gp_weight) \
-                        + losses.epsilon_penalty(real_scores.float())
-                opt_D.zero_grad(set_to_none=True)
-                (loss_D + reg).backward()
-                _allreduce_grads(D, world)
-                opt_D.step()
-                if config.augment == "ada":
-                    # Every rank must move p identically: feed the scores of the whole global batch.
-                    ada.update(_gather(real_scores.detach().float(), world))
-                # ---------------- G step ----------------
-                D.requires_grad_(False)
-                G.requires_grad_(True)
-                z = torch.randn(n, config.z_dim, device=device)
-                with run_ctx():
-                    gen = G(z, mixing_prob=config.style_mixing)
-                    gscores = D(ada(gen))
-                loss_G = losses.g_nonsaturating_loss(gscores.float()) if config.loss == "stylegan2" \
-                    else losses.wgan_g_loss(gscores.float())
-                pl = torch.zeros((), device=device)
-                if config.loss == "stylegan2" and config.pl_weight > 0 and step % config.pl_interval == 0:
-                    m = max(1, n // 2)
-                    ws = G.styles(torch.randn(m, config.z_dim, device=device), mixing_prob=config.style_mixing)
-                    pl, _ = losses.path_length_penalty(G.synthesis(ws), ws, pl_state, weight=config.pl_weight,
-                                                       interval=config.pl_interval)
-                opt_G.zero_grad(set_to_none=True)
-                (loss_G + pl).backward()
-                _allreduce_grads(G, world)
-                opt_G.step()
-                _average_buffers(D, world)
-                _average_buffers(G, world)
-                # ---------------- EMA ----------------
-                nimg = (step + 1) * config.batch
-                ema_nimg = config.ema_kimg * 1000
-                if config.ema_rampup > 0:
-                    ema_nimg = min(ema_nimg, nimg * config.ema_rampup)
-                beta = 0.5 ** (config.batch / max(ema_nimg, 1e-8))
-                with torch.no_grad():
-                    for pe, p in zip(G_ema.parameters(), G.parameters()):
-                        pe.lerp_(p.detach(), 1.0 - beta)
-                    for be, b in zip(G_ema.buffers(), G.buffers()):
-                        be.copy_(b)
-            except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
-                # CUDA raises OutOfMemoryError; the CPU allocator a RuntimeError "can't allocate memory".
-                text = str(exc).lower()
-                if not (isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in text
-                        or "can't allocate memory" in text or "cannot allocate memory" in text):
-                    raise
-                raise ConfigError(f"out of memory on {device} at step {step}: lower --batch (now {config.batch}) "
-                                  f"or --resolution (now {config.resolution}), or use a smaller preset; the "
-                                  "last checkpoint is kept (--resume continues with the same options).") from exc
-            step += 1
-            reg_name = "r1" if config.loss == "stylegan2" else "gp"  # D regularizer: lazy R1 or WGAN-GP
-            for k, v in (("loss_D", loss_D), ("loss_G", loss_G), (reg_name, reg), ("pl", pl)):
-                acc[k] = acc.get(k, 0.0) + float(v.detach())
-            n_acc += 1
-            if not all(math.isfinite(v) for v in acc.values()):
-                raise ConfigError(f"training diverged at kimg {kimg_at(step):.3f} (a loss is not finite): lower "
-                                  "the learning rates (--lr-g/--lr-d) or raise r1_gamma.")
-
-            artifacts: dict[str, Any] = {}
-            metrics: dict[str, float] = {}
-            elapsed = time.time() - t_start
-            if config.time_limit_s > 0 and step < total_steps:
-                over = torch.tensor([float(elapsed >= config.time_limit_s)], device=device)  # NCCL: on the GPU
-                if world > 1:  # rank 0's clock decides, so all ranks stop at the same step
-                    import torch.distributed as dist
-
-                    dist.broadcast(over, 0)
-                if over.item():
-                    total_steps = step  # time budget spent: this step is the last one
-            sec_per_kimg = elapsed / max(kimg_at(step - step_start), 1e-9)
-            # SWD has its own schedule; a quality step is also a metrics tick so the number gets logged.
-            quality_due = bool(qual_s) and (step % qual_s == 0 or step == total_steps)
-            if step % tick_s == 0 or step == total_steps or quality_due:
-                metrics = {k: v / n_acc for k, v in acc.items()}
-                metrics.update(augment_p=float(ada.p), sec_per_kimg=sec_per_kimg,
-                               eta_s=sec_per_kimg * (kimg_at(total_steps) - kimg_at(step)))
-                if ada.r_t is not None:  # ADA's overfitting signal; absent (not NaN) when ADA is off
-                    metrics["rt"] = float(ada.r_t)
-                if world > 1:
-                    import torch.distributed as dist
-
-                    sums = [None] * world
-                    dist.all_gather_object(sums, _checksum(D))
-                    metrics["ranks_in_sync"] = float(max(sums) - min(sums) <= 1e-6 * max(1.0, abs(sums[0])))
-                    if not metrics["ranks_in_sync"]:
-                        raise RuntimeError(f"distributed training diverged between ranks: D checksums {sums}")
-                if quality_due and rank == 0 and real_probe is not None:
-                    if quality_reals is None:  # drawn once: every SWD point compares against the same reals
-                        quality_reals = _quality_reals(base, config, config.quality_samples)
-                    quality = _quality(G_ema, quality_reals, config, device)
-                    metrics.update(quality)
-                    artifacts["quality"] = quality
-                acc, n_acc = {}, 0
-            if rank == 0 and (step % fakes_s == 0 or step == total_steps):
-                with torch.no_grad():
-                    imgs = G_ema(z_fixed, noise_mode="const").float().cpu().numpy()
-                grid = fakes_grid(imgs, config.channel_names, scale=png_scale(config.resolution))
-                png = fakes_dir / f"fakes-{kimg_at(step):09.3f}.png"
-                _save_png(png, grid)
-                _save_png(fakes_dir / "latest.png", grid)
-                artifacts.update(fakes=imgs, fakes_png=png)
-            if rank == 0 and (step % snap_s == 0 or step == total_steps):
-                artifacts["checkpoint"] = snapshot()
-            if metrics and rank == 0:
-                log({"kimg": round(kimg_at(step), 4), "step": step, "time_s": round(elapsed, 2), "world": world,
-                     **{k: (round(v, 6) if math.isfinite(v) else None) for k, v in metrics.items()}})
+                line = next(cache)
+            except StopIteration as done:
+                message = done.value
+                break
             if rank == 0:
-                yield Progress(kimg_at(step), kimg_at(planned_steps), unit="kimg", stage="train",
-                               metrics=metrics, artifacts=artifacts)
-        finished = True
-        if os.environ.get("GANDL_TRAIN_RANK_DIGEST"):
-            # Test hook (tests/test_ddp.py): every rank records a hash of its final weights, so a
-            # test can prove that all ranks ended with bit-identical networks.
-            _write_rank_digest(Path(os.environ["GANDL_TRAIN_RANK_DIGEST"]), rank,
-                               {"G": G, "D": D, "G_ema": G_ema}, float(ada.p), step)
-    finally:
-        # Stopped early (generator closed, Ctrl-C, error): leave a valid checkpoint of the work done.
-        if rank == 0 and step > 0 and last_saved != step and (finished or step > step_start):
-            snapshot()
-        if world > 1:
-            import torch.distributed as dist
-
-            if dist.is_initialized():
-                dist.barrier()
-    return ckpt_dir / "latest.pt"
+                yield Progress(schedule.kimg(step), schedule.kimg(schedule.planned), unit="kimg", stage="train",
+                               message=line)
+        batches = data.make_loader(dataset, config, step, rank, world, pin=device.type == "cuda")
+        best = (state or {}).get("best_swd")
+        run = _Run(config, trainer, folder, schedule, dataset, batches, normalizer, device, rank, world,
+                   step=step, start_step=step, best_swd=math.inf if best is None else float(best), message=message)
+        return (yield from _loop(run))
 
 
-# Images in each SWD measurement. The metric's floor is the SWD between two draws of reals: 0.085 with 64
-# images, 0.059 with 256 (sd 0.004 over 4 pairs; demo screen, 32 px), so 256 resolves fakes closer to the reals.
-QUALITY_SAMPLES = 256
-
-
-def _quality_reals(base, config: TrainConfig, n: int = QUALITY_SAMPLES):
-    """``n`` fixed real crops (seeded): the reference set of every SWD point of a run."""
+def _build_trainer(config: TrainConfig, device, rank: int, world: int, state: dict | None):
+    """The TrainStep with fresh (seeded) or resumed state, identical on every rank; and the step count."""
     import torch
 
-    rng = np.random.default_rng(config.seed + 99)
-    src = _CropSource(base, config.resolution, config.crop_mode)
-    idx = rng.integers(0, len(base), n)
-    return torch.stack([src[(int(i), int(config.seed * 7 + j))] for j, i in enumerate(idx)]).float()
+    from .step import TrainStep, set_rng_state
+
+    torch.manual_seed(config.seed)  # the weights: the same on every rank
+    trainer = TrainStep(config, device, world=world, autocast=_autocast(device, config.amp))
+    step = 0
+    if state is not None:
+        trainer.load_state_dict(state)
+        step = int(state["step"])
+    if state is not None and (rank == 0 or world == 1):
+        set_rng_state(state["rng"], device)
+    else:  # different latents per rank, same weights (broadcast below)
+        offset = 0 if state is None else step
+        torch.manual_seed(config.seed + 7919 * rank + offset)
+        random.seed(config.seed + rank + offset)
+        np.random.seed((config.seed + rank + offset) % 2**32)
+    trainer.broadcast()
+    return trainer, step
+
+
+def _loop(run: _Run) -> ProgressGenerator[Path]:
+    """Steps until the schedule's end, a stop request or an error; a checkpoint at a step boundary."""
+    from .schedule import StopRequest
+
+    config, sched = run.config, run.schedule
+    finished = False
+    with StopRequest(config.time_limit_s) as stop:
+        try:
+            if sched.quality and run.rank == 0 and run.step == 0:
+                yield _measure_start(run)
+            run.t0 = time.time()
+            while run.step < sched.total:
+                real = _next_batch(run)
+                _train_step(run, real)
+                run.step += 1
+                signalled, time_up = stop.after_step(run.world, run.device)
+                if signalled:
+                    break
+                if time_up:
+                    sched.end_at(run.step)  # time budget spent: this step is the last one
+                report = _after_step(run)
+                if report is not None:
+                    yield report
+            finished = run.step >= sched.total
+            if os.environ.get("GANDL_TRAIN_RANK_DIGEST"):
+                dist.write_rank_digest(Path(os.environ["GANDL_TRAIN_RANK_DIGEST"]), run.rank,
+                                       {"G": run.trainer.G, "D": run.trainer.D, "G_ema": run.trainer.G_ema},
+                                       run.trainer.ada.p, run.step)
+        finally:
+            _save_on_exit(run, finished)
+            dist.barrier(run.world)
+        if stop.signal_name is not None:
+            raise KeyboardInterrupt(f"{stop.signal_name}: stopped after step {run.step}, checkpoint written")
+    return run.folder.latest
+
+
+def _save_on_exit(run: _Run, finished: bool) -> None:
+    """Leave a checkpoint of the work done, unless the state is not a consistent one (stopped inside a
+    step, diverged) or there is nothing new to save (or no room to save it)."""
+    folder = run.folder
+    if (run.rank != 0 or run.step == 0 or run.trainer.in_step or run.diverged or folder.failed
+            or folder.saved_step == run.step or not (finished or run.step > run.start_step)):
+        return
+    folder.save(_payload(run), run.step, run.kimg())
+
+
+def _measure_start(run: _Run) -> Progress:
+    """The SWD of the untrained generator: where the curve starts, so a run shows how far it came."""
+    from . import data
+
+    run.quality_reals = data.quality_reals(run.dataset, run.config, run.config.quality_samples)
+    quality = _quality(run.trainer.G_ema, run.quality_reals, run.config, run.device)
+    run.folder.log({"kimg": 0.0, "step": 0, "time_s": 0.0, "world": run.world,
+                    **{k: round(v, 6) for k, v in quality.items()}})
+    message, run.message = run.message, ""
+    return Progress(0.0, run.kimg(run.schedule.planned), unit="kimg", stage="train", metrics=dict(quality),
+                    artifacts={"quality": quality}, message=message)
+
+
+def _next_batch(run: _Run):
+    try:
+        real = next(run.batches).to(run.device, non_blocking=True)
+    except RuntimeError as exc:
+        raise DataError(f"reading training images failed: {exc}") from exc
+    if run.first_batch and run.rank == 0:
+        # The same grid layout for real crops: what the fakes should come to look like.
+        run.folder.png("reals.png", fakes_grid(real[:16].float().cpu().numpy(), run.config.channel_names,
+                                               scale=png_scale(run.config.resolution)))
+    run.first_batch = False
+    return real
+
+
+def _train_step(run: _Run, real) -> None:
+    import torch
+
+    try:
+        run.trainer(real, run.step)
+    except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
+        # CUDA raises OutOfMemoryError; the CPU allocator a RuntimeError "can't allocate memory".
+        text = str(exc).lower()
+        if not (isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in text
+                or "can't allocate memory" in text or "cannot allocate memory" in text):
+            raise
+        c = run.config
+        kept = (f"the last checkpoint (step {run.folder.saved_step or run.start_step}) is kept and --resume "
+                "continues from it with the same options" if (run.folder.saved_step or run.start_step)
+                else "no checkpoint was written yet")
+        raise ConfigError(f"out of memory on {run.device} at step {run.step}: lower --batch (now {c.batch}) or "
+                          f"--resolution (now {c.resolution}), or use a smaller preset; {kept}.") from exc
+    if run.t_rate is None:  # speed is measured from the end of the first step (warm-up excluded)
+        run.t_rate = (time.time(), run.step + 1)
+
+
+def _after_step(run: _Run) -> Progress | None:
+    """The events due after a step (metrics, SWD, fakes, checkpoint); rank 0's progress report."""
+    due = run.schedule.due(run.step)
+    metrics: dict[str, float] = {}
+    artifacts: dict[str, Any] = {}
+    if due.tick:
+        metrics = _tick_metrics(run)
+    elif due.snapshot and not run.trainer.losses_finite():  # never snapshot a diverged state
+        _diverged(run)
+    new_best = False
+    if due.quality and run.rank == 0:
+        if run.quality_reals is None:  # drawn once: every SWD point compares against the same reals
+            from . import data
+
+            run.quality_reals = data.quality_reals(run.dataset, run.config, run.config.quality_samples)
+        quality = _quality(run.trainer.G_ema, run.quality_reals, run.config, run.device)
+        metrics.update(quality)
+        artifacts["quality"] = quality
+        new_best = quality["swd"] < run.best_swd
+        run.best_swd = min(run.best_swd, quality["swd"])
+    if due.fakes and run.rank == 0:
+        artifacts.update(_fakes(run))
+    if (due.snapshot or new_best) and run.rank == 0:
+        artifacts["checkpoint"] = run.folder.save(_payload(run), run.step, run.kimg(), best=new_best)
+    if run.rank != 0:
+        return None
+    if metrics:
+        run.folder.log({"kimg": round(run.kimg(), 4), "step": run.step, "time_s": round(time.time() - run.t0, 2),
+                        "world": run.world,
+                        **{k: (round(v, 6) if math.isfinite(v) else None) for k, v in metrics.items()}})
+    message, run.message = run.message, ""
+    return Progress(run.kimg(), run.kimg(run.schedule.planned), unit="kimg", stage="train", metrics=metrics,
+                    artifacts=artifacts, message=message)
+
+
+def _tick_metrics(run: _Run) -> dict[str, float]:
+    """Mean losses of the tick (one read from the device), speed, time left; ranks checked in sync."""
+    metrics = run.trainer.read_metrics()
+    if not all(math.isfinite(v) for v in metrics.values()):
+        _diverged(run)
+    now = time.time()
+    t_rate, s_rate = run.t_rate if run.t_rate and run.step > run.t_rate[1] else (run.t0, run.start_step)
+    sec_per_kimg = (now - t_rate) / max(run.kimg(run.step - s_rate), 1e-9)
+    metrics.update(sec_per_kimg=sec_per_kimg, eta_s=sec_per_kimg * (run.kimg(run.schedule.total) - run.kimg()))
+    if run.world > 1:
+        metrics["ranks_in_sync"] = float(dist.in_sync(run.trainer.D, run.world))
+    run.last_metrics = dict(metrics)
+    return metrics
+
+
+def _diverged(run: _Run) -> None:
+    run.diverged = True
+    raise ConfigError(f"training diverged by kimg {run.kimg():.3f} (a loss is not finite): lower the learning "
+                      "rates (--lr-g/--lr-d) or raise r1_gamma. The last checkpoint before it is kept.")
+
+
+def _fakes(run: _Run) -> dict:
+    import torch
+
+    if run.z_fixed is None:
+        per_rank = run.config.batch // run.world
+        run.z_fixed = torch.randn(min(16, 2 * per_rank if per_rank > 1 else 16), run.config.z_dim,
+                                  generator=torch.Generator().manual_seed(run.config.seed + 1)).to(run.device)
+    with torch.no_grad():
+        imgs = run.trainer.G_ema(run.z_fixed, noise_mode="const").float().cpu().numpy()
+    grid = fakes_grid(imgs, run.config.channel_names, scale=png_scale(run.config.resolution))
+    png = run.folder.png(f"fakes-{run.kimg():09.3f}.png", grid)
+    run.folder.png("latest.png", grid)
+    return {"fakes": imgs, "fakes_png": png}
+
+
+def _payload(run: _Run) -> dict:
+    """The checkpoint of the run at its current step (format in docs/architecture.md)."""
+    from .step import rng_state
+
+    c = run.config
+    return {"kind": "stylegan2", "config": c.to_dict(), "channel_names": list(c.channel_names),
+            "normalizer": run.normalizer.to_dict(), **run.trainer.state_dict(), "kimg": run.kimg(),
+            "step": run.step, "rng": rng_state(run.device), "metrics": dict(run.last_metrics),
+            "best_swd": run.best_swd if math.isfinite(run.best_swd) else None}
 
 
 def _quality(G_ema, real, config: TrainConfig, device) -> dict[str, float]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,8 @@ from ..errors import ConfigError
 
 # Fields that may differ between a run and its resume (everything else must match).
 RESUMABLE_FIELDS = frozenset({"kimg", "out_dir", "workers", "device", "snapshot_kimg", "fakes_kimg",
-                              "quality_kimg", "quality_samples", "tick_kimg", "data", "time_limit_s"})
+                              "quality_kimg", "quality_samples", "tick_kimg", "data", "time_limit_s",
+                              "keep_checkpoints", "cache_gib"})
 
 
 @dataclass(frozen=True)
@@ -71,10 +74,13 @@ class TrainConfig:
     quality_kimg: float = 5.0           # SWD quality metric every N kimg (0 disables)
     quality_samples: int = 256          # real crops and fakes per SWD measurement (floor 0.059 at 256, 0.085 at 64)
     time_limit_s: float = 0.0           # stop (with a checkpoint) after this many seconds; 0 = train to kimg
+    keep_checkpoints: int = 3           # snapshots ckpt-*.pt kept (the newest; best.pt = lowest SWD is kept too); 0 = all
+    cache_gib: float = 2.0              # memory for decoded fields (read once, then cropped in memory); 0 = no cache
     preset: str = "custom"              # name of the preset this came from
 
     # ------------------------------------------------------------------------------------
     def __post_init__(self) -> None:
+        _check_numbers(self)
         _check_resolution(self.resolution)
         if self.loss not in {"stylegan2", "wgan-gp"}:
             raise ConfigError(f"option 'loss' = {self.loss!r}: choose 'stylegan2' or 'wgan-gp'.")
@@ -157,6 +163,54 @@ class TrainConfig:
         """Fields (outside ``ignore``) whose values differ: {name: (self, other)}."""
         a, b = self.to_dict(), other.to_dict()
         return {k: (a[k], b[k]) for k in a if k not in ignore and a[k] != b[k]}
+
+
+# Ranges of the float options (inclusive bounds; None = unbounded). Every float must be finite.
+_FLOAT_RANGES: dict[str, tuple[float | None, float | None, str]] = {
+    "lr_g": (0.0, None, "> 0"), "lr_d": (0.0, None, "> 0"), "beta1": (0.0, 1.0, "in [0, 1)"),
+    "beta2": (0.0, 1.0, "in [0, 1)"), "pl_weight": (0.0, None, ">= 0"), "gp_weight": (0.0, None, ">= 0"),
+    "style_mixing": (0.0, 1.0, "in [0, 1]"), "ema_kimg": (0.0, None, ">= 0"), "ema_rampup": (0.0, None, ">= 0"),
+    "augment_p": (0.0, 1.0, "in [0, 1]"), "augment_target": (0.0, 1.0, "in [0, 1]"),
+    "augment_speed_kimg": (0.0, None, "> 0"), "tick_kimg": (0.0, None, "> 0"), "snapshot_kimg": (0.0, None, "> 0"),
+    "fakes_kimg": (0.0, None, "> 0"), "quality_kimg": (0.0, None, ">= 0 (0 disables)"),
+    "time_limit_s": (0.0, None, ">= 0 (0 = no limit)"), "cache_gib": (0.0, None, ">= 0 (0 = no cache)"),
+}
+_OPEN_LOW = {"lr_g", "lr_d", "augment_speed_kimg", "tick_kimg", "snapshot_kimg", "fakes_kimg"}
+_OPEN_HIGH = {"beta1", "beta2"}
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def _check_numbers(cfg: "TrainConfig") -> None:
+    """Every float option finite and in range, counts whole numbers, the device a device name: a
+    ConfigError naming the option (``--lr-g nan`` must not start a run that diverges at step 1)."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.type in ("float", float) and not isinstance(value, bool):
+            try:
+                x = float(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"option '{f.name}' = {value!r} is not a number.") from None
+            if not math.isfinite(x):
+                raise ConfigError(f"option '{f.name}' = {value!r} must be a finite number.")
+            lo, hi, words = _FLOAT_RANGES.get(f.name, (None, None, ""))
+            if (lo is not None and (x < lo or (x == lo and f.name in _OPEN_LOW))) or \
+                    (hi is not None and (x > hi or (x == hi and f.name in _OPEN_HIGH))):
+                raise ConfigError(f"option '{f.name}' = {value!r} must be {words}.")
+        elif f.type in ("int", int) and f.name != "resolution":
+            if isinstance(value, bool) or not isinstance(value, (int, np_integer())) or \
+                    (f.name in ("workers", "seed", "keep_checkpoints") and value < 0):
+                raise ConfigError(f"option '{f.name}' = {value!r} must be a whole number"
+                                  f"{' >= 0' if f.name in ('workers', 'seed', 'keep_checkpoints') else ''}.")
+    if not isinstance(cfg.device, str) or not _DEVICE.fullmatch(cfg.device):
+        raise ConfigError(f"option 'device' = {cfg.device!r} is not a device: use auto, cpu, cuda or cuda:N.")
+
+
+def np_integer() -> type:
+    """numpy's integer base class when numpy is loaded (configs built from arrays), else int."""
+    import sys
+
+    np = sys.modules.get("numpy")
+    return np.integer if np is not None else int
 
 
 def _check_resolution(resolution: int) -> None:
