@@ -1,19 +1,21 @@
-"""npe2 reader: plates, LoadData CSVs, multichannel TIFFs and profile/embedding tables.
+"""npe2 reader: plate folders, LoadData CSVs, index/profile tables and OME-Zarr HCS plates.
 
-``get_reader(path)`` returns a reader function for what it handles and ``None`` otherwise, so
-napari falls through to other readers for ordinary files:
+The manifest asks only for what this reader reads (``*.csv``, ``*.tsv``, ``*.parquet``,
+``*.zarr`` and folders); a PNG or TIFF file is left to napari's own reader. ``get_reader(path)``
+looks inside before claiming anything and returns ``None`` otherwise, so napari falls through:
 
-* an RxRx-layout folder (``metadata.csv`` + ``images/``) or a TIFF plate folder, a CellProfiler
-  LoadData CSV (``FileName_<Ch>`` columns) or an index ``.parquet`` (``Path_<Ch>`` columns):
-  indexed with :func:`gandl_core.plates.build_index`; the first site is opened (one layer per
-  channel) with the plate map beside it. Every image is *not* loaded: the plate widget reads the
-  site of the well you click.
-* a multichannel ``.tif``/``.tiff``: one layer per channel.
-* a profile or embedding ``.parquet``/``.csv`` (``Metadata_Well`` + numeric features): a plate
-  map whose ``features`` hold the table (aggregated per well with
-  :func:`gandl_core.analysis.profiles.aggregate` when it has one row per site).
+* a **plate** -- an RxRx folder (``metadata.csv`` + ``images/``) or that ``metadata.csv`` itself,
+  a folder of TIFFs, a folder holding ``load_data.csv``, a CellProfiler LoadData CSV
+  (``FileName_<Ch>``/``URL_<Ch>`` columns), an index ``.parquet`` (``Path_<Ch>`` columns) or an
+  OME-Zarr HCS plate (``*.zarr`` with plate metadata): indexed with
+  :func:`gandl_core.plates.build_index` (the core's channel-axis rule), first site + plate map;
+* a **profile or embedding table** (``.parquet``/``.csv``/``.tsv`` with ``Metadata_Well``): a plate
+  map whose ``features`` hold the table (site rows aggregated per well).
 
-Errors a user can fix (:class:`gandl_core.errors.GandlError`) are shown as a notification.
+In napari the reading happens in a worker (:meth:`._hub.SessionHub.open_source`, progress in the
+activity dock) and the reader returns at once; without a viewer (scripts) it returns LayerData.
+Errors a user can fix (a header-only CSV, a well named "XYZ", a missing column) are one
+notification; sites left out of the index are named in a warning and listed in the Plate browser.
 """
 
 from __future__ import annotations
@@ -22,21 +24,20 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import pandas as pd
-
-from ._layers import PlateSession, grid_label_data, plate_map_data, site_layer_data, well_table
 
 LayerData = tuple
 ReaderFunction = Callable[[Any], list[LayerData]]
 
-_TABLE_SUFFIXES = {".parquet", ".csv", ".tsv"}
-_TIFF_SUFFIXES = {".tif", ".tiff"}
+TABLE_SUFFIXES = {".parquet", ".csv", ".tsv"}
+TIFF_SUFFIXES = {".tif", ".tiff"}
+SCAN_LIMIT = 2000  # folder entries looked at when deciding whether a folder is a TIFF plate
 
 
 def _csv_header(path: Path) -> list[str]:
     try:
-        return pd.read_csv(path, nrows=0, sep="\t" if path.suffix.lower() == ".tsv" else ",").columns.tolist()
+        sep = "\t" if path.suffix.lower() == ".tsv" else ","
+        return [str(c).strip() for c in pd.read_csv(path, nrows=0, sep=sep, encoding="utf-8-sig").columns]
     except Exception:  # noqa: BLE001 - not a table we understand: leave it to other readers
         return []
 
@@ -50,34 +51,67 @@ def _parquet_columns(path: Path) -> list[str]:
         return []
 
 
-def classify(path: str | os.PathLike) -> str | None:
-    """What ``path`` is to this plugin: 'plate', 'tiff', 'table' or None (not ours).
+def is_hcs_zarr(path: Path) -> bool:
+    """An OME-Zarr HCS plate (NGFF 0.4 ``.zattrs`` or 0.5 ``zarr.json`` with ``plate``): the core's check."""
+    from gandl_core.plates import is_omezarr_plate
 
-    A folder is a plate when it has ``metadata.csv`` + ``images/`` (RxRx) or holds TIFFs; a CSV is
-    a plate (LoadData) when it has ``FileName_`` columns, a table when it has ``Metadata_Well``.
+    return is_omezarr_plate(path)
+
+
+def _has_tiffs(folder: Path) -> bool:
+    """TIFFs in the folder or one level down (plate folders), looking at a bounded number of entries."""
+    seen = 0
+    for entry in os.scandir(folder):
+        seen += 1
+        if seen > SCAN_LIMIT:
+            return False
+        if entry.is_file() and Path(entry.name).suffix.lower() in TIFF_SUFFIXES:
+            return True
+        if entry.is_dir() and not entry.name.startswith("."):
+            for sub in os.scandir(entry.path):
+                seen += 1
+                if seen > SCAN_LIMIT:
+                    return False
+                if sub.is_file() and Path(sub.name).suffix.lower() in TIFF_SUFFIXES:
+                    return True
+    return False
+
+
+def classify(path: str | os.PathLike) -> tuple[str, Path] | None:
+    """What ``path`` is to this plugin: ``("plate", source)``, ``("table", path)`` or None (not ours).
+
+    ``source`` is what :func:`gandl_core.plates.build_index` gets (an RxRx ``metadata.csv`` opens
+    its folder).
     """
     p = Path(path)
     if p.is_dir():
+        if p.suffix.lower() == ".zarr":
+            return ("plate", p) if is_hcs_zarr(p) else None
         if (p / "metadata.csv").is_file() and (p / "images").is_dir():
-            return "plate"
-        if any(f.suffix.lower() in _TIFF_SUFFIXES for f in p.iterdir() if f.is_file()):
-            return "plate"
+            return "plate", p
+        if (p / "load_data.csv").is_file() or _has_tiffs(p):
+            return "plate", p
+        children = [c for _, c in zip(range(64), p.iterdir()) if c.is_dir()]
+        if any(is_hcs_zarr(c) for c in children):  # a folder of OME-Zarr plates
+            return "plate", p
         return None
     suffix = p.suffix.lower()
-    if suffix in _TIFF_SUFFIXES:
-        return "tiff"
     if suffix in {".csv", ".tsv"}:
+        if p.name.lower() == "metadata.csv" and (p.parent / "images").is_dir():
+            return "plate", p.parent
         cols = _csv_header(p)
-        if any(str(c).startswith("FileName_") for c in cols):
-            return "plate"
-        if any(str(c).startswith("Metadata_") for c in cols):
-            return "table"
+        if any(c.startswith(("FileName_", "URL_")) for c in cols):
+            return "plate", p
+        if any(c.startswith("Metadata_") for c in cols):
+            return "table", p
         return None
     if suffix == ".parquet":
         cols = _parquet_columns(p)
         if any(str(c).startswith("Path_") for c in cols):
-            return "plate"
-        return "table" if cols else None
+            return "plate", p
+        if "Metadata_Well" in cols or any(str(c).startswith("Metadata_") for c in cols):
+            return "table", p
+        return None
     return None
 
 
@@ -87,118 +121,100 @@ def get_reader(path: str | list[str]) -> ReaderFunction | None:
         if len(path) != 1:
             return None
         path = path[0]
-    kind = classify(path)
-    if kind is None:
+    found = classify(path)
+    if found is None:
         return None
-    return {"plate": read_plate_layers, "tiff": read_tiff_layers, "table": read_table_layers}[kind]
+    kind, source = found
+    return _reader(kind, source)
 
 
-def _notify_errors(fn: Callable[[Path], list[LayerData]]) -> ReaderFunction:
-    """Show GandlError messages as a notification (no traceback dialog); add no layers then."""
+def _target_viewer() -> Any | None:
+    """The viewer being opened into (napari's current viewer), or None outside a napari GUI."""
+    try:
+        import napari
+
+        return napari.current_viewer()
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _reader(kind: str, source: Path) -> ReaderFunction:
     def reader(path: Any) -> list[LayerData]:
-        from gandl_core.errors import GandlError
+        viewer = _target_viewer()
+        if viewer is not None:
+            from ._hub import hub_of
 
-        p = Path(path[0] if isinstance(path, list) else path)
-        try:
-            return fn(p)
-        except GandlError as exc:
-            from napari.utils.notifications import show_error
-
-            show_error(str(exc))
+            hub_of(viewer).open_source(source, kind=kind)
             return [(None,)]
-    reader.__name__ = fn.__name__
-    reader.__doc__ = fn.__doc__
+        return read_now(source, kind)
+    reader.__name__ = f"read_{kind}"
     return reader
 
 
-def plate_layers(index: pd.DataFrame, source: str, *, plate: str | None = None) -> list[LayerData]:
-    """Layers of an indexed plate: the first site of ``plate`` (default: first plate) + plate map.
-
-    Parameters
-    ----------
-    index
-        Site index from :func:`gandl_core.plates.build_index`.
-    source
-        Shown in messages and kept in the session.
-
-    Returns
-    -------
-    list of LayerData: one image per channel, the plate grid labels and the plate-map Points layer
-    (last, so it is selected and on top).
-    """
-    from gandl_core.plates import channel_names, read_site
-
-    wells = well_table(index)
-    plate = str(plate if plate is not None else wells["Metadata_Plate"].iloc[0])
-    first = index[index["Metadata_Plate"].astype(str) == plate].iloc[0]
-    img = read_site(first)
-    channels = channel_names(index)
-    session = PlateSession(index=index, wells=wells, plate=plate, source=source, site_shape=img.shape[1:])
-    title = f"{plate} {first['Metadata_Well']} site {first.get('Metadata_Site', 1)}"
-    return [*site_layer_data(img, channels, title=title), grid_label_data(session), plate_map_data(session)]
-
-
-def _read_plate(path: Path) -> list[LayerData]:
-    """Index a plate (RxRx folder, TIFF folder, LoadData CSV, index parquet) and open its first site."""
-    from gandl_core.plates import build_index
-
-    index = build_index(path, skip_missing=True)
-    return plate_layers(index, str(path))
-
-
-def _read_tiff(path: Path) -> list[LayerData]:
-    """A multichannel TIFF: one stain-coloured layer per channel (channel axis = the short one)."""
-    import tifffile
-
-    from gandl_core.errors import DataError
+def read_now(source: Path, kind: str) -> list[LayerData]:
+    """Read synchronously and return LayerData (no viewer: scripts); user errors are one notification."""
+    from gandl_core.errors import GandlError
 
     try:
-        with tifffile.TiffFile(path) as tif:
-            arr = tif.asarray()
-            labels = (tif.imagej_metadata or {}).get("Labels") if tif.is_imagej else None
-    except Exception as exc:  # noqa: BLE001 - re-raised naming the file
-        raise DataError(f"{path}: cannot read this TIFF ({exc}). Is the file complete?") from exc
-    arr = np.squeeze(arr)
-    if arr.ndim == 2:
-        arr = arr[None]
-    elif arr.ndim == 3:
-        # Channels are the short axis (<= 16), first or last; (C,H,W) wins ties.
-        if arr.shape[0] > 16 and arr.shape[-1] <= 16:
-            arr = np.moveaxis(arr, -1, 0)
-    else:
-        raise DataError(f"{path}: {arr.ndim}-D TIFF of shape {arr.shape}; expected one field "
-                        "[C,H,W] or [H,W,C]. Split z-stacks/time series into one file per field.")
-    n = arr.shape[0]
-    names = [str(x) for x in labels][:n] if labels and len(labels) >= n else [f"Ch{i + 1}" for i in range(n)]
-    return site_layer_data(arr.astype(np.float32), names, title=path.name)
+        if kind == "table":
+            opened = read_table_session(source)
+        else:
+            from gandl_core.plates import build_index
+
+            from ._hub import session_from_index
+
+            opened = session_from_index(build_index(source, skip_missing=True), str(source))
+    except GandlError as exc:
+        from ._workers import notify_error
+
+        notify_error(exc)
+        return [(None,)]
+    from . import _layers as L
+
+    s = opened.session
+    title = opened.first.label() if opened.first else ""
+    return [*L.site_layer_data(opened.planes, s.channels, session_id=s.id, title=title),
+            L.grid_label_data(s), L.plate_map_data(s)]
 
 
-def _read_table(path: Path) -> list[LayerData]:
-    """A profile/embedding table: plate map with the per-well table in ``features``."""
+def check_wells(wells: pd.DataFrame, source: str) -> None:
+    """Every ``Metadata_Well`` must be a well name (the core's parser); else a DataError naming the row."""
+    from gandl_core.errors import DataError
+
+    from ._layers import parse_well
+
+    for i, w in enumerate(wells["Metadata_Well"].astype(str)):
+        try:
+            parse_well(w)
+        except (ValueError, DataError) as exc:
+            raise DataError(f"{source}: row {i + 1}, column Metadata_Well: {w!r} is not a well name like 'B02' "
+                            "(row letter(s), then the column number). Fix that column to draw a plate map.") from exc
+
+
+def read_table_session(path: Path):
+    """A profile/embedding table -> an :class:`._hub.OpenedPlate` without images (runs in a worker)."""
     from gandl_core.errors import DataError
     from gandl_core.tables import feature_columns, read_table
 
+    from ._hub import OpenedPlate
+    from ._session import PlateSession
+
     df = read_table(path)
-    missing = [c for c in ("Metadata_Plate", "Metadata_Well") if c not in df.columns]
-    if "Metadata_Well" in missing:
+    if "Metadata_Well" not in df.columns:
         raise DataError(f"{path}: no Metadata_Well column, so the table cannot be drawn as a plate map. "
-                        f"Columns are {list(df.columns)[:8]}...; name the well column Metadata_Well "
-                        "(e.g. B02).")
-    if missing:  # one plate without a name
+                        f"Columns are {list(df.columns)[:8]}...; name the well column Metadata_Well (e.g. B02).")
+    if df.empty:
+        raise DataError(f"{path}: has a header but no rows. Add one row per well (or per site).")
+    if "Metadata_Plate" not in df.columns:  # one plate without a name
         df = df.assign(Metadata_Plate=path.stem)
     df["Metadata_Plate"] = df["Metadata_Plate"].astype(str)
+    df["Metadata_Well"] = df["Metadata_Well"].astype(str)
+    check_wells(df, str(path))
     if df.duplicated(["Metadata_Plate", "Metadata_Well"]).any():
         from gandl_core.analysis.profiles import aggregate
 
         feats = [c for c in feature_columns(df) if pd.api.types.is_numeric_dtype(df[c])]
-        wells = aggregate(df, features=feats)
-    else:
-        wells = df
-    session = PlateSession(index=None, wells=wells.reset_index(drop=True), plate=str(wells["Metadata_Plate"].iloc[0]),
-                          source=str(path))
-    return [grid_label_data(session), plate_map_data(session)]
-
-
-read_plate_layers = _notify_errors(_read_plate)
-read_tiff_layers = _notify_errors(_read_tiff)
-read_table_layers = _notify_errors(_read_table)
+        df = aggregate(df, features=feats)
+    session = PlateSession(index=None, wells=df.reset_index(drop=True), plate=str(df["Metadata_Plate"].iloc[0]),
+                           source=str(path))
+    return OpenedPlate(session, [], None)

@@ -55,7 +55,25 @@ def sample_screen_path() -> Path:
 
 
 def make_sample_screen() -> list[tuple]:
-    """npe2 sample-data command: layers of the synthetic screen (first site + plate map)."""
-    from ._reader import read_plate_layers
+    """npe2 sample-data command: the synthetic screen (first site + plate map).
 
-    return read_plate_layers(str(sample_screen_path()))
+    In napari the screen is generated (first use) and indexed in a worker, progress in the
+    activity dock; without a viewer the layers are returned directly.
+    """
+    from ._reader import _target_viewer, read_now
+
+    viewer = _target_viewer()
+    if viewer is None:
+        return read_now(sample_screen_path(), "plate")
+    from ._hub import hub_of
+
+    target = cache_dir() / SAMPLE_NAME
+    hub_of(viewer).open_source(target, kind="plate", prepare=sample_screen_path)
+    # napari wants at least one layer from a sample command: a 1-pixel placeholder image, which
+    # becomes the first channel's layer when the worker is done (or is removed if opening fails).
+    import numpy as np
+
+    from ._layers import KIND_KEY
+
+    return [(np.zeros((1, 1), np.uint16), {"name": "sample screen (opening...)",
+                                           "metadata": {KIND_KEY: "placeholder"}}, "image")]

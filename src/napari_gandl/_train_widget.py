@@ -1,35 +1,42 @@
 """Training dock: train a GAN-DL StyleGAN2 on the open plate (or any plate path) without blocking napari.
 
 Fields: data (a plate folder / LoadData CSV / index parquet; empty = the plate open in the viewer),
-output folder, preset (first: presets fix sensible sizes), then *advanced* fields folded away, made
-from :class:`gandl_core.gan.train.TrainConfig` itself (so every option the core has is here, with the
-preset's value as default). Start runs :func:`gandl_core.gan.train.train` in a ``thread_worker``;
-the progress bar shows kimg and time left, the plot the losses, and the latest fakes appear as
-``fakes <channel>`` image layers updated in place. Stop quits the worker: the core generator is
-closed and leaves a valid checkpoint. Resume starts again from the newest checkpoint of the run.
+output folder, preset; then **advanced options**, folded away, made from
+:class:`gandl_core.gan.train.TrainConfig` itself (every option the core has, with the preset's value,
+the field's own comment as tooltip, units on the spin boxes, dropdowns where the core lists the
+choices). Start runs :func:`gandl_core.gan.train.train` in a worker: the activity dock and this
+dock show kimg and the time left, the plot the losses (redrawn at most once a second), and the
+latest fakes appear as one false-colour ``fakes`` layer below the plate (each channel in its
+channel's colour; created once, then updated in place at most every few seconds). Stop quits the worker: the core generator is closed and leaves
+a checkpoint. Resume continues the run in the output folder. Opening another plate resets the
+dock (Resume then belongs to the new plate's run, if any).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from magicgui import widgets as mw
-from qtpy.QtWidgets import QLabel, QProgressBar, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QPushButton, QWidget, QVBoxLayout
 
 from . import _layers as L
-from ._mpl import make_canvas, style_axes
-from ._workers import notify_error, start_generator
+from ._mpl import make_canvas
+from ._ui import DockBase, Fold, button_row, status_label
+from ._workers import ProgressTracker, notify_error, start_generator
 
 DATA_FIELDS = ("data", "data_path", "source", "index_path", "dataset")
 OUT_FIELDS = ("out_dir", "outdir", "run_dir", "output", "out")
 RESUME_FIELDS = ("resume", "resume_from", "checkpoint")
 # Set from the data by the core, never by hand.
 DERIVED_FIELDS = ("channels", "channel_names", "preset")
-FAKES_PREFIX = "fakes"
+FAKES_PREFIX = L.FAKES_PREFIX
+UNITS = (("_kimg", " kimg"), ("kimg", " kimg"), ("_s", " s"), ("resolution", " px"))
 
 
 def train_api() -> tuple[Any, dict, Any]:
@@ -41,6 +48,23 @@ def train_api() -> tuple[Any, dict, Any]:
 
 def _first(names: tuple[str, ...], fields: dict[str, Any]) -> str | None:
     return next((n for n in names if n in fields), None)
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """``{field: comment}`` from the trailing comments of a dataclass's source (tooltips)."""
+    try:
+        src = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    return {m.group(1): m.group(2).strip() for m in re.finditer(r"^\s+(\w+)\s*:[^\n#]*#\s*(.+)$", src, re.M)}
+
+
+def field_choices(value: str, doc: str) -> list[str]:
+    """Choices a comment lists in quotes (``"ada" (...), "fixed", "none"``) when they include ``value``."""
+    quoted = re.findall(r'"([A-Za-z0-9_:+.\-]+)"', doc)
+    if "..." in doc or len(set(quoted)) < 2 or value not in quoted:
+        return []
+    return list(dict.fromkeys(quoted))
 
 
 def fakes_grid(fakes: np.ndarray, max_items: int = 16) -> np.ndarray:
@@ -60,6 +84,18 @@ def fakes_grid(fakes: np.ndarray, max_items: int = 16) -> np.ndarray:
     return np.nan_to_num(grid, nan=lo)
 
 
+def composite(grid: np.ndarray, colormaps: list[str]) -> np.ndarray:
+    """False-colour RGB [H,W,3] in [0,1] of channels [C,H,W] in about [-1,1], each in its channel colour."""
+    from napari.utils.colormaps import ensure_colormap
+
+    x = np.clip((np.asarray(grid, np.float32) + 1.0) / 2.0, 0.0, 1.0)
+    rgb = np.zeros(x.shape[1:] + (3,), np.float32)
+    for k in range(x.shape[0]):
+        colour = np.asarray(ensure_colormap(colormaps[k]).colors[-1][:3], np.float32)
+        rgb += x[k][..., None] * colour[None, None]
+    return np.clip(rgb, 0.0, 1.0)
+
+
 def _read_fakes_png(path: str | Path) -> np.ndarray:
     """A fakes PNG written by the core, as [1,3,H,W] or [1,1,H,W] float."""
     from PIL import Image
@@ -69,66 +105,90 @@ def _read_fakes_png(path: str | Path) -> np.ndarray:
     return arr[None]
 
 
-class TrainWidget(QWidget):
+class TrainWidget(DockBase):
     """Dock widget running :func:`gandl_core.gan.train.train` in a worker (see module docstring)."""
 
-    REDRAW_S = 0.5
+    REDRAW_S = 1.0  # loss plot
+    FAKES_S = 3.0  # fakes layers
 
     def __init__(self, napari_viewer: Any) -> None:
-        super().__init__()
-        self.viewer = napari_viewer
+        super().__init__(napari_viewer)
         self.worker = None
         self.history: dict[str, list[tuple[float, float]]] = {}
         self.last_checkpoint: Path | None = None
         self.result: Path | None = None
         self.progress_seen = 0
-        self._t0 = 0.0
-        self._done0 = 0.0
         self._api = None
         self._advanced: dict[str, mw.Widget] = {}
         self._pending_fakes: Any = None
         self._last_draw = 0.0
+        self._last_fakes = 0.0
+        self._run_session: int | None = None
+        self._tracker: ProgressTracker | None = None
+        self._lines: dict[str, Any] = {}
 
-        self.data = mw.FileEdit(label="data", mode="d", tooltip="Plate folder, LoadData CSV or index "
-                                "parquet. Empty: the plate open in the viewer.")
-        self.out = mw.FileEdit(label="output dir", mode="d", value=str(Path.cwd() / "gandl-run"))
-        self.preset = mw.ComboBox(label="preset", choices=[])
-        self.show_adv = mw.CheckBox(label="advanced options", value=False)
+        self.data = mw.FileEdit(label="data", mode="d", tooltip="Plate folder, LoadData CSV or index parquet. "
+                                "Empty: the plate open in the viewer.")
+        self.out = mw.FileEdit(label="output dir", mode="d", value=str(Path.cwd() / "gandl-run"),
+                               tooltip="Run folder: config.json, checkpoints/, fakes/, metrics.jsonl.")
+        self.preset = mw.ComboBox(label="preset", choices=[],
+                                  tooltip="cpu-tiny: seconds (smoke test); cpu-small: minutes on a laptop; "
+                                          "gpu-256 / paper: GPU runs.")
         self.adv = mw.Container(labels=True)
-        self.adv.visible = False
-        self.start_btn = mw.PushButton(text="Start")
-        self.stop_btn = mw.PushButton(text="Stop", enabled=False)
-        self.resume_btn = mw.PushButton(text="Resume", enabled=False)
-        buttons = mw.Container(widgets=[self.start_btn, self.stop_btn, self.resume_btn],
-                               layout="horizontal", labels=False)
-        self.form = mw.Container(widgets=[self.data, self.out, self.preset, self.show_adv, self.adv, buttons])
-        self.bar = QProgressBar()
-        self.bar.setRange(0, 1000)
-        self.info = QLabel("Choose a preset and press Start.")
-        self.info.setWordWrap(True)
-        self.canvas, self.fig, self.ax = make_canvas(4, 2.6)
+        self.form = mw.Container(widgets=[self.data, self.out, self.preset])
+        adv_box = QWidget()
+        QVBoxLayout(adv_box).addWidget(self.adv.native)
+        adv_box.layout().setContentsMargins(0, 0, 0, 0)
+        self.adv_fold = Fold("Advanced options", adv_box)
+        self.start_btn = QPushButton("Start")
+        self.stop_btn = QPushButton("Stop")
+        self.resume_btn = QPushButton("Resume")
+        self.stop_btn.setEnabled(False)
+        self.resume_btn.setEnabled(False)
+        self.start_btn.setToolTip("Train a new run in the output dir (a run already there is refused).")
+        self.stop_btn.setToolTip("Stop between steps; the core writes checkpoints/latest.pt.")
+        self.resume_btn.setToolTip("Continue the run in the output dir (raise kimg to train longer).")
+        self.info = status_label("Choose a preset and press Start.")
+        self.canvas, self.fig, self.ax = make_canvas(4, 2.4)
+        self.canvas.setMinimumHeight(160)
         self._style_plot()
+        self.body.addWidget(self.form.native)
+        self.body.addWidget(self.adv_fold)
+        self.body.addWidget(button_row(self.start_btn, self.stop_btn, self.resume_btn))
+        self.body.addWidget(self.info)
+        self.body.addWidget(self.canvas, stretch=1)
 
-        lay = QVBoxLayout(self)
-        lay.addWidget(self.form.native)
-        lay.addWidget(self.bar)
-        lay.addWidget(self.info)
-        lay.addWidget(self.canvas, stretch=1)
-
-        self.show_adv.changed.connect(lambda v: setattr(self.adv, "visible", bool(v)))
         self.preset.changed.connect(self._fill_advanced)
-        self.start_btn.changed.connect(lambda: self.start())
-        self.stop_btn.changed.connect(lambda: self.stop())
-        self.resume_btn.changed.connect(lambda: self.start(resume=True))
+        self.start_btn.clicked.connect(lambda: self.start())
+        self.stop_btn.clicked.connect(lambda: self.stop())
+        self.resume_btn.clicked.connect(lambda: self.start(resume=True))
         self._load_api()
+        self.on_session(self.session)
+
+    @property
+    def show_adv(self) -> bool:
+        return self.adv_fold.expanded
+
+    def on_session(self, session: Any) -> None:
+        """Another plate: Resume follows that plate's own run (if any); the plot starts empty."""
+        if self.worker is not None and self.worker.is_running:
+            return  # a run in progress keeps going; it belongs to the plate it started on
+        self.last_checkpoint = Path(session.checkpoint) if session is not None and session.checkpoint else None
+        self.result = None
+        self.history.clear()
+        self._plot()
+        self._set_running(False)
+        self.info.setText("Choose a preset and press Start." if session is None else
+                          f"Train on {Path(session.source).name} ({len(session.plates)} plate(s)), or give another "
+                          "plate in data.")
 
     # -- fields ----------------------------------------------------------------------------------
     def _load_api(self) -> None:
         try:
             self._api = train_api()
-        except ImportError as exc:  # core training not installed/landed: say so instead of crashing
+        except ImportError as exc:  # core training not installed: say so instead of crashing
             self.info.setText(f"gandl_core.gan.train is not available ({exc}).")
-            self.start_btn.enabled = False
+            self.start_btn.setEnabled(False)
             return
         _, presets, _ = self._api
         names = list(presets)
@@ -142,25 +202,33 @@ class TrainWidget(QWidget):
         cfg = config_cls.from_preset(self.preset.value)
         skip = set(DATA_FIELDS + OUT_FIELDS + RESUME_FIELDS + DERIVED_FIELDS)
         if not self._advanced:
+            docs = field_docs(config_cls)
             for f in dataclasses.fields(cfg):
                 value = getattr(cfg, f.name)
                 if f.name in skip or not isinstance(value, (bool, int, float, str)):
                     continue
-                widget = self._widget_for(f.name, value)
+                widget = self._widget_for(f.name, value, docs.get(f.name, ""))
                 self._advanced[f.name] = widget
                 self.adv.append(widget)
         for name, widget in self._advanced.items():
             widget.value = getattr(cfg, name)
 
     @staticmethod
-    def _widget_for(name: str, value: Any) -> mw.Widget:
+    def _widget_for(name: str, value: Any, doc: str = "") -> mw.Widget:
+        unit = next((u for key, u in UNITS if name.endswith(key) or name == key.strip("_")), "")
+        label = f"{name} ({unit.strip()})" if unit else name
         if isinstance(value, bool):
-            return mw.CheckBox(name=name, label=name, value=value)
+            return mw.CheckBox(name=name, label=label, value=value, tooltip=doc)
         if isinstance(value, int):
-            return mw.SpinBox(name=name, label=name, value=value, min=0, max=10**9)
+            return mw.SpinBox(name=name, label=label, value=value, min=-1, max=10**9, tooltip=doc)
         if isinstance(value, float):
-            return mw.FloatSpinBox(name=name, label=name, value=value, min=-1e9, max=1e9, step=0.001)
-        return mw.LineEdit(name=name, label=name, value=value)
+            w = mw.FloatSpinBox(name=name, label=label, value=value, min=-1e9, max=1e9, step=0.001, tooltip=doc)
+            w.native.setDecimals(6)  # lr 0.0025 must not read "0.00"
+            return w
+        choices = field_choices(value, doc)
+        if choices:
+            return mw.ComboBox(name=name, label=label, value=value, choices=choices, tooltip=doc)
+        return mw.LineEdit(name=name, label=label, value=value, tooltip=doc)
 
     def config(self, *, resume: bool = False) -> Any:
         """The TrainConfig the fields describe (preset + advanced values + data/output/resume)."""
@@ -171,7 +239,7 @@ class TrainWidget(QWidget):
         for name, widget in self._advanced.items():
             if widget.value != getattr(base, name):
                 over[name] = widget.value
-        data = str(self.data.value) if str(self.data.value) not in ("", ".") else ""
+        data = self._data_path()
         data_field, out_field = _first(DATA_FIELDS, names), _first(OUT_FIELDS, names)
         if data_field and data:
             over[data_field] = data
@@ -182,9 +250,13 @@ class TrainWidget(QWidget):
             over[resume_field] = str(self.last_checkpoint)
         return config_cls.from_preset(self.preset.value, **over)
 
+    def _data_path(self) -> str:
+        data = str(self.data.value)
+        return "" if data in ("", ".") else data
+
     # -- run -------------------------------------------------------------------------------------
     def start(self, *, resume: bool = False) -> Any:
-        """Start (or resume) training in a worker; returns the worker."""
+        """Start (or resume) training in a worker; returns the worker (None, with one message, on bad input)."""
         if self.worker is not None and self.worker.is_running:
             return self.worker
         try:
@@ -192,50 +264,38 @@ class TrainWidget(QWidget):
         except Exception as exc:  # noqa: BLE001 - invalid option: show, keep the dock usable
             notify_error(exc)
             return None
-        session = L.session_of(self.viewer)
-        data = str(self.data.value) if str(self.data.value) not in ("", ".") else ""
-        index = session.index if (session is not None and not data) else None
+        session = self.session
+        index = session.index if (session is not None and not self._data_path()) else None
         _, _, train = self._api
-        import inspect
-
         kwargs = {"index": index}
         if resume and "resume" in inspect.signature(train).parameters:
-            kwargs["resume"] = True  # core continues the run in out_dir from checkpoints/latest.pt
+            kwargs["resume"] = True  # the core continues the run in out_dir from checkpoints/latest.pt
         if not resume:
             self.history.clear()
-        self._t0, self._done0, self.progress_seen = time.monotonic(), None, 0
+        self.progress_seen = 0
+        self.result = None
+        self._run_session = session.id if session is not None and index is not None else None
         self.info.setText("Starting (importing torch, reading the plate)...")
         self._set_running(True)
+        self._tracker = ProgressTracker("Training GAN")
         self.worker = start_generator(lambda: train(cfg, **kwargs), on_yield=self._on_progress,
-                                      on_return=self._on_done, on_finish=self._on_finish)
+                                      on_return=self._on_done, on_error=self._on_error, on_finish=self._on_finish,
+                                      context="Training")
         return self.worker
 
     def stop(self) -> None:
         """Stop training: the worker closes the core generator, which saves a checkpoint."""
-        if self.worker is not None:
+        if self.worker is not None and self.worker.is_running:
             self.info.setText("Stopping: saving a checkpoint...")
             self.worker.quit()
 
     def _set_running(self, running: bool) -> None:
-        self.start_btn.enabled = not running
-        self.resume_btn.enabled = (not running) and self.last_checkpoint is not None
-        self.stop_btn.enabled = running
-        self.form.native.setEnabled(True)
+        self.start_btn.setEnabled(not running and self._api is not None)
+        self.resume_btn.setEnabled((not running) and self.last_checkpoint is not None)
+        self.stop_btn.setEnabled(running)
 
     def _on_progress(self, p: Any) -> None:
         self.progress_seen += 1
-        if self._done0 is None:
-            self._done0 = float(p.done)
-            self._t0 = time.monotonic()
-        if p.fraction is not None:
-            self.bar.setValue(int(1000 * p.fraction))
-        left = p.metrics.get("seconds_left", p.metrics.get("eta_s"))
-        if left is None and p.total and p.done > self._done0:
-            rate = (p.done - self._done0) / max(time.monotonic() - self._t0, 1e-6)
-            left = (p.total - p.done) / rate
-        total = f" / {p.total:g}" if p.total else ""
-        eta = f", {left / 60:.1f} min left" if left is not None else ""
-        self.info.setText(f"{p.done:.3f}{total} {p.unit}{eta}. {p.message}")
         for key, value in p.metrics.items():
             if "loss" in key.lower() or key.lower() in {"d", "g", "augment_p", "p"}:
                 try:
@@ -248,12 +308,19 @@ class TrainWidget(QWidget):
         fakes = p.artifacts.get("fakes")
         if fakes is not None:
             self._pending_fakes = fakes
+        text = self._tracker.update(p) if self._tracker else None
+        if text is not None:
+            self.info.setText(text)
         # Redraw at most every REDRAW_S seconds: a fast core can yield faster than matplotlib and
         # layer updates take, and a backlog of yields would make the GUI lag behind training.
         now = time.monotonic()
-        if now - self._last_draw >= self.REDRAW_S or p.fraction == 1.0:
+        if now - self._last_draw >= self.REDRAW_S:
             self._last_draw = now
-            self.redraw()
+            self._plot()
+        if self._pending_fakes is not None and now - self._last_fakes >= self.FAKES_S:
+            self._last_fakes = now
+            self.show_fakes(self._pending_fakes)
+            self._pending_fakes = None
 
     def redraw(self) -> None:
         """Draw the loss plot and the newest fakes received so far."""
@@ -263,58 +330,67 @@ class TrainWidget(QWidget):
         self._plot()
 
     def _on_done(self, result: Any) -> None:
-        self.redraw()
         if result is not None:
             self.result = Path(result)
             self.last_checkpoint = self.result
             self.info.setText(f"Done: {self.result}")
 
+    def _on_error(self, exc: BaseException) -> None:
+        self.info.setText(f"Training failed: {str(exc).splitlines()[0][:200]}")
+        self._pending_fakes = None
+
     def _on_finish(self) -> None:
         self.redraw()
+        if self._tracker is not None:
+            self._tracker.close()
+            self._tracker = None
         latest = Path(str(self.out.value)) / "checkpoints" / "latest.pt"
         if self.result is None and latest.is_file():
             self.last_checkpoint = latest  # written by the core when the generator was closed
-        if self.result is None and self.last_checkpoint is not None:
+        if self.result is None and self.last_checkpoint is not None and not self.info.text().startswith("Training failed"):
             self.info.setText(f"Stopped; checkpoint: {self.last_checkpoint}")
+        session = self.session
+        if session is not None and self._run_session == session.id and self.last_checkpoint is not None:
+            session.checkpoint = str(self.last_checkpoint)
         self._set_running(False)
 
     # -- display ---------------------------------------------------------------------------------
     def show_fakes(self, fakes: Any) -> None:
-        """Show the latest fakes as one additive layer per channel (updated in place)."""
-        from_png = isinstance(fakes, (str, Path))
-        if from_png:
-            arr, names = _read_fakes_png(fakes), None
-        else:
-            arr = fakes.detach().cpu().numpy() if hasattr(fakes, "detach") else np.asarray(fakes)
-            names = None
-        grid = fakes_grid(arr)
-        session = L.session_of(self.viewer)
-        if names is None and session is not None and session.index is not None:
-            from gandl_core.plates import channel_names
+        """Show the latest fakes as one false-colour layer (created once, then updated in place).
 
-            names = channel_names(session.index)
-        if not names or len(names) != grid.shape[0]:
-            names = [f"Ch{i + 1}" for i in range(grid.shape[0])]
-        # Keep fakes clear of the site image and plate map: place them below both.
-        below = float(session.site_shape[0] + 4 * session.spacing) if session is not None and session.site_shape[0] else 0.0
-        scale = (session.site_shape[0] / grid.shape[1]) if session is not None and session.site_shape[0] else 1.0
-        used: list[str] = []
-        for i, name in enumerate(names):
-            layer_name = f"{FAKES_PREFIX} {name}"
-            cmap = L.colormap_for(name, i, used)
-            used.append(cmap)
-            # Generator outputs live in the normalizer's [-1, 1] space (real background at -1), with
-            # overshoot early in training: show them on that fixed scale (as the core's fakes PNG
-            # does) so fakes and reals compare; a fakes PNG (0..255) gets robust limits.
-            limits = L.robust_limits(grid[i]) if from_png else (-1.0, 1.0)
-            if layer_name in self.viewer.layers:
-                layer = self.viewer.layers[layer_name]
-                layer.data = grid[i]
-                layer.contrast_limits = limits
-            else:
-                self.viewer.add_image(grid[i], name=layer_name, colormap=cmap, blending="additive",
-                                      contrast_limits=limits, translate=(below, 0.0), scale=(scale, scale),
-                                      metadata={L.KIND_KEY: "fakes", "channel": name})
+        One RGB layer instead of a layer per channel: creating an image layer is the costliest
+        thing napari does on the GUI thread, and fakes are looked at, not measured.
+        """
+        session = self.session
+        if self._run_session is not None and (session is None or session.id != self._run_session):
+            return  # the run's plate was closed: no layers for it
+        from_png = isinstance(fakes, (str, Path))
+        arr = _read_fakes_png(fakes) if from_png else \
+            (fakes.detach().cpu().numpy() if hasattr(fakes, "detach") else np.asarray(fakes))
+        grid = fakes_grid(arr)
+        if from_png:  # 0..255 -> the generator's [-1, 1]
+            grid = grid / 127.5 - 1.0
+        cmaps = [c.colormap for c in session.channels] if session is not None else []
+        if len(cmaps) != grid.shape[0]:
+            used: list[str] = []
+            cmaps = []
+            for i in range(grid.shape[0]):
+                cmaps.append(L.colormap_for(f"Ch{i + 1}", i, used))
+                used.append(cmaps[-1])
+        rgb = composite(grid, cmaps)
+        existing = self.hub.find("fakes", session.id) if session is not None else None
+        if existing is None:
+            existing = next((ly for ly in self.viewer.layers if ly.metadata.get(L.KIND_KEY) == "fakes"), None)
+        if existing is not None:
+            existing.data = rgb
+            return
+        h = session.site_shape[0] if session is not None else 0
+        below = float(h + 4 * L.spacing_of(session)) if h else 0.0
+        scale = (h / grid.shape[1]) if h else 1.0
+        kwargs = dict(name=FAKES_PREFIX, rgb=True, translate=(below, 0.0), scale=(scale, scale),
+                      metadata={L.KIND_KEY: "fakes", "session_id": session.id if session is not None else None})
+        self.hub.add_layers_staged([lambda: None if self.hub.find("fakes", kwargs["metadata"]["session_id"])
+                                    else self.viewer.add_image(rgb, **kwargs)])
 
     def _style_plot(self) -> None:
         self.ax.set_xlabel("kimg")
@@ -322,13 +398,29 @@ class TrainWidget(QWidget):
         self.ax.set_title("training losses", fontsize=9)
 
     def _plot(self) -> None:
-        self.ax.clear()
-        style_axes(self.ax)
-        self._style_plot()
+        """Loss curves, updated in place (new lines only for new metrics; no axes clearing)."""
+        lines = self._lines
+        if not self.history:
+            for line in lines.values():
+                line.remove()
+            lines.clear()
+            legend = self.ax.get_legend()
+            if legend is not None:
+                legend.remove()
+            self.canvas.draw_idle()
+            return
+        added = False
         for key, pts in self.history.items():
-            if pts:
-                x, y = zip(*pts)
-                self.ax.plot(x, y, label=key, lw=1.2)
-        if self.history:
+            if not pts:
+                continue
+            x, y = zip(*pts)
+            if key not in lines:
+                (lines[key],) = self.ax.plot(x, y, label=key, lw=1.2)
+                added = True
+            else:
+                lines[key].set_data(x, y)
+        self.ax.relim()
+        self.ax.autoscale_view()
+        if added:
             self.ax.legend(fontsize=7, facecolor="#262930", labelcolor="#e0e0e0", edgecolor="#555")
         self.canvas.draw_idle()

@@ -69,3 +69,52 @@ def write_rxrx(root: Path, *, plates: int = 2, sites: int = 2, size: int = SIZE,
 def tiny_rxrx(tmp_path: Path) -> Path:
     return write_rxrx(tmp_path / "screen")
 
+
+
+def wait_open(viewer, qtbot, timeout: int = 60000):
+    """Wait until the plate opened into ``viewer`` is shown (indexing worker + staged layers done)."""
+    from napari_gandl._hub import hub_of
+
+    hub = hub_of(viewer)
+    qtbot.waitUntil(lambda: hub.opening is None and hub.ready and not hub.building and hub.session is not None,
+                    timeout=timeout)
+    return hub.session
+
+
+def open_plate(viewer, path, qtbot, timeout: int = 60000):
+    """Open a plate source through the plugin's reader and wait until it is shown; returns the session."""
+    from napari_gandl._hub import hub_of
+
+    hub = hub_of(viewer)
+    before = hub.session
+    viewer.open(str(path), plugin="napari-gandl")
+    qtbot.waitUntil(lambda: hub.session is not None and hub.session is not before, timeout=timeout)
+    return wait_open(viewer, qtbot, timeout)
+
+
+def wait_reads(viewer, qtbot, timeout: int = 10000) -> None:
+    """Wait until no site read is running (a well click reads its site in a worker)."""
+    from napari_gandl._hub import hub_of
+
+    hub = hub_of(viewer)
+    qtbot.waitUntil(lambda: not hub.reading, timeout=timeout)
+
+
+def wait_worker(worker, qtbot, timeout: int = 60000) -> None:
+    """Wait until a worker (fit, embed, dose-response...) has finished and its handlers ran."""
+    if worker is None:
+        return
+    qtbot.waitUntil(lambda: worker.done, timeout=timeout)
+
+
+def dock(viewer, name):
+    _, widget = viewer.window.add_plugin_dock_widget("napari-gandl", name)
+    return widget
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    """Every error notification shown during a test (napari's show_error, patched), as text."""
+    shown: list[str] = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", lambda msg: shown.append(str(msg)))
+    return shown

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_gandl import _layers as L
+from conftest import dock, open_plate, wait_open, wait_worker
+from napari_gandl._hub import hub_of
 from napari_gandl._sample_data import SAMPLE_NAME
 
 pytestmark = pytest.mark.napari
@@ -30,42 +31,42 @@ def shoot(viewer, qtbot, widget, name: str) -> np.ndarray:
     return img
 
 
-def test_sample_data_generates_and_opens(make_napari_viewer, tmp_path, monkeypatch) -> None:
+def test_sample_data_generates_and_opens(make_napari_viewer, tmp_path, monkeypatch, qtbot) -> None:
     pytest.importorskip("gandl_core.synth")
     monkeypatch.setenv("NAPARI_GANDL_CACHE", str(tmp_path / "cache"))
     viewer = make_napari_viewer()
-    viewer.open_sample("napari-gandl", "synthetic_screen")
+    viewer.open_sample("napari-gandl", "synthetic_screen")  # generated and indexed in a worker
+    session = wait_open(viewer, qtbot, timeout=120000)
     assert (tmp_path / "cache" / SAMPLE_NAME / "metadata.csv").is_file()
-    pm = L.find_plate_map(viewer)
-    session = pm.metadata[L.SESSION_KEY]
     assert len(session.plates) == 2 and len(viewer.layers["site DNA"].data) == 96
     roles = set(session.wells["Metadata_Role"])
     assert {"positive", "negative", "treated"} <= roles
-    # second call reuses the cache (no regeneration)
+    # second call reuses the cache (no regeneration) and replaces the first session
     stamp = (tmp_path / "cache" / SAMPLE_NAME / "metadata.csv").stat().st_mtime_ns
     viewer.open_sample("napari-gandl", "synthetic_screen")
+    hub = hub_of(viewer)
+    qtbot.waitUntil(lambda: hub.session is not None and hub.session is not session, timeout=60000)
+    wait_open(viewer, qtbot)
     assert (tmp_path / "cache" / SAMPLE_NAME / "metadata.csv").stat().st_mtime_ns == stamp
+    assert sum(ly.name == "plate map" for ly in viewer.layers) == 1
+    assert not any(ly.metadata.get("gandl_kind") == "placeholder" for ly in viewer.layers)
 
 
-@pytest.mark.parametrize("name", ["Plate browser", "Train GAN", "Embed wells", "Projection and activity"])
+@pytest.mark.parametrize("name", ["GAN-DL (all steps, tabbed)", "Projection and activity"])
 def test_screenshot_with_dock_is_not_blank(make_napari_viewer, tiny_rxrx, qtbot, name) -> None:
     viewer = make_napari_viewer(show=True)
-    viewer.open(str(tiny_rxrx), plugin="napari-gandl")
-    _, widget = viewer.window.add_plugin_dock_widget("napari-gandl", name)
+    session = open_plate(viewer, tiny_rxrx, qtbot)
+    widget = dock(viewer, name)
     if name == "Projection and activity":
-        from test_analysis import embedded_viewer  # noqa: F401 - same features recipe
-
-        layer = L.find_plate_map(viewer)
-        session = layer.metadata[L.SESSION_KEY]
         rng = np.random.default_rng(0)
         mock = (session.wells["Metadata_Condition"] == "Mock").to_numpy(float)
         feats = session.wells[["Metadata_Plate", "Metadata_Well"]].copy()
         for i in range(4):
             feats[f"GAN_{i:03d}"] = rng.normal(0, 0.1, len(feats)) + (mock if i == 0 else 0)
         session.merge_wells(feats)
-        widget.refresh_choices()
-        assert widget.fit() is not None
-    img = shoot(viewer, qtbot, widget, name.split()[0].lower())
+        wait_worker(widget.fit(), qtbot)
+        assert widget.scores is not None
+    img = shoot(viewer, qtbot, widget, name.split()[0].lower().strip("-"))
     assert img.ndim == 3 and img.shape[0] > 300 and img.shape[1] > 300
     assert img[..., :3].std() > 10  # not a blank window
     # the dock region (right part) has content, too

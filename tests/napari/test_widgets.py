@@ -1,45 +1,63 @@
-"""Plate, training and embedding docks in a real viewer (opened through the plugin menu entries)."""
+"""Docks in a real viewer (opened through the plugin menu): plates, marks, training, embedding, errors, sizes."""
 
 from __future__ import annotations
 
 import dataclasses
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import dock, open_plate, wait_reads, wait_worker, write_rxrx
 from gandl_core.progress import Progress
 from napari_gandl import _layers as L
+from napari_gandl._hub import hub_of
 
 pytestmark = pytest.mark.napari
+DOCKS = ["GAN-DL (all steps, tabbed)", "Plate browser", "Train GAN", "Embed wells", "Projection and activity"]
 
 
-def dock(viewer, name):
-    _, widget = viewer.window.add_plugin_dock_widget("napari-gandl", name)
-    return widget
-
-
-@pytest.mark.parametrize("name", ["Plate browser", "Train GAN", "Embed wells", "Projection and activity"])
+@pytest.mark.parametrize("name", DOCKS)
 def test_every_widget_opens_from_the_menu(make_napari_viewer, name) -> None:
     viewer = make_napari_viewer()
     widget = dock(viewer, name)
-    assert widget is not None and widget.viewer.layers is not None and widget.isVisible() is not None
+    assert widget is not None and widget.viewer.layers is not None
+
+
+def test_docks_fit_a_laptop_screen(make_napari_viewer, tiny_rxrx, qtbot) -> None:
+    """Every dock open at once (advanced options unfolded too): the window still fits 1000 px of height."""
+    viewer = make_napari_viewer(show=True)
+    open_plate(viewer, tiny_rxrx, qtbot)
+    widgets = [dock(viewer, n) for n in DOCKS]
+    for w in (widgets[0].train, widgets[2]):
+        w.adv_fold.set_expanded(True)
+    qtbot.wait(50)
+    heights = {n: w.minimumSizeHint().height() for n, w in zip(DOCKS, widgets)}
+    assert max(heights.values()) <= 200, heights
+    window = viewer.window._qt_window
+    assert window.minimumSizeHint().height() <= 1000, window.minimumSizeHint()
+    assert window.minimumSize().height() <= 1000
+    # the buttons keep a usable height and number fields show their decimals
+    train = widgets[2]
+    assert train.start_btn.minimumHeight() >= 24
+    assert train._advanced["lr_g"].native.text().rstrip("0").endswith("0025")
 
 
 def test_plate_widget_selection_shows_well(make_napari_viewer, tiny_rxrx: Path, qtbot) -> None:
     viewer = make_napari_viewer()
-    viewer.open(str(tiny_rxrx), plugin="napari-gandl")
+    session = open_plate(viewer, tiny_rxrx, qtbot)
     w = dock(viewer, "Plate browser")
     assert [w.plate_box.itemText(i) for i in range(w.plate_box.count())] == ["EXP-1_Plate1", "EXP-1_Plate2"]
-    pm = L.find_plate_map(viewer)
+    hub = hub_of(viewer)
+    pm = hub.plate_map
     dna = viewer.layers["site DNA"]
-    before = dna.data.copy()
     layer_count = len(viewer.layers)
-    b02 = int(np.flatnonzero(pm.features["Metadata_Well"] == "B02")[0])
-    c03 = int(np.flatnonzero(pm.features["Metadata_Well"] == "C03")[0])
-    pm.selected_data = {c03, b02}
+    b02, c03 = session.rows_of([("EXP-1_Plate1", "B02"), ("EXP-1_Plate1", "C03")])
+    pm.selected_data = {int(c03), int(b02)}
+    wait_reads(viewer, qtbot)
     assert w.table.rowCount() == 2
     headers = [w.table.horizontalHeaderItem(j).text() for j in range(w.table.columnCount())]
     cond = [w.table.item(i, headers.index("Condition")).text() for i in range(2)]
@@ -48,17 +66,144 @@ def test_plate_widget_selection_shows_well(make_napari_viewer, tiny_rxrx: Path, 
     assert viewer.layers["site DNA"] is dna and len(viewer.layers) == layer_count
     from gandl_core.plates import read_site
 
-    idx = pm.metadata[L.SESSION_KEY].index
+    idx = session.index
     row = idx[(idx.Metadata_Well == "B02") & (idx.Metadata_Site == 1) & (idx.Metadata_Plate == "EXP-1_Plate1")].iloc[0]
     np.testing.assert_array_equal(dna.data, read_site(row)[0])
-    assert not np.array_equal(dna.data, before) or row["Metadata_Well"] == "B02"
+    assert w.showing.text() == "EXP-1_Plate1 · B02 · site 1"
     w.site_box.setValue(2)
+    wait_reads(viewer, qtbot)
     row2 = idx[(idx.Metadata_Well == "B02") & (idx.Metadata_Site == 2) & (idx.Metadata_Plate == "EXP-1_Plate1")].iloc[0]
     np.testing.assert_array_equal(dna.data, read_site(row2)[0])
-    # switching plate swaps the plate map's table in place
+    # switching plate changes which points are shown: features keep every well
     w.plate_box.setCurrentText("EXP-1_Plate2")
-    assert set(pm.features["Metadata_Plate"]) == {"EXP-1_Plate2"} and len(pm.data) == 8
-    assert len(pm.selected_data) == 0
+    wait_reads(viewer, qtbot)
+    assert session.plate == "EXP-1_Plate2" and len(pm.features) == 16
+    assert set(pm.features.loc[pm.shown, "Metadata_Plate"]) == {"EXP-1_Plate2"}
+    assert len(pm.selected_data) == 0 and session.current.plate == "EXP-1_Plate2"
+
+
+def test_click_selects_a_well_in_pan_zoom_mode(make_napari_viewer, tiny_rxrx, qtbot) -> None:
+    """The default mode pans; a click without a drag still selects the well under it (shift adds)."""
+    from napari_gandl._hub import _click_select
+
+    viewer = make_napari_viewer()
+    session = open_plate(viewer, tiny_rxrx, qtbot)
+    pm = hub_of(viewer).plate_map
+    assert pm.mode == "pan_zoom" and _click_select in pm.mouse_drag_callbacks
+
+    def click(row: int, modifiers=(), drag=(0.0, 0.0)) -> None:
+        pos = tuple(pm.data[row])
+        ev = SimpleNamespace(type="mouse_press", position=pos, modifiers=list(modifiers), button=1)
+        gen = _click_select(pm, ev)
+        next(gen)
+        if any(drag):
+            ev.type, ev.position = "mouse_move", (pos[0] + drag[0], pos[1] + drag[1])
+            next(gen)
+        ev.type = "mouse_release"
+        with pytest.raises(StopIteration):
+            next(gen)
+
+    c04, b05 = (int(i) for i in session.rows_of([("EXP-1_Plate1", "C04"), ("EXP-1_Plate1", "B05")]))
+    click(c04)
+    assert pm.selected_data == {c04}
+    click(b05, modifiers=["Shift"])
+    assert pm.selected_data == {c04, b05}
+    click(b05, drag=(30.0, 30.0))  # a drag pans: the selection stays
+    assert pm.selected_data == {c04, b05}
+    wait_reads(viewer, qtbot)
+
+
+def test_second_plate_replaces_the_first(make_napari_viewer, tiny_rxrx, tmp_path, qtbot) -> None:
+    """Opening another plate removes the first one's layers, keeps the analyst's own, and every dock follows."""
+    viewer = make_napari_viewer()
+    first = open_plate(viewer, tiny_rxrx, qtbot)
+    mine = viewer.add_points(np.zeros((1, 2)), name="my annotations")
+    gandl = dock(viewer, "GAN-DL (all steps, tabbed)")
+    first.checkpoint = str(tmp_path / "old.pt")
+    gandl.train.on_session(first)
+    assert gandl.train.resume_btn.isEnabled()
+    closed = []
+    first.closed.connect(lambda: closed.append(True))
+    other = write_rxrx(tmp_path / "other", plates=1, size=24, seed=3)
+    second = open_plate(viewer, other, qtbot)
+    assert closed == [True] and second is not first
+    kinds = [(ly.metadata.get(L.KIND_KEY), ly.metadata.get("session_id")) for ly in viewer.layers if ly is not mine]
+    assert {sid for _, sid in kinds} == {second.id}  # nothing of the first plate is left
+    assert [ly.name for ly in viewer.layers if ly.name.startswith("site ")] == \
+        ["site DNA", "site ER", "site Actin", "site RNA", "site Golgi"]  # no "[1]" duplicates
+    assert "my annotations" in viewer.layers
+    assert viewer.layers["site DNA"].data.shape == (24, 24)
+    assert [gandl.plate.plate_box.itemText(i) for i in range(gandl.plate.plate_box.count())] == ["EXP-1_Plate1"]
+    assert not gandl.train.resume_btn.isEnabled()  # Resume no longer points at the old plate's run
+    assert gandl.analysis.z_label.text() == "Z' = -"
+
+
+def write_unlabelled_plate(root: Path, wells=("B02", "B03", "B04", "C02", "C03", "C04")) -> Path:
+    """A LoadData plate without any role/condition column (like real BBBC022 plates)."""
+    from PIL import Image
+
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    rows = []
+    for w in wells:
+        for ch in ("DNA", "Actin"):
+            Image.fromarray(rng.integers(100, 4000, (16, 16)).astype(np.uint16)).save(root / f"{w}_{ch}.png")
+        rows.append({"Metadata_Plate": "P1", "Metadata_Well": w, "FileName_DNA": f"{w}_DNA.png",
+                     "PathName_DNA": ".", "FileName_Actin": f"{w}_Actin.png", "PathName_Actin": "."})
+    pd.DataFrame(rows).to_csv(root / "load_data.csv", index=False)
+    return root / "load_data.csv"
+
+
+def test_mark_controls_by_selection_then_fit(make_napari_viewer, tmp_path, qtbot, errors) -> None:
+    viewer = make_napari_viewer()
+    session = open_plate(viewer, write_unlabelled_plate(tmp_path / "plate"), qtbot)
+    assert "Metadata_Role" not in session.wells
+    gandl = dock(viewer, "GAN-DL (all steps, tabbed)")
+    assert gandl.analysis.column.choices == ()  # nothing to fit on yet
+    # features where row B is "healthy": GAN_000 high
+    rng = np.random.default_rng(0)
+    feats = session.wells[["Metadata_Plate", "Metadata_Well"]].copy()
+    healthy = feats["Metadata_Well"].str.startswith("B").to_numpy(float)
+    for i in range(4):
+        feats[f"GAN_{i:03d}"] = rng.normal(0, 0.05, len(feats)) + (healthy if i == 0 else 0)
+    session.merge_wells(feats)
+    pm = hub_of(viewer).plate_map
+    pm.selected_data = set(int(i) for i in session.rows_of([("P1", "B02"), ("P1", "B03")]))
+    assert gandl.plate.mark("C+") == 2
+    pm.selected_data = set(int(i) for i in session.rows_of([("P1", "C02"), ("P1", "C03")]))
+    assert gandl.plate.mark("C-") == 2
+    pm.selected_data = {int(session.rows_of([("P1", "C04")])[0])}
+    assert gandl.plate.mark("ignore") == 1
+    assert session.wells["Metadata_Role"].tolist() == ["positive", "positive", "", "negative", "negative", "ignore"]
+    assert pm.features["Metadata_RoleCode"].tolist() == [1, 1, 0, 2, 2, 4]
+    assert set(session.index["Metadata_Role"]) == {"positive", "negative", "", "ignore"}
+    ana = gandl.analysis
+    assert ana.column.value == "Metadata_Role" and (ana.positive.value, ana.negative.value) == ("positive", "negative")
+    wait_worker(ana.fit(), qtbot)
+    assert not errors, errors
+    on = session.wells.set_index("Metadata_Well")["OnScore"]
+    assert on[["B02", "B03"]].mean() == pytest.approx(1.0, abs=1e-6)
+    assert on[["C02", "C03"]].mean() == pytest.approx(-1.0, abs=1e-6)
+    assert np.isnan(on["C04"]) and np.isfinite(on["B04"])  # ignored: not scored; unmarked: scored
+    # the marks are saved with the table
+    gandl.embed.save_path.value = str(tmp_path / "wells.parquet")
+    path = gandl.embed.save()
+    from gandl_core.tables import read_table
+
+    saved = read_table(path)
+    assert saved.set_index("Metadata_Well")["Metadata_Role"].to_dict()["B02"] == "positive"
+
+
+def test_rename_channels_and_colours(make_napari_viewer, tmp_path, qtbot) -> None:
+    viewer = make_napari_viewer()
+    session = open_plate(viewer, write_unlabelled_plate(tmp_path / "plate"), qtbot)
+    w = dock(viewer, "Plate browser")
+    from napari_gandl._session import ChannelSpec
+
+    assert w.rename_channels([ChannelSpec("Hoechst", "cyan"), ChannelSpec("Phalloidin", "magenta")])
+    assert [ly.name for ly in hub_of(viewer).site_layers()] == ["site Hoechst", "site Phalloidin"]
+    assert viewer.layers["site Hoechst"].colormap.name == "cyan"
+    assert list(session.index.filter(like="Path_").columns) == ["Path_Hoechst", "Path_Phalloidin"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -72,6 +217,7 @@ class FakeConfig:
     kimg: float = 0.2
     resolution: int = 16
     batch_size: int = 4
+    lr_g: float = 0.0025
     loss: str = "stylegan2"
     seed: int = 0
     channels: int = 5
@@ -110,43 +256,41 @@ def test_train_widget_runs_stops_and_resumes_with_fake_core(make_napari_viewer, 
     calls = []
     monkeypatch.setattr("napari_gandl._train_widget.train_api",
                         lambda: (FakeConfig, {"cpu-tiny": {}, "paper": {}}, fake_train(calls)))
+    monkeypatch.setattr("napari_gandl._train_widget.TrainWidget.FAKES_S", 0.1)
     viewer = make_napari_viewer()
-    viewer.open(str(tiny_rxrx), plugin="napari-gandl")
+    open_plate(viewer, tiny_rxrx, qtbot)
     w = dock(viewer, "Train GAN")
     assert w.preset.value == "cpu-tiny"
-    assert set(w._advanced) == {"kimg", "resolution", "batch_size", "loss", "seed"}  # not out/data/resume
-    assert w.adv.visible is False
+    assert set(w._advanced) == {"kimg", "resolution", "batch_size", "lr_g", "loss", "seed"}  # not out/data/resume
+    assert not w.show_adv
     w.preset.value = "paper"
     assert w._advanced["resolution"].value == 256
     w.preset.value = "cpu-tiny"
     w._advanced["seed"].value = 7
     w.out.value = str(tmp_path / "run")
     worker = w.start()
-    qtbot.waitUntil(lambda: w.progress_seen >= 5, timeout=10000)
-    with qtbot.waitSignal(worker.finished, timeout=10000):
-        w.stop()
-    qtbot.waitUntil(lambda: not worker.is_running, timeout=5000)
+    qtbot.waitUntil(lambda: w.progress_seen >= 5 and "fakes" in viewer.layers, timeout=20000)
+    w.stop()
+    wait_worker(worker, qtbot, 10000)
     cfg, index, resumed = calls[0]
     assert not resumed
     assert cfg.seed == 7 and cfg.resolution == 16 and cfg.out_dir == str(tmp_path / "run")
     assert index is not None and len(index) == 32  # the open plate's index is trained on
     ckpt = tmp_path / "run" / "checkpoints" / "latest.pt"
-    assert ckpt.is_file()
     steps = int(ckpt.read_text().split()[1])
     assert 5 <= steps < 4000  # stopped early, generator closed (finally ran)
-    assert 0 < w.bar.value() < 1000
     assert len(w.history["loss_G"]) >= 5 and w.history["loss_G"][-1][1] < w.history["loss_G"][0][1]
-    fakes = viewer.layers["fakes DNA"]
-    assert fakes.data.shape == (32, 32)  # 4 fakes tiled 2x2
-    assert [ly.name for ly in viewer.layers if ly.name.startswith("fakes")] == \
-        ["fakes DNA", "fakes ER", "fakes Actin", "fakes RNA", "fakes Golgi"]
-    assert w.resume_btn.enabled and w.start_btn.enabled and not w.stop_btn.enabled
-    assert w.last_checkpoint == ckpt
+    fakes = viewer.layers["fakes"]
+    assert fakes.rgb and fakes.data.shape == (32, 32, 3)  # 4 fakes tiled 2x2, one false-colour layer
+    assert [ly.name for ly in viewer.layers if ly.name.startswith("fakes")] == ["fakes"]
+    assert fakes.metadata["session_id"] == w.session.id
+    assert w.resume_btn.isEnabled() and w.start_btn.isEnabled() and not w.stop_btn.isEnabled()
+    assert w.last_checkpoint == ckpt and w.session.checkpoint == str(ckpt)
     # Resume: the same run continues from the newest checkpoint
     worker = w.start(resume=True)
     qtbot.waitUntil(lambda: len(calls) == 2, timeout=5000)
-    with qtbot.waitSignal(worker.finished, timeout=10000):
-        w.stop()
+    w.stop()
+    wait_worker(worker, qtbot, 10000)
     assert calls[1][2] is True and calls[1][0].seed == 7 and calls[1][0].out_dir == str(tmp_path / "run")
 
 
@@ -160,6 +304,19 @@ def test_fakes_grid_tiles_in_order() -> None:
     assert g[0, 5, 11] == 0  # the empty cell takes the minimum
 
 
+def test_advanced_fields_carry_the_cores_comments() -> None:
+    pytest.importorskip("gandl_core.gan.train")
+    from gandl_core.gan.train import TrainConfig
+    from napari_gandl._train_widget import TrainWidget, field_choices, field_docs
+
+    docs = field_docs(TrainConfig)
+    assert "power of two" in docs["resolution"]
+    assert field_choices("ada", docs["augment"]) == ["ada", "fixed", "none"]
+    assert field_choices("auto", docs["device"]) == []  # free text ("...")
+    w = TrainWidget._widget_for("kimg", 1.5, docs["kimg"])
+    assert w.label == "kimg (kimg)" and "thousands" in w.tooltip
+
+
 # ---------------------------------------------------------------------------------------------
 # embedding with a real (random, tiny) discriminator checkpoint
 # ---------------------------------------------------------------------------------------------
@@ -168,8 +325,8 @@ def tiny_checkpoint(path: Path, index: pd.DataFrame) -> Path:
     import torch
 
     from gandl_core.checkpoint import save_checkpoint
-    from gandl_core.plates import IntensityNormalizer, channel_names
     from gandl_core.gan.stylegan2 import Discriminator
+    from gandl_core.plates import IntensityNormalizer, channel_names
 
     torch.manual_seed(0)
     tiny = dict(channel_base=256, channel_max=16, feature_dim=16)
@@ -185,27 +342,29 @@ def tiny_checkpoint(path: Path, index: pd.DataFrame) -> Path:
 
 def test_embed_two_selected_wells_fills_features(make_napari_viewer, tiny_rxrx, tmp_path, qtbot) -> None:
     viewer = make_napari_viewer()
-    viewer.open(str(tiny_rxrx), plugin="napari-gandl")
-    pm = L.find_plate_map(viewer)
-    session = pm.metadata[L.SESSION_KEY]
+    session = open_plate(viewer, tiny_rxrx, qtbot)
+    pm = hub_of(viewer).plate_map
+    pm.features["MANUAL_CLUSTER_ID"] = pd.Categorical(np.arange(16) % 3)  # another plugin's column
     ckpt = tiny_checkpoint(tmp_path / "tiny.pt", session.index)
     w = dock(viewer, "Embed wells")
     w.checkpoint.value = str(ckpt)
     w.selected_only.value = True
-    rows = [int(np.flatnonzero(pm.features["Metadata_Well"] == x)[0]) for x in ("B02", "C02")]
-    pm.selected_data = set(rows)
+    pm.selected_data = set(int(i) for i in session.rows_of([("EXP-1_Plate1", "B02"), ("EXP-1_Plate1", "C02")]))
     worker = w.start()
-    with qtbot.waitSignal(worker.finished, timeout=60000):
-        pass
-    qtbot.waitUntil(lambda: not worker.is_running, timeout=5000)
+    wait_worker(worker, qtbot, 90000)
     assert len(w.sites) == 4  # 2 wells x 2 sites
     feats = pm.features
     assert "GAN_000" in feats.columns and "GAN_015" in feats.columns
+    assert feats["MANUAL_CLUSTER_ID"].tolist() == (np.arange(16) % 3).tolist()  # merged, not replaced
     done = feats.dropna(subset=["GAN_000"])
-    assert sorted(done["Metadata_Well"]) == ["B02", "C02"] and len(feats) == 8
+    assert sorted(done["Metadata_Well"]) == ["B02", "C02"] and len(feats) == 16
     site_med = w.sites[w.sites.Metadata_Well == "C02"]["GAN_003"].median()
     assert done.set_index("Metadata_Well").loc["C02", "GAN_003"] == pytest.approx(site_med, rel=1e-5)
-    out = w.save_path.value = tmp_path / "wells.parquet"
+    # embedded wells are marked (white border), the rest are not
+    border = pm.border_color
+    assert np.allclose(border[feats["GAN_000"].notna().to_numpy()], L.EMBEDDED_BORDER)
+    assert np.allclose(border[feats["GAN_000"].isna().to_numpy()], L.PLAIN_BORDER)
+    w.save_path.value = tmp_path / "wells.parquet"
     path = w.save()
     from gandl_core.tables import read_table
 
@@ -213,15 +372,54 @@ def test_embed_two_selected_wells_fills_features(make_napari_viewer, tiny_rxrx, 
     assert len(saved) == 2 and saved.attrs["gandl"]["checkpoint"] == str(ckpt)
 
 
-def test_embed_without_checkpoint_names_the_field(make_napari_viewer, tiny_rxrx, monkeypatch) -> None:
-    shown = []
-    monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)
+def test_embed_can_be_stopped(make_napari_viewer, tiny_rxrx, tmp_path, qtbot, monkeypatch) -> None:
+    def slow(index, checkpoint, *, wells, batch_size=16):
+        for i in range(500):
+            time.sleep(0.02)
+            yield Progress(done=i, total=500, unit="sites", stage="embed")
+        return None
+
+    monkeypatch.setattr("napari_gandl._embed_widget.embed_generator", slow)
     viewer = make_napari_viewer()
-    viewer.open(str(tiny_rxrx), plugin="napari-gandl")
+    session = open_plate(viewer, tiny_rxrx, qtbot)
     w = dock(viewer, "Embed wells")
+    w.checkpoint.value = str(tiny_checkpoint(tmp_path / "tiny.pt", session.index))
+    from napari.utils import progress
+
+    worker = w.start()
+    qtbot.waitUntil(lambda: "left" in w.info.text(), timeout=10000)  # sites done and the time left
+    assert w.stop_btn.isEnabled() and not w.run_btn.isEnabled()
+    bars = [b for b in progress._all_instances if str(b.desc).startswith("Embedding wells")]
+    assert bars and bars[0].total == 1000  # napari's activity dock shows it, with the time left
+    qtbot.waitUntil(lambda: "left" in bars[0].desc and bars[0].n > 0, timeout=5000)
+    w.stop()
+    wait_worker(worker, qtbot, 10000)
+    assert "Stopped" in w.info.text() and w.run_btn.isEnabled() and not w.stop_btn.isEnabled()
+    assert not any(str(c).startswith("GAN_") for c in session.wells.columns)
+
+
+def test_worker_error_is_one_notification_and_resets_the_dock(make_napari_viewer, tiny_rxrx, tmp_path, qtbot,
+                                                              errors) -> None:
+    """A corrupt checkpoint: exactly one message, no traceback toast, the dock usable again."""
+    from napari.utils.notifications import notification_manager
+
+    viewer = make_napari_viewer()
+    open_plate(viewer, tiny_rxrx, qtbot)
+    w = dock(viewer, "Embed wells")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    w.checkpoint.value = str(bad)
+    before = len(notification_manager.records)
+    worker = w.start()
+    wait_worker(worker, qtbot, 60000)
+    assert len(errors) == 1 and "bad.pt" in errors[0], errors
+    assert len(notification_manager.records) == before  # napari's own relay added nothing
+    assert w.run_btn.isEnabled() and not w.stop_btn.isEnabled()
+    assert w.info.text().startswith("Embedding failed") and "Loading" not in w.info.text()
+    # a user error found before starting is one message too
     w.checkpoint.value = "/nonexistent/ckpt.pt"
     assert w.start() is None
-    assert "checkpoint" in shown[0] and "/nonexistent/ckpt.pt" in shown[0]
+    assert len(errors) == 2 and "checkpoint" in errors[1] and "/nonexistent/ckpt.pt" in errors[1]
 
 
 def test_real_training_on_the_open_plate_stops_with_a_checkpoint(make_napari_viewer, tiny_rxrx, tmp_path,
@@ -230,7 +428,7 @@ def test_real_training_on_the_open_plate_stops_with_a_checkpoint(make_napari_vie
     from gandl_core.checkpoint import load_checkpoint
 
     viewer = make_napari_viewer()
-    viewer.open(str(tiny_rxrx), plugin="napari-gandl")
+    open_plate(viewer, tiny_rxrx, qtbot)
     w = dock(viewer, "Train GAN")
     assert w.preset.value == "cpu-tiny"
     w._advanced["kimg"].value = 5.0  # long enough that Stop, not the end, finishes it
@@ -238,48 +436,95 @@ def test_real_training_on_the_open_plate_stops_with_a_checkpoint(make_napari_vie
     w.out.value = str(tmp_path / "run")
     worker = w.start()
     qtbot.waitUntil(lambda: w.progress_seen >= 2, timeout=60000)
-    with qtbot.waitSignal(worker.finished, timeout=60000):
-        w.stop()
-    qtbot.waitUntil(lambda: not worker.is_running, timeout=10000)
+    w.stop()
+    wait_worker(worker, qtbot, 60000)
     latest = tmp_path / "run" / "checkpoints" / "latest.pt"
     assert latest.is_file() and w.last_checkpoint == latest
     state = load_checkpoint(latest)
     assert 0 < state["kimg"] < 5.0
     assert state["channel_names"] == ["DNA", "ER", "Actin", "RNA", "Golgi"]
     assert "loss_G" in w.history and np.isfinite([v for _, v in w.history["loss_G"]]).all()
-    assert viewer.layers["fakes DNA"].data.ndim == 2
-    assert w.resume_btn.enabled
+    assert w.resume_btn.isEnabled()
 
 
 def test_embed_then_fit_on_the_real_core(make_napari_viewer, tiny_rxrx, tmp_path, qtbot) -> None:
     """Analyst path: open the plate and the docks first, embed every well, then Fit."""
     viewer = make_napari_viewer()
-    viewer.open(str(tiny_rxrx), plugin="napari-gandl")
-    _, ana = viewer.window.add_plugin_dock_widget("napari-gandl", "Projection and activity")
+    session = open_plate(viewer, tiny_rxrx, qtbot)
+    ana = dock(viewer, "Projection and activity")
     assert ana.prefix.choices == ()  # nothing embedded yet
     ana.column.value = "Metadata_Condition"
     ana.positive.value, ana.negative.value = "Mock", "Active SARS-CoV-2"
-    pm = L.find_plate_map(viewer)
-    ckpt = tiny_checkpoint(tmp_path / "tiny.pt", pm.metadata[L.SESSION_KEY].index)
+    pm = hub_of(viewer).plate_map
+    ckpt = tiny_checkpoint(tmp_path / "tiny.pt", session.index)
     w = dock(viewer, "Embed wells")
     w.checkpoint.value = str(ckpt)
-    worker = w.start()
-    with qtbot.waitSignal(worker.finished, timeout=90000):
-        pass
-    qtbot.waitUntil(lambda: w.sites is not None, timeout=5000)
+    wait_worker(w.start(), qtbot, 90000)
     assert len(w.sites) == 32
-    scores = ana.fit()
-    assert scores is not None and len(scores) == 16 and np.isfinite(scores["OnScore"]).all()
+    wait_worker(ana.fit(), qtbot)
+    assert ana.scores is not None and len(ana.scores) == 16 and np.isfinite(ana.scores["OnScore"]).all()
     assert (ana.positive.value, ana.negative.value) == ("Mock", "Active SARS-CoV-2")  # kept by the refresh
-    wells = pm.metadata[L.SESSION_KEY].wells
+    wells = session.wells
     mock = wells["Metadata_Condition"] == "Mock"
     act = wells["Metadata_Condition"] == "Active SARS-CoV-2"  # treated wells are Active too
     assert wells.loc[mock, "OnScore"].mean() == pytest.approx(1.0, abs=1e-6)
     assert wells.loc[act, "OnScore"].mean() == pytest.approx(-1.0, abs=1e-6)
     assert np.isfinite(ana.z_prime)
     # re-embedding invalidates the scores: they are dropped and the plate map goes back to grey
-    worker = w.start()
-    with qtbot.waitSignal(worker.finished, timeout=90000):
-        pass
-    qtbot.waitUntil(lambda: "OnScore" not in pm.features.columns, timeout=5000)
+    wait_worker(w.start(), qtbot, 90000)
+    assert "OnScore" not in pm.features.columns and session.colouring.column is None
     np.testing.assert_allclose(pm.face_color[:, :3], 0.5, atol=0.01)
+
+
+def test_tiff_folder_opens_with_a_file_name_pattern(make_napari_viewer, tmp_path, qtbot, errors) -> None:
+    """File names no built-in pattern knows: File > Open says so; the Plate browser opens it with a pattern."""
+    import tifffile
+
+    folder = tmp_path / "scan"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for well in ("B02", "B03"):
+        for ch in (1, 2):
+            tifffile.imwrite(folder / f"{well}-fld1-ch{ch}.tif", rng.integers(0, 999, (12, 14), dtype=np.uint16))
+    viewer = make_napari_viewer()
+    viewer.open(str(folder), plugin="napari-gandl")
+    hub = hub_of(viewer)
+    qtbot.waitUntil(lambda: hub.opening is None, timeout=20000)
+    assert len(errors) == 1 and "pattern" in errors[0] and "CLI" not in errors[0] and hub.session is None
+    w = dock(viewer, "Plate browser")
+    w.folder.setText(str(folder))
+    w.pattern.setText(r"(?P<well>[A-P]\d+)-fld(?P<site>\d+)-ch(?P<channel>\d+)\.tif")
+    w.index_again()
+    from conftest import wait_open
+
+    session = wait_open(viewer, qtbot)
+    assert sorted(session.wells["Metadata_Well"]) == ["B02", "B03"] and session.channel_names == ["w1", "w2"]
+    assert session.pattern and len(errors) == 1
+
+
+def test_worker_error_in_a_script_without_an_event_loop_does_not_abort(tmp_path) -> None:
+    """A failing worker in a plain script (no napari.run()): one message, the process ends normally."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import time\n"
+        "from qtpy.QtWidgets import QApplication\n"
+        "app = QApplication([])\n"
+        "import napari.utils.notifications as n\n"
+        "shown = []\n"
+        "n.show_error = shown.append\n"
+        "from napari_gandl._workers import start_function\n"
+        "from gandl_core.errors import DataError\n"
+        "def boom():\n"
+        "    raise DataError('plate.csv: no rows')\n"
+        "w = start_function(boom, on_return=print)\n"
+        "t0 = time.time()\n"
+        "while not w.done and time.time() - t0 < 30:\n"
+        "    app.processEvents(); time.sleep(0.01)\n"
+        "print('DONE', shown)\n")
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "DONE ['plate.csv: no rows']" in res.stdout, res.stdout + res.stderr[-2000:]

@@ -210,6 +210,7 @@ _KNOWN = {
                                                                     "evaluation")),
     "projection": ("On-/Off-perturbation projection (E2 space)", ("e2", "c2", "on_", "axes", "projection")),
     "dose_response": ("Dose-response (Hill fits)", ("dose", "hits")),
+    "explain": ("What the On axis sees (real sites; generator illustrations)", ("montage", "strip", "explain")),
 }
 #: Numbers worth a place in the headline table when found in an artifact's JSON.
 HEADLINE_KEYS = ("accuracy", "balanced_accuracy", "z_prime", "ssmd", "compounds", "active", "hits", "mean_ap")

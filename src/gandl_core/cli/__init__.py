@@ -28,6 +28,7 @@ COMMANDS = [
     "project",
     "dose_response",
     "compare",
+    "explain",
     "report",
     "demo",
 ]
