@@ -3,13 +3,16 @@
 ======================= ======== ================================================================
 method                  prefix   needs
 ======================= ======== ================================================================
-``gan``                 GAN_     ``checkpoint`` (a ``gandl-core train`` checkpoint)
-``random-d``            RandD_   architecture: ``checkpoint`` or ``preset`` or ``resolution``
+``gan``                 GAN_     ``checkpoint`` (a ``gandl-core train`` checkpoint); ``features``
+``random-d``            RandD_   architecture: ``checkpoint`` or ``preset`` or ``resolution``; ``features``
 ``handcrafted``         HC_      nothing (options: ``nuclear_channel``, ``intensity``)
 ``convae``              CAE_     ``checkpoint`` (a ``gandl-core train-convae`` checkpoint)
 ``densenet-collapsed``  DNc_     ``weights`` (torchvision DenseNet-121 file) or ``random_weights``
 ``densenet-concat``     DNx_     ``weights`` or ``random_weights``
 ======================= ======== ================================================================
+
+``features`` picks the discriminator's readout: ``multiscale`` (default; mean and spread of every
+stage) or ``final`` (the paper's fc layer); docs/embedding.md compares them.
 
 Every featurizer follows :class:`gandl_core.featurizers.base.Featurizer` and runs through
 :func:`gandl_core.embed.embed_iter` (sharding, resume, workers for free).
