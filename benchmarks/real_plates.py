@@ -269,13 +269,16 @@ def summarize(folders: list[str], sec_per_kimg: float | None) -> str:
     lines = []
     for plate, g in df.groupby("plate", sort=False):
         lines += [f"### {plate} ({g.seed.nunique()} seeds, mean ± sd)", "",
-                  "| method | readout | budget | acc | Z′ | ρ | mAP |", "|---|---|---|---|---|---|---|"]
+                  "| method | readout | budget | acc | Z′ | ρ | mAP | train min | embed min |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for (method, readout, kimg), h in g.groupby(["method", "features", "kimg"], sort=False):
             budget = "–" if method in ("handcrafted", "random-d") else f"{kimg:g} kimg"
             if sec_per_kimg and method == "gan":
                 budget += f" (≈{kimg * sec_per_kimg / 60:.0f} min)"
             cells = [f"{h[m].mean():+.2f} ± {h[m].std(ddof=1) if len(h) > 1 else 0:.2f}" if m in h and h[m].notna().any()
                      else "–" for m in ("acc", "z", "rho", "map")]
+            cells += [f"{h[m].mean() / 60:.1f}" if m in h and h[m].notna().any() and h[m].mean() > 0 else "–"
+                      for m in ("train_s", "embed_s")]  # wall minutes of this (single-thread, shared) run
             lines.append(f"| {method} | {readout or '–'} | {budget} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
