@@ -16,6 +16,7 @@ import argparse
 import os
 from pathlib import Path
 
+from ..featurizers.base import DEFAULT_FEATURES, FEATURE_KINDS
 from ._common import add_batch_size_argument, add_out_argument, check_device, follow, plain
 
 HELP = "embed every site with a trained discriminator (GAN-DL features, one row per site)"
@@ -32,6 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_out_argument(p, "OUT.parquet", "embeddings table to write")
     p.add_argument("--channels", metavar="A,B,..", help="select/reorder the data's channels by name to match "
                    "the checkpoint (e.g. DNA,ER,Actin,RNA,Golgi)")
+    p.add_argument("--features", choices=FEATURE_KINDS, default=DEFAULT_FEATURES,
+                   help="discriminator readout: multiscale (mean and spread of every stage; default) or final "
+                        "(the paper's 512-d fc layer)")
     p.add_argument("--wells", metavar="W,..", help="embed only these wells: B02,C03 or PLATE:WELL items")
     add_batch_size_argument(p, 32, "sites per batch (default 32)")
     p.add_argument("--workers", type=int, default=None,
@@ -83,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     check_device(args.device)
     channels = [c.strip() for c in args.channels.split(",") if c.strip()] if args.channels else None
     index = build_index(args.data, channels=channels)
-    featurizer = GanFeaturizer.from_checkpoint(args.checkpoint, device=args.device)
+    featurizer = GanFeaturizer.from_checkpoint(args.checkpoint, device=args.device, features=args.features)
     shard = parse_shard(args.shard)
     target = shard_path(out, *shard) if shard else out
     workers = args.workers if args.workers is not None else max(0, min(8, (os.cpu_count() or 1) - 1))

@@ -20,8 +20,8 @@ import argparse
 import os
 from pathlib import Path
 
+from ..featurizers.base import FEATURE_KINDS
 from ..gan.train_config import PRESETS
-
 from ._common import add_batch_size_argument, add_out_argument, check_device, follow, plain
 
 HELP = "embed every site with a counterpart method (random-d, handcrafted, convae, densenet-*)"
@@ -42,6 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="random-d: training preset giving the architecture (e.g. cpu-small)")
     g.add_argument("--resolution", type=int, help="random-d: input resolution (power of two, default 64)")
     g.add_argument("--seed", type=int, help="random-d / densenet --random-weights: seed of the random weights (default 0)")
+    g.add_argument("--features", choices=FEATURE_KINDS, default=None,
+                   help="gan / random-d: discriminator readout, multiscale (default) or final (the paper's fc layer)")
     g.add_argument("--weights", metavar="FILE", help="densenet-*: torchvision DenseNet-121 ImageNet state_dict file")
     g.add_argument("--random-weights", action="store_true",
                    help="densenet-*: use a random network (tests/demos only; not ImageNet features)")
@@ -76,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     options = {"checkpoint": args.checkpoint, "preset": args.preset, "resolution": args.resolution,
                "seed": args.seed, "weights": args.weights, "random_weights": args.random_weights,
                "input_size": args.input_size, "nuclear_channel": args.nuclear_channel,
-               "intensity": args.intensity}
+               "intensity": args.intensity, "features": args.features}
     featurizer = make_featurizer(args.method, channel_names(index), device=args.device, **options)
     shard = parse_shard(args.shard)
     out = Path(args.out)
