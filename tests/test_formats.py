@@ -41,19 +41,30 @@ def test_imagexpress_folder_indexes_and_embeds(tmp_path):
     assert emb.shape == (4, 3 + f.n_features) and np.isfinite(emb.filter(like="RandD_").to_numpy()).all()
 
 
-def test_czi_named_after_its_well(tmp_path):
+def test_czi_named_after_its_well_indexes_and_embeds(tmp_path):
     pytest.importorskip("bioio_czi")
     pytest.importorskip("pylibCZIrw")
+    from gandl_core.embed import embed_iter
+    from gandl_core.featurizers.random_d import random_d_featurizer
+    from gandl_core.progress import run_to_end
+
     folder = tmp_path / "ScreenC"
     folder.mkdir()
     _write_czi(folder / "ScreenC_B02.czi")
-    _write_czi(folder / "ScreenC_D11.czi")
+    _write_czi(folder / "ScreenC_D11.czi", well=1)
     idx = build_index(folder)
     assert idx.columns.tolist()[3:] == ["Path_DNA", "Path_ER"]
     assert idx[["Metadata_Plate", "Metadata_Well", "Metadata_Site"]].values.tolist() == [
         ["ScreenC", "B02", 1], ["ScreenC", "D11", 1]]
     img = read_site(idx.iloc[1])
-    assert img.shape == (2, 30, 26) and img[1, 0, 0] == _value(1, 0, 1)
+    assert img.shape == (2, 30, 26) and img[1, 0, 0] == _value(1, 1, 1)  # D11's file, ER plane
+    f = random_d_featurizer(["DNA", "ER"], preset="cpu-tiny", resolution=16, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # constant fields: the engine warns about constant features
+        emb = run_to_end(embed_iter(idx, f, batch_size=2))
+    feats = emb.filter(like="RandD_").to_numpy()
+    assert emb["Metadata_Well"].tolist() == ["B02", "D11"] and np.isfinite(feats).all()
+    assert np.abs(feats[0] - feats[1]).max() > 0  # the two wells' planes differ, so do their vectors
     one = build_index(folder / "ScreenC_B02.czi")  # one file: plate = its stem
     assert one["Metadata_Plate"].tolist() == ["ScreenC_B02"]
 

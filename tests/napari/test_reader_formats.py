@@ -1,6 +1,7 @@
-"""Vendor files read through bioio (the ``formats`` extra) open in napari through the plugin's reader,
-channels named from the file's metadata (issue 14: 'a bioio-read file ... opens in napari with the right
-names'). Skipped cleanly where bioio or the format's plugin is absent."""
+"""Named-channel formats open in napari through the plugin's reader, channels named from the file's
+metadata (issue 14: 'a bioio-read file ... opens in napari with the right names'): vendor files read
+through bioio (the ``formats`` extra; skipped cleanly where bioio or the format's plugin is absent) and
+OME-TIFF stacks (tifffile, always installed)."""
 
 from __future__ import annotations
 
@@ -93,3 +94,21 @@ def test_vendor_file_without_bioio_is_one_message(make_napari_viewer, tmp_path: 
     assert len(errors) == 1, errors
     assert path.name in errors[0] and "napari-gandl[formats]" in errors[0] and "Traceback" not in errors[0]
     assert hub.session is None and len(viewer.layers) == 0
+
+
+def test_ome_tiff_stacks_open_with_their_channel_names(make_napari_viewer, tmp_path: Path, qtbot) -> None:
+    """OME-TIFF stacks name their channels in the OME-XML; the layers carry those names, not w1..w3."""
+    import tifffile
+
+    folder = tmp_path / "P1"
+    folder.mkdir()
+    for w, well in enumerate(("B02", "C03")):
+        data = np.stack([np.full((20, 24), value(c, w, 1), np.uint16) for c in range(3)])
+        tifffile.imwrite(folder / f"P1_{well}_s1.ome.tif", data,
+                         metadata={"axes": "CYX", "Channel": {"Name": ["Hoechst", "Phalloidin", "MitoTracker"]}})
+    viewer = make_napari_viewer()
+    session = open_plate(viewer, folder, qtbot)
+    assert session.channel_names == ["Hoechst", "Phalloidin", "MitoTracker"]
+    assert [ly.name for ly in _site_layers(viewer)] == ["site Hoechst", "site Phalloidin", "site MitoTracker"]
+    assert viewer.layers["site Hoechst"].colormap.name == "blue"  # a nuclear stain by name
+    assert int(viewer.layers["site MitoTracker"].data.max()) == value(2, 0, 1)
