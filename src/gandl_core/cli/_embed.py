@@ -17,7 +17,8 @@ import os
 from pathlib import Path
 
 from ..featurizers.base import DEFAULT_FEATURES, FEATURE_KINDS
-from ._common import add_batch_size_argument, add_out_argument, check_device, follow, plain
+from ._common import (CHANNELS_METAVAR, DATA_FORMS, add_batch_size_argument, add_out_argument, check_device, follow,
+                      plain)
 
 HELP = "embed every site with a trained discriminator (GAN-DL features, one row per site)"
 
@@ -26,12 +27,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("embed", help=HELP, description=plain(__doc__),
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", metavar="DATA", nargs="?",
-                   help="plate: RxRx-layout folder (with metadata.csv), CellProfiler LoadData CSV, folder of "
-                        "multichannel TIFFs, or an index .parquet (not needed with --merge)")
+                   help="plate: " + DATA_FORMS + " (not needed with --merge)")
     p.add_argument("--checkpoint", "-c", metavar="CKPT",
                    help="training checkpoint (.pt) or run folder (uses checkpoints/latest.pt)")
     add_out_argument(p, "OUT.parquet", "embeddings table to write")
-    p.add_argument("--channels", metavar="A,B,..", help="select/reorder the data's channels by name to match "
+    p.add_argument("--channels", metavar=CHANNELS_METAVAR, help="select/reorder the data's channels by name to match "
                    "the checkpoint (e.g. DNA,ER,Actin,RNA,Golgi)")
     p.add_argument("--features", choices=FEATURE_KINDS, default=DEFAULT_FEATURES,
                    help="discriminator readout: multiscale (mean and spread of every stage; default) or final "

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from ..featurizers.base import FEATURE_KINDS
 from ..gan.train_config import PRESETS
-from ._common import add_batch_size_argument, add_out_argument, check_device, follow, plain
+from ._common import (CHANNELS_METAVAR, add_batch_size_argument, add_data_argument, add_out_argument, check_device,
+                      follow, plain)
 
 HELP = "embed every site with a counterpart method (random-d, handcrafted, convae, densenet-*)"
 METHODS = ["gan", "random-d", "handcrafted", "convae", "densenet-collapsed", "densenet-concat"]
@@ -31,10 +32,10 @@ METHODS = ["gan", "random-d", "handcrafted", "convae", "densenet-collapsed", "de
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("featurize", help=HELP, description=plain(__doc__),
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("data", metavar="DATA", help="plate: RxRx-layout folder, LoadData CSV, TIFF folder or index .parquet")
+    add_data_argument(p)
     p.add_argument("--method", "-m", required=True, choices=METHODS, help="embedding method")
     add_out_argument(p, "OUT.parquet", "table to write")
-    p.add_argument("--channels", metavar="A,B,..", help="select/reorder the data's channels by name")
+    p.add_argument("--channels", metavar=CHANNELS_METAVAR, help="select/reorder the data's channels by name")
     g = p.add_argument_group("method options")
     g.add_argument("--checkpoint", "-c", metavar="CKPT",
                    help="gan/convae: the model to use; random-d: copy this checkpoint's architecture and normalizer")
