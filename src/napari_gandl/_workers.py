@@ -60,8 +60,12 @@ def error_text(exc: BaseException) -> str:
     """The words shown for an error: a GandlError's own message (GUI terms), else a short 'unexpected' line."""
     from gandl_core.errors import GandlError
 
+    from ._child import ChildError
+
     if isinstance(exc, GandlError):
         return gui_terms(str(exc))
+    if isinstance(exc, ChildError):  # already "<type>: <message>" from a worker process
+        return f"Unexpected error ({exc}). Details are in the terminal log."
     return f"Unexpected error ({type(exc).__name__}: {exc}). Details are in the terminal log."
 
 
