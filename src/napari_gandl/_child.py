@@ -40,6 +40,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+NICE = 10  # the worker process's scheduling priority: below napari's, so it never slows the GUI down
 REPORT_S = 0.25  # plain progress reports (no metrics, artifacts or message) at most this often
 MAX_ARRAY_BYTES = 1 << 20  # other array artifacts larger than this are not sent to the GUI
 
@@ -184,6 +185,8 @@ def child_main(target: str, args: tuple, kwargs: dict, inbox: Any, outbox: Any, 
     large, travels through a queue instead of the process's start-up pickle).
     """
     try:
+        if NICE and hasattr(os, "nice"):
+            os.nice(NICE)  # on an idle machine no slower; on a busy one the GUI goes first
         extra = inbox.get()
         result = drive(resolve(target)(*args, **kwargs, **extra), outbox, stop, parent_pid, colours, fallback)
         outbox.put(("returned", _portable(result, None)))

@@ -26,11 +26,13 @@ import pandas as pd
 from psygnal import Signal
 
 from . import _layers as L
+from . import _warmup
 from ._session import (ROLE_CODE_COLUMN, ROLE_COLUMN, PlateSession, SiteRef, display_table, initial_channels,
                        merge_into_features, well_table)
 from ._workers import LatestOnly, start_generator
 
 _HUBS: dict[int, "SessionHub"] = {}
+STEP_DELAY_MS = 1  # between two staged steps: input, the tick of other timers and paints run in between
 
 
 @dataclass
@@ -125,9 +127,13 @@ class SessionHub:
         self.ready = False
         self.opening = None  # the worker opening a source
         self._steps: deque[Callable[[], None]] = deque()
+        self._stepping = False
+        self._selecting: set[int] | None = None
         self._reader = LatestOnly("Reading a site")
         self._quiet_selection = False
         viewer.layers.events.removed.connect(self._on_removed)
+        _warmup.start()  # napari's first-layer costs, paid in a thread (see _warmup)
+        self._glyph_timer = _warmup.warm_glyphs(viewer)  # and its text glyphs, a few ms at a time
 
     @property
     def viewer(self) -> Any:
@@ -153,8 +159,8 @@ class SessionHub:
             if prepare is not None:
                 prepare()
             if kind == "table":
-                return _as_gen(lambda: read_table_session(Path(path)))
-            return open_plate_iter(path, pattern=pattern, names=names)
+                return _after_warmup(_as_gen(lambda: read_table_session(Path(path))))
+            return _after_warmup(open_plate_iter(path, pattern=pattern, names=names))
 
         state = {"ok": False}
 
@@ -186,6 +192,7 @@ class SessionHub:
         The previous plate's layers are reused and updated in place where they can be (site
         channels, plate map, grid: a second plate costs no new layers); the rest are removed.
         """
+        _warmup.apply()  # before the first layer: the unit registry built off the GUI thread
         old = self.session
         self.ready = False
         self.session = None
@@ -235,23 +242,35 @@ class SessionHub:
         self._run_steps()
 
     def _run_steps(self) -> None:
+        """Run the queued steps, one per event-loop turn (one chain of steps at a time)."""
+        if self._stepping:
+            return
+        self._stepping = True
+        self._next_step()
+
+    def _next_step(self) -> None:
         from qtpy.QtCore import QTimer
 
-        def step() -> None:
-            if not self._steps:
-                return
-            fn = self._steps.popleft()
-            try:
-                fn()
-            except Exception as exc:  # noqa: BLE001 - a Qt timer callback must never raise (aborts PyQt)
-                from ._workers import notify_error
+        # A real timer, not a zero-delay one: Qt runs zero-delay callbacks as posted events, ahead
+        # of timers and input, so a chain of them (with the paints they cause) was one long stall.
+        QTimer.singleShot(STEP_DELAY_MS, self._step)
 
-                notify_error(exc, context="Building the plate's layers")
-            finally:
-                if self._steps:
-                    QTimer.singleShot(0, step)
+    def _step(self) -> None:
+        if not self._steps:
+            self._stepping = False
+            return
+        fn = self._steps.popleft()
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001 - a Qt timer callback must never raise (aborts PyQt)
+            from ._workers import notify_error
 
-        QTimer.singleShot(0, step)
+            notify_error(exc, context="Building the plate's layers")
+        finally:
+            if self._steps:
+                self._next_step()
+            else:
+                self._stepping = False
 
     def _remove(self, layer: Any) -> None:
         if layer in self.viewer.layers:
@@ -385,9 +404,13 @@ class SessionHub:
         s, pm = self.session, self.plate_map
         if s is None or pm is None or not pairs:
             return
-        s.set_plate(pairs[0][0])
-        rows = s.rows_of([p for p in pairs if p[0] == s.plate])
-        pm.selected_data = set(int(i) for i in rows)
+        rows = set(int(i) for i in s.rows_of([p for p in pairs if p[0] == str(pairs[0][0])]))
+        self._selecting = rows  # a plate switch on the way shows these wells, not the plate's first one
+        try:
+            s.set_plate(pairs[0][0])
+        finally:
+            self._selecting = None
+        pm.selected_data = rows
 
     def _on_selection(self, *_: Any) -> None:
         if self._quiet_selection:
@@ -440,10 +463,11 @@ class SessionHub:
         pm, s = self.plate_map, self.session
         if pm is None or s is None:
             return
-        pm.selected_data = set()
+        if self._selecting is None:
+            pm.selected_data = set()
         pm.shown = s.plate_mask()
         wells = s.plate_wells()
-        if len(wells):
+        if len(wells) and self._selecting is None:  # (select() shows its own well next)
             self.show_site(plate, str(wells["Metadata_Well"].iloc[0]))
 
     def _on_wells(self, columns: tuple) -> None:
@@ -566,6 +590,13 @@ def text_overlay(viewer: Any) -> Any:
     canvas = getattr(viewer, "canvas", None)
     overlays = getattr(canvas, "overlays", None)
     return overlays.text if overlays is not None and hasattr(overlays, "text") else viewer.text_overlay
+
+
+def _after_warmup(gen: Any):
+    """The opening generator, then (still in the worker) wait for the warm-up of napari's first layers."""
+    result = yield from gen
+    _warmup.wait()
+    return result
 
 
 def _as_gen(fn: Callable[[], Any]):
