@@ -182,9 +182,8 @@ class SessionHub:
         return self.opening
 
     def _remove_placeholders(self, keep: list[Any] = ()) -> None:
-        for layer in [ly for ly in self.viewer.layers if ly.metadata.get(L.KIND_KEY) == "placeholder"
-                      and not any(ly is k for k in keep)]:
-            self.viewer.layers.remove(layer)
+        remove_layers(self.viewer, [ly for ly in self.viewer.layers if ly.metadata.get(L.KIND_KEY) == "placeholder"
+                                    and not any(ly is k for k in keep)])
 
     def install(self, session: PlateSession, planes: list[np.ndarray], first: SiteRef | None) -> None:
         """Replace the current session by ``session``, one layer step per event-loop turn.
@@ -234,6 +233,8 @@ class SessionHub:
         self._steps.append(lambda: self._grid_layer(session, grid))
         self._steps.append(lambda: self._plate_map_layer(session, pm))
         self._steps.append(lambda: self._finish_install(session, first))
+        self._steps.append(lambda: self._show_current(session, first))
+        self._steps.append(lambda: self._announce(session))
         self._run_steps()
 
     def after_build(self, fn: Callable[[], None]) -> None:
@@ -273,8 +274,7 @@ class SessionHub:
                 self._stepping = False
 
     def _remove(self, layer: Any) -> None:
-        if layer in self.viewer.layers:
-            self.viewer.layers.remove(layer)
+        remove_layers(self.viewer, [layer])
 
     def _site_layer(self, session: PlateSession, spec: Any, plane: np.ndarray, title: str, layer: Any) -> None:
         kwargs = L.site_layer_kwargs(spec, plane, session_id=session.id, title=title)
@@ -336,9 +336,17 @@ class SessionHub:
                 finally:
                     self._quiet_selection = False
         self.viewer.reset_view()
-        self.ready = True
-        session.set_current(first)
-        self.session_changed.emit(session)
+
+    def _show_current(self, session: PlateSession, first: SiteRef | None) -> None:
+        """Next turn: the canvas label of the shown site (its text visual is created now)."""
+        if self.session is session:
+            self.ready = True
+            session.set_current(first)
+
+    def _announce(self, session: PlateSession) -> None:
+        """Last turn: the docks follow the new session (each fills its tables and choices)."""
+        if self.session is session:
+            self.session_changed.emit(session)
 
     def _detach(self, session: PlateSession) -> None:
         for sig, slot in ((session.plate_changed, self._on_plate), (session.wells_changed, self._on_wells),
@@ -357,8 +365,7 @@ class SessionHub:
             return
         self._detach(old)
         self.session, self.ready = None, False
-        for layer in self.layers_of(old.id):
-            self._remove(layer)
+        remove_layers(self.viewer, self.layers_of(old.id))
         old.close()
         self.session_changed.emit(None)
 
@@ -523,7 +530,7 @@ class SessionHub:
         col = s.colouring.column if s else None
         if s is None or not s.colouring.tint_site or not col or s.current is None or not s.site_shape[0]:
             if existing is not None:
-                self.viewer.layers.remove(existing)
+                remove_layers(self.viewer, [existing])
             return None
         rgba, _ = L.well_colours(s.wells, col, s.colouring.colormap)
         row = s.rows_of([(s.current.plate, s.current.well)])
@@ -564,6 +571,35 @@ class SessionHub:
     @property
     def building(self) -> bool:
         return bool(self._steps)
+
+
+def remove_layers(viewer: Any, layers: list[Any]) -> None:
+    """Remove layers from the viewer in one batch, without napari's full garbage collection.
+
+    napari 0.9 runs ``gc.collect()`` on every layer removal (a workaround for a Windows OpenGL
+    driver race): with napari, Qt and pandas loaded that is a full collection of a large heap,
+    0.2-0.3 s of GUI-thread CPU on a 2-core machine, a stall per removed layer. Elsewhere than
+    Windows the heap that exists before the removal is frozen (``gc.freeze``) while napari
+    collects, so that collection only looks at new objects; ``gc.unfreeze`` then hands
+    everything back to the oldest generation, and Python's own collections free any cycles
+    left over as usual. On Windows napari's workaround runs unchanged.
+    """
+    import gc
+    import sys
+
+    layers = [ly for ly in layers if ly in viewer.layers]
+    if not layers:
+        return
+    freeze = sys.platform != "win32" and not gc.get_freeze_count()
+    if freeze:
+        gc.freeze()
+    try:
+        with viewer.layers.batched_update():
+            for layer in layers:
+                viewer.layers.remove(layer)
+    finally:
+        if freeze:
+            gc.unfreeze()
 
 
 def set_features(layer: Any, table: pd.DataFrame) -> None:
