@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -35,16 +34,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # sibling helpers, also when loaded by path
+from _bench_common import cpu_model  # noqa: E402
 
 
 def _own_plate(root: Path, n_files: int, size: int, channels: int, seed: int = 0) -> pd.DataFrame:
@@ -283,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.json).write_text(json.dumps(res, indent=1))
         return 0
     torch.set_num_threads(args.threads)
-    res: dict = {"cpu": _cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
+    res: dict = {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
                  "threads": args.threads, "config": {k: v for k, v in vars(args).items()
                                                      if k not in ("rss_child", "data_dir", "json")}}
     with tempfile.TemporaryDirectory() as tmp:

@@ -33,6 +33,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # sibling helpers, also when loaded by path
+from _bench_common import cpu_model  # noqa: E402
+
 TICK_MS = 50
 PROFILE: list[str] = []  # action names (substrings) to profile on the GUI thread (--profile)
 REPO = Path(__file__).resolve().parents[1]
@@ -124,17 +127,6 @@ def measure(meter: StallMeter, name: str, trigger: Callable[[], Any], done: Call
     print(f"{name:52s} max gap {gap:6.3f} s, GUI CPU in it {cpu:6.3f} s (done in {row['duration_s']:6.2f} s, "
           f"load {row['load1']})", flush=True)
     return box
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         measure(meter, "compound change (Hill fit in a worker)", lambda: setattr(ana.compound, "value", comps[1]),
                 lambda: ana.dr_worker is None or ana.dr_worker.done, results=res)
     load1 = os.getloadavg()
-    info = {"cpu": _cpu_model(), "switch_interval_s": sys.getswitchinterval(), "cores": os.cpu_count(), "python": platform.python_version(),
+    info = {"cpu": cpu_model(), "switch_interval_s": sys.getswitchinterval(), "cores": os.cpu_count(), "python": platform.python_version(),
             "napari": napari.__version__, "load_before": [round(x, 1) for x in load0],
             "load_after": [round(x, 1) for x in load1], "tick_ms": TICK_MS, "results": res,
             "total_s": round(time.perf_counter() - t_start, 1)}

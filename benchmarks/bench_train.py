@@ -24,23 +24,13 @@ Example::
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import time
 from typing import Callable
 
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # sibling helpers, also when loaded by path
+from _bench_common import cpu_model  # noqa: E402
 
 
 # Clock used by best_time: wall time by default; ``--clock cpu`` switches to this process's CPU
@@ -184,7 +174,7 @@ def run(args: argparse.Namespace) -> dict:
     threads = torch.get_num_threads()
     _CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     result: dict = {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "threads": threads,
         "torch": torch.__version__,
         "mkldnn": bool(torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled),
@@ -318,10 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     result = run(args)
     print(render(result))
     if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump(result, fh, indent=2)
-        os.replace(tmp, args.json)
+        from gandl_core.tables import write_json  # atomic, strict JSON
+
+        write_json(args.json, result)
     return 0
 
 

@@ -21,7 +21,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -154,10 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     result = profile(args)
     print(render(result))
     if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump(result, fh, indent=2)
-        os.replace(tmp, args.json)
+        from gandl_core.tables import write_json  # atomic, strict JSON
+
+        write_json(args.json, result)
     return 0
 
 

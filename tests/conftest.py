@@ -45,3 +45,21 @@ def synth_screen(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from gandl_core.synth import make_screen
 
     return make_screen(tmp_path_factory.mktemp("synth") / "screen", seed=0, image_size=48)
+
+
+@pytest.fixture(scope="session")
+def small_index(synth_screen):
+    """The first 24 sites of ``synth_screen``: plenty for a few cpu-tiny training steps. Shared by
+    the test modules: do not modify it in place."""
+    from gandl_core.plates import build_index
+
+    return build_index(synth_screen).iloc[:24].reset_index(drop=True)
+
+
+@pytest.fixture(scope="session")
+def small_index_parquet(small_index, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``small_index`` as an index .parquet: CLI subprocesses (and torchrun ranks) start faster on it
+    than on the whole screen."""
+    path = tmp_path_factory.mktemp("small_index") / "index.parquet"
+    small_index.to_parquet(path)
+    return path

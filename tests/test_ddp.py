@@ -40,16 +40,6 @@ def _launch(args: list[str], env: dict) -> subprocess.CompletedProcess:
                           + args, capture_output=True, text=True, timeout=180, env=env)
 
 
-@pytest.fixture(scope="module")
-def small_data(synth_screen, tmp_path_factory) -> Path:
-    """24 sites as an index parquet: both ranks index and fit the normalizer quickly."""
-    from gandl_core.plates import build_index
-
-    path = tmp_path_factory.mktemp("index") / "index.parquet"
-    build_index(synth_screen).iloc[:24].reset_index(drop=True).to_parquet(path)
-    return path
-
-
 def test_rank_batches_partition_the_global_batch():
     """Each rank takes a disjoint half of the same global batch a single process would take."""
     one = _StepBatches(n=10, batch=8, seed=3, start_step=0, rank=0, world=1)
@@ -64,9 +54,9 @@ def test_rank_batches_partition_the_global_batch():
     assert sorted(seen[:10]) == list(range(10)) and sorted(seen[10:20]) == list(range(10))
 
 
-def test_two_ranks_gloo_identical_weights(tmp_path, small_data):
+def test_two_ranks_gloo_identical_weights(tmp_path, small_index_parquet):
     run, digests = tmp_path / "run", tmp_path / "digests"
-    proc = _launch([str(small_data), "-o", str(run), "--preset", "cpu-tiny", "--kimg", str(2 * STEP),
+    proc = _launch([str(small_index_parquet), "-o", str(run), "--preset", "cpu-tiny", "--kimg", str(2 * STEP),
                     "--device", "cpu"], _env(GANDL_TRAIN_RANK_DIGEST=str(digests)))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # both ranks finished and hold bit-identical G, D, G_ema and the same ADA p
@@ -83,8 +73,8 @@ def test_two_ranks_gloo_identical_weights(tmp_path, small_data):
     assert proc.stdout.count("checkpoint:") == 1  # only rank 0 prints the summary
 
 
-def test_batch_not_divisible_by_world_is_named(tmp_path, small_data):
-    proc = _launch([str(small_data), "-o", str(tmp_path / "run"), "--preset", "cpu-tiny", "--kimg", str(STEP),
+def test_batch_not_divisible_by_world_is_named(tmp_path, small_index_parquet):
+    proc = _launch([str(small_index_parquet), "-o", str(tmp_path / "run"), "--preset", "cpu-tiny", "--kimg", str(STEP),
                     "--batch", "9"], _env())
     assert proc.returncode != 0
     assert "batch" in proc.stderr and "9" in proc.stderr and "divisible" in proc.stderr

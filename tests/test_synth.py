@@ -69,6 +69,31 @@ def test_deterministic_for_a_seed(tmp_path: Path) -> None:
     assert (other / "ground_truth.csv").read_bytes() != (tmp_path / "a" / "ground_truth.csv").read_bytes()
 
 
+def _screen_digest(root: Path) -> str:
+    """sha256 over every file's relative path and content; PNGs by their decoded uint16 pixels (so
+    a zlib/Pillow encoder change does not count, a changed pixel does)."""
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*")):
+        if f.is_file():
+            h.update(f.relative_to(root).as_posix().encode())
+            h.update(np.asarray(Image.open(f)).astype("<u2").tobytes() if f.suffix == ".png" else f.read_bytes())
+    return h.hexdigest()
+
+
+# Computed on main at ae19172 (before render_site / make_screen_iter were split into parts).
+_PINNED_SCREEN = "32c0575063270eef016fce7fd17fe1e8aa8d9e8423b31022b41f1573614a34dd"
+
+
+def test_screen_matches_the_pinned_digest(tmp_path: Path) -> None:
+    """Refactors of the renderer keep a seed's screen bit-identical: both cell types, Mock, UV,
+    infected, rescued and toxic wells, two sites. If this fails after a NumPy/SciPy
+    upgrade rather than a code change, recompute the digest on the old commit with the new libraries."""
+    root = make_screen(tmp_path / "pinned", seed=7, image_size=32, plates=1, sites=2, compounds=3, replicates=1,
+                       controls=1, uv_controls=1)
+    assert len(list(root.rglob("*.png"))) == 2 * 21 * 2 * 5  # cell types x wells x sites x channels
+    assert _screen_digest(root) == _PINNED_SCREEN
+
+
 def test_ground_truth_is_recoverable_by_a_hand_readout(screen: Path) -> None:
     wells = pd.read_csv(screen / "wells.csv", keep_default_na=False)
     gt = pd.read_csv(screen / "ground_truth.csv").set_index("treatment")

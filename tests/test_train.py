@@ -23,47 +23,32 @@ STEP = 0.008  # cpu-tiny: 8 images per step
 FAST = dict(quality_kimg=0.0, fakes_kimg=1.0, snapshot_kimg=1.0, tick_kimg=STEP, norm_sites=8)
 
 
-@pytest.fixture(scope="module")
-def index(synth_screen):
-    from gandl_core.plates import build_index
-
-    return build_index(synth_screen).iloc[:24].reset_index(drop=True)
-
-
-@pytest.fixture(scope="module")
-def small_data(index, tmp_path_factory) -> Path:
-    """The small index as a parquet file: CLI subprocesses start faster than on the whole screen."""
-    path = tmp_path_factory.mktemp("index") / "index.parquet"
-    index.to_parquet(path)
-    return path
-
-
 def _cfg(tmp_path: Path, name: str = "run", **kw) -> TrainConfig:
     return TrainConfig.from_preset("cpu-tiny", out_dir=str(tmp_path / name), **{**FAST, **kw})
 
 
-def test_crop_larger_than_field_is_named(tmp_path, index):
+def test_crop_larger_than_field_is_named(tmp_path, small_index):
     # synthetic fields are 48 px; at field_scale 0.25 they are 12 px < 16 px crops
     with pytest.raises(DataError) as exc:
-        run_to_end(train(_cfg(tmp_path, kimg=STEP, field_scale=0.25), index))
+        run_to_end(train(_cfg(tmp_path, kimg=STEP, field_scale=0.25), small_index))
     msg = str(exc.value)
     assert "resolution" in msg and "16" in msg and "field" in msg
 
 
-def test_resize_mode_trains_on_whole_fields(tmp_path, index):
+def test_resize_mode_trains_on_whole_fields(tmp_path, small_index):
     from gandl_core.gan.data import crop_dataset
     from gandl_core.plates import IntensityNormalizer, PlateDataset
 
-    norm = IntensityNormalizer().fit(index, n_sites=4)
+    norm = IntensityNormalizer().fit(small_index, n_sites=4)
     cfg = TrainConfig.from_preset("cpu-tiny", crop_mode="resize", field_scale=0.25, cache_gib=0.0)
-    whole = crop_dataset(index, norm, cfg)[(0, 0)]  # 12 px fields enlarged to 16 px
+    whole = crop_dataset(small_index, norm, cfg)[(0, 0)]  # 12 px fields enlarged to 16 px
     assert whole.shape == (5, 16, 16)
-    full = PlateDataset(index, norm, 16, mode="full")
-    shrunk = crop_dataset(index, norm, cfg.replace(field_scale=1.0))
+    full = PlateDataset(small_index, norm, 16, mode="full")
+    shrunk = crop_dataset(small_index, norm, cfg.replace(field_scale=1.0))
     # area-averaged whole field: same mean as the field, independent of the crop key
     assert float(shrunk[(0, 123)].mean()) == pytest.approx(float(full.field(0).mean()), abs=1e-4)
     assert torch_equal(shrunk[(0, 123)], shrunk[(0, 999)])
-    run_to_end(train(_cfg(tmp_path, kimg=STEP, crop_mode="resize", field_scale=0.25), index))
+    run_to_end(train(_cfg(tmp_path, kimg=STEP, crop_mode="resize", field_scale=0.25), small_index))
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")["config"]["crop_mode"] == "resize"
     with pytest.raises(ConfigError, match="crop_mode"):
         TrainConfig.from_preset("cpu-tiny", crop_mode="center")
@@ -75,9 +60,9 @@ def torch_equal(a, b) -> bool:
     return bool(torch.equal(a, b))
 
 
-def test_empty_index_is_refused(tmp_path, index):
+def test_empty_index_is_refused(tmp_path, small_index):
     with pytest.raises(DataError, match="no sites"):
-        next(train(_cfg(tmp_path, kimg=STEP), index.iloc[:0]))
+        next(train(_cfg(tmp_path, kimg=STEP), small_index.iloc[:0]))
 
 
 def test_no_data_at_all(tmp_path):
@@ -85,12 +70,12 @@ def test_no_data_at_all(tmp_path):
         next(train(_cfg(tmp_path, kimg=STEP)))
 
 
-def test_corrupt_latest_on_resume_names_the_file(tmp_path, index):
-    run_to_end(train(_cfg(tmp_path, kimg=STEP), index))
+def test_corrupt_latest_on_resume_names_the_file(tmp_path, small_index):
+    run_to_end(train(_cfg(tmp_path, kimg=STEP), small_index))
     latest = tmp_path / "run" / "checkpoints" / "latest.pt"
     latest.write_bytes(latest.read_bytes()[:100])
     with pytest.raises(CheckpointError, match="latest.pt"):
-        next(train(_cfg(tmp_path, kimg=2 * STEP), index, resume=True))
+        next(train(_cfg(tmp_path, kimg=2 * STEP), small_index, resume=True))
 
 
 def test_single_stain_run_and_longer_resume(tmp_path, synth_screen):
@@ -158,10 +143,10 @@ def test_unnamed_channels_get_distinct_colours():
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_ctrl_c_or_sigterm_in_the_cli_leaves_a_checkpoint(tmp_path, small_data, sig):
+def test_ctrl_c_or_sigterm_in_the_cli_leaves_a_checkpoint(tmp_path, small_index_parquet, sig):
     run = tmp_path / "interrupted"
-    cli = [sys.executable, "-m", "gandl_core.cli", "train", str(small_data), "-o", str(run), "--preset", "cpu-tiny",
-           "--kimg", str(200 * STEP)]
+    cli = [sys.executable, "-m", "gandl_core.cli", "train", str(small_index_parquet), "-o", str(run),
+           "--preset", "cpu-tiny", "--kimg", str(200 * STEP)]
     # The child gets the default SIGINT disposition, as in a terminal: if pytest itself runs in a background
     # job (nohup ... &), SIGINT is inherited as ignored and Python would never raise KeyboardInterrupt.
     proc = subprocess.Popen(cli, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
@@ -186,11 +171,11 @@ def test_ctrl_c_or_sigterm_in_the_cli_leaves_a_checkpoint(tmp_path, small_data, 
     assert state["step"] < 200
 
 
-def test_cli_resume_needs_only_the_new_length(tmp_path, small_data, capsys):
+def test_cli_resume_needs_only_the_new_length(tmp_path, small_index_parquet, capsys):
     from gandl_core.cli import main
 
     run = tmp_path / "run"
-    base = ["train", str(small_data), "-o", str(run)]
+    base = ["train", str(small_index_parquet), "-o", str(run)]
     assert main(base + ["--preset", "cpu-tiny", "--kimg", str(STEP), "--seed", "5"]) == 0
     out = capsys.readouterr().out
     assert "checkpoint:" in out and "trained to 0.008 kimg (step 1)" in out and "s/kimg; SWD " in out
@@ -215,7 +200,7 @@ def test_configs_and_the_train_parser_do_not_import_torch():
     assert res.returncode == 0, res.stderr[-2000:]
 
 
-def test_out_of_memory_suggests_smaller_batch(tmp_path, index, monkeypatch):
+def test_out_of_memory_suggests_smaller_batch(tmp_path, small_index, monkeypatch):
     from gandl_core.gan import stylegan2
 
     real_forward = stylegan2.Discriminator.forward
@@ -229,7 +214,7 @@ def test_out_of_memory_suggests_smaller_batch(tmp_path, index, monkeypatch):
 
     monkeypatch.setattr(stylegan2.Discriminator, "forward", forward)
     with pytest.raises(ConfigError) as exc:  # 3 D passes a step: step 3 fails, after a snapshot at step 2
-        run_to_end(train(_cfg(tmp_path, kimg=20 * STEP, snapshot_kimg=2 * STEP), index))
+        run_to_end(train(_cfg(tmp_path, kimg=20 * STEP, snapshot_kimg=2 * STEP), small_index))
     msg = str(exc.value)
     assert "out of memory" in msg and "--batch (now 8)" in msg and "--resolution (now 16)" in msg
     assert "checkpoint (step 2) is kept" in msg
@@ -240,38 +225,39 @@ def test_out_of_memory_suggests_smaller_batch(tmp_path, index, monkeypatch):
     assert {int(s["step"]) for opt in ("opt_D", "opt_G") for s in state[opt]["state"].values()} == {2}
 
 
-def test_quality_is_logged_on_its_own_schedule(tmp_path, index):
+def test_quality_is_logged_on_its_own_schedule(tmp_path, small_index):
     # ticks every 3 steps, SWD every 2: SWD must still be measured (and logged) at steps 2 and 4,
     # and once before the first step (the untrained generator: where the curve starts)
-    run_to_end(train(_cfg(tmp_path, kimg=4 * STEP, tick_kimg=3 * STEP, quality_kimg=2 * STEP), index))
+    run_to_end(train(_cfg(tmp_path, kimg=4 * STEP, tick_kimg=3 * STEP, quality_kimg=2 * STEP), small_index))
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == [0, 2, 3, 4]
     assert [x.get("swd") is not None for x in lines] == [True, True, False, True]
     assert all(x["swd"] > 0 for x in lines if x.get("swd") is not None)
     assert lines[0]["kimg"] == 0.0 and "loss_D" not in lines[0]
     # a resumed run does not measure its start again
-    run_to_end(train(_cfg(tmp_path, kimg=6 * STEP, tick_kimg=3 * STEP, quality_kimg=2 * STEP), index, resume=True))
+    run_to_end(train(_cfg(tmp_path, kimg=6 * STEP, tick_kimg=3 * STEP, quality_kimg=2 * STEP), small_index,
+                     resume=True))
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines].count(0) == 1
 
 
-def test_loader_workers_do_not_change_the_run(tmp_path, index):
+def test_loader_workers_do_not_change_the_run(tmp_path, small_index):
     """Crop positions and data order are functions of (seed, step), not of which process reads them."""
     import torch
 
-    a = run_to_end(train(_cfg(tmp_path, "w0", kimg=2 * STEP, workers=0), index))
-    b = run_to_end(train(_cfg(tmp_path, "w1", kimg=2 * STEP, workers=1), index))
+    a = run_to_end(train(_cfg(tmp_path, "w0", kimg=2 * STEP, workers=0), small_index))
+    b = run_to_end(train(_cfg(tmp_path, "w1", kimg=2 * STEP, workers=1), small_index))
     da, db = load_checkpoint(a)["D"], load_checkpoint(b)["D"]
     for k in da:
         torch.testing.assert_close(da[k], db[k], rtol=1e-6, atol=1e-7, msg=k)
-    c = run_to_end(train(_cfg(tmp_path, "seed1", kimg=2 * STEP, seed=1), index))
+    c = run_to_end(train(_cfg(tmp_path, "seed1", kimg=2 * STEP, seed=1), small_index))
     dc = load_checkpoint(c)["D"]
     assert any(not torch.allclose(da[k], dc[k]) for k in da if da[k].is_floating_point())  # the seed matters
 
 
-def test_time_limit_stops_with_a_checkpoint_and_a_steady_total(tmp_path, index):
+def test_time_limit_stops_with_a_checkpoint_and_a_steady_total(tmp_path, small_index):
     reports = []
-    gen = train(_cfg(tmp_path, kimg=100 * STEP, time_limit_s=1e-3, tick_kimg=50 * STEP), index)
+    gen = train(_cfg(tmp_path, kimg=100 * STEP, time_limit_s=1e-3, tick_kimg=50 * STEP), small_index)
     while True:
         try:
             reports.append(next(gen))

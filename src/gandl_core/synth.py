@@ -217,6 +217,141 @@ def _spots(u: np.ndarray, v: np.ndarray, pu: np.ndarray, pv: np.ndarray, sigma: 
     return float(amp) * np.exp(d2 * np.float32(-1.0 / (2 * sigma**2))).sum(axis=0)
 
 
+@dataclass(frozen=True)
+class _Cell:
+    """One cell as drawn: orientation, phenotype, per-stain brightness and semi-axes (px) of the
+    cell (``a_c`` along its long axis, ``b_c`` across) and of its nucleus (``a_n``, ``b_n``)."""
+
+    theta: float
+    infected: bool
+    syncytium: bool
+    bright: list[float]
+    a_c: float
+    b_c: float
+    a_n: float
+    b_n: float
+
+
+def _draw_cell(rng: np.random.Generator, m: dict, infected_fraction: float, condense: float) -> _Cell:
+    theta = float(rng.uniform(0, np.pi))
+    infected = rng.random() < infected_fraction
+    syncytium = infected and rng.random() < 0.15
+    # Cell-to-cell stain variation (cell cycle, uptake): one log-normal factor per channel.
+    bright = np.exp(rng.normal(0.0, 0.15, 5)).tolist()
+    jitter = rng.uniform(0.85, 1.15)
+    r_n = m["r_nuc"] * jitter * condense
+    aspect = 1.0 + (m["aspect"] - 1.0) * (0.35 if infected else 1.0)  # infected cells round up
+    r_c = m["r_nuc"] * jitter * m["ratio"] * (1.15 if infected else 1.0) * (1.7 if syncytium else 1.0)
+    if syncytium:
+        aspect = 1.1
+    # Python floats keep the float32 patches float32 (NumPy scalars would upcast them).
+    a_c, b_c = float(r_c * np.sqrt(aspect)), float(r_c / np.sqrt(aspect))
+    a_n, b_n = float(r_n * np.sqrt(m["nuc_aspect"])), float(r_n / np.sqrt(m["nuc_aspect"]))
+    return _Cell(theta, infected, syncytium, bright, a_c, b_c, a_n, b_n)
+
+
+@dataclass(frozen=True)
+class _Patch:
+    """The window of the field a cell paints: its slices, the cell-frame coordinates ``u`` (along
+    the long axis) and ``v``, the normalised elliptic distance ``d_cell`` and the soft cell mask."""
+
+    sl: tuple[slice, slice]
+    u: np.ndarray
+    v: np.ndarray
+    d_cell: np.ndarray
+    mask: np.ndarray
+
+
+def _cell_patch(cell: _Cell, cy, cx, yy: np.ndarray, xx: np.ndarray, size: int) -> _Patch | None:
+    """The cell's window around centre (cy, cx), or None when it lies outside the field."""
+    half = int(np.ceil(cell.a_c + 3))
+    y0, y1 = max(0, int(cy) - half), min(size, int(cy) + half + 1)
+    x0, x1 = max(0, int(cx) - half), min(size, int(cx) + half + 1)
+    if y0 >= y1 or x0 >= x1:
+        return None
+    dy, dx = yy[y0:y1, x0:x1] - cy, xx[y0:y1, x0:x1] - cx
+    c, s = float(np.cos(cell.theta)), float(np.sin(cell.theta))
+    u, v = c * dx + s * dy, -s * dx + c * dy  # cell frame: u along the long axis
+    d_cell = np.sqrt((u / cell.a_c) ** 2 + (v / cell.b_c) ** 2)
+    mask = 0.5 - 0.5 * np.tanh((d_cell - 1.0) * 4.0)  # logistic edge; tanh cannot overflow in float32
+    return _Patch((slice(y0, y1), slice(x0, x1)), u, v, d_cell, mask)
+
+
+def _nuclei(rng: np.random.Generator, cell: _Cell, p: _Patch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Nucleus centres (cell frame) and the nuclear mask: one near the centre, or 2-4 spread
+    through a syncytium."""
+    n_nuc = int(rng.integers(2, 5)) if cell.syncytium else 1
+    if n_nuc == 1:
+        nu, nv = rng.normal(0, 0.08 * cell.a_n, 1), rng.normal(0, 0.08 * cell.b_n, 1)
+    else:
+        ang = rng.uniform(0, 2 * np.pi) + np.arange(n_nuc) * 2 * np.pi / n_nuc
+        nu, nv = 0.45 * cell.a_c * np.cos(ang), 0.45 * cell.b_c * np.sin(ang)
+    nuc = np.zeros_like(p.u)
+    for pu, pv in zip(nu.tolist(), nv.tolist()):
+        d_nuc = np.sqrt(((p.u - pu) / cell.a_n) ** 2 + ((p.v - pv) / cell.b_n) ** 2)
+        nuc = np.maximum(nuc, 0.5 - 0.5 * np.tanh((d_nuc - 1.0) * 5.0))
+    return nu, nv, nuc
+
+
+def _actin(rng: np.random.Generator, cell: _Cell, p: _Patch, cyto: np.ndarray) -> np.ndarray:
+    """Cortical ring + stress fibres, thin lines roughly parallel to the long axis (few when infected)."""
+    ring = np.exp(-((p.d_cell - 0.95) / 0.12) ** 2)
+    n_f = int(rng.integers(4, 9))
+    f_off = (rng.uniform(-0.8, 0.8, n_f) * cell.b_c).astype(np.float32)
+    f_slope = rng.normal(0.0, 0.12, n_f).astype(np.float32)
+    f_amp = (rng.uniform(0.5, 1.0, n_f) * (0.15 if cell.infected else 1.0)).astype(np.float32)
+    dist = p.v[None] - f_off[:, None, None] - f_slope[:, None, None] * p.u[None]
+    fibres = np.tensordot(f_amp, np.exp(dist**2 * np.float32(-1.0 / (2 * 0.45**2))), 1)
+    return 0.5 * ring + cyto * fibres * 0.9 + 0.1 * p.mask
+
+
+def _rna(rng: np.random.Generator, cell: _Cell, p: _Patch, nu, nv, cyto: np.ndarray, nuc: np.ndarray) -> np.ndarray:
+    """Nucleoli + diffuse cytoplasm; infected cells add bright cytoplasmic puncta (twice as many in
+    a syncytium)."""
+    u, v = p.u, p.v
+    rna = 0.25 * cyto + 0.2 * nuc
+    for pu, pv in zip(nu.tolist(), nv.tolist()):
+        k = int(rng.integers(2, 4))
+        ang, rad = rng.uniform(0, 2 * np.pi, k), rng.uniform(0, 0.5, k)
+        rna += _spots(u, v, pu + rad * cell.a_n * np.cos(ang), pv + rad * cell.b_n * np.sin(ang), 0.7, 0.9)
+    if cell.infected:
+        k = int(rng.integers(5, 10)) * (2 if cell.syncytium else 1)
+        ang, rad = rng.uniform(0, 2 * np.pi, k), rng.uniform(0.45, 0.85, k)
+        rna += _spots(u, v, rad * cell.a_c * np.cos(ang), rad * cell.b_c * np.sin(ang), 0.8, 1.6)
+    return rna
+
+
+def _golgi(rng: np.random.Generator, cell: _Cell, p: _Patch, nu, nv) -> np.ndarray:
+    """Membrane outline plus a perinuclear ribbon on one side, fragmented into scattered dots when
+    infected."""
+    u, v = p.u, p.v
+    golgi = 0.15 * np.exp(-((p.d_cell - 0.95) / 0.15) ** 2)
+    side = rng.uniform(0, 2 * np.pi)
+    if cell.infected:
+        k = int(rng.integers(5, 9))
+        ang, rad = rng.uniform(0, 2 * np.pi, k), rng.uniform(0.35, 0.8, k)
+        return golgi + _spots(u, v, rad * cell.a_c * np.cos(ang), rad * cell.b_c * np.sin(ang), 0.6, 0.6)
+    gu, gv = float(nu[0] + 1.3 * cell.a_n * np.cos(side)), float(nv[0] + 1.3 * cell.b_n * np.sin(side))
+    return golgi + 1.1 * np.exp(-((u - gu) ** 2 / (2 * 1.4**2) + (v - gv) ** 2 / (2 * 0.9**2)))
+
+
+def _paint_cell(img: np.ndarray, rng: np.random.Generator, cell: _Cell, p: _Patch, tex_chrom: np.ndarray,
+                tex_er: np.ndarray, condense: float) -> None:
+    """Add one cell's five stains to ``img`` (random draws in a fixed order: nuclei, actin, RNA, Golgi)."""
+    nu, nv, nuc = _nuclei(rng, cell, p)
+    cyto = np.clip(p.mask - nuc, 0, 1)
+    sl, bright = p.sl, cell.bright
+    # DNA: nucleus with chromatin texture; condensed nuclei are brighter.
+    img[0][sl] += nuc * (1.0 + 0.25 * tex_chrom[sl]) * (1.0 / condense) ** 2 * bright[0]
+    # ER: perinuclear gradient with reticular texture; swollen when infected.
+    er_gain = 1.35 if cell.infected else 1.0
+    img[1][sl] += (cyto * np.exp(-np.maximum(p.d_cell - 0.2, 0) * 1.2) * (0.8 + 0.35 * tex_er[sl]) * 0.7 * er_gain
+                   * bright[1])
+    img[2][sl] += _actin(rng, cell, p, cyto) * bright[2]
+    img[3][sl] += _rna(rng, cell, p, nu, nv, cyto, nuc) * bright[3]
+    img[4][sl] += _golgi(rng, cell, p, nu, nv) * p.mask * bright[4]
+
+
 def render_site(
     rng: np.random.Generator,
     *,
@@ -293,79 +428,10 @@ def render_site(
     tex_chrom = _smooth_noise(rng, (size, size), 0.8).astype(np.float32)
     tex_er = _smooth_noise(rng, (size, size), 0.7).astype(np.float32)
     for cy, cx in centres.astype(np.float32):
-        theta = float(rng.uniform(0, np.pi))
-        infected = rng.random() < infected_fraction
-        syncytium = infected and rng.random() < 0.15
-        # Cell-to-cell stain variation (cell cycle, uptake): one log-normal factor per channel.
-        bright = np.exp(rng.normal(0.0, 0.15, 5)).tolist()
-        jitter = rng.uniform(0.85, 1.15)
-        r_n = m["r_nuc"] * jitter * condense
-        aspect = 1.0 + (m["aspect"] - 1.0) * (0.35 if infected else 1.0)  # infected cells round up
-        r_c = m["r_nuc"] * jitter * m["ratio"] * (1.15 if infected else 1.0) * (1.7 if syncytium else 1.0)
-        if syncytium:
-            aspect = 1.1
-        # Python floats keep the float32 patches float32 (NumPy scalars would upcast them).
-        a_c, b_c = float(r_c * np.sqrt(aspect)), float(r_c / np.sqrt(aspect))
-        a_n, b_n = float(r_n * np.sqrt(m["nuc_aspect"])), float(r_n / np.sqrt(m["nuc_aspect"]))
-        half = int(np.ceil(a_c + 3))
-        y0, y1 = max(0, int(cy) - half), min(size, int(cy) + half + 1)
-        x0, x1 = max(0, int(cx) - half), min(size, int(cx) + half + 1)
-        if y0 >= y1 or x0 >= x1:
-            continue
-        dy, dx = yy[y0:y1, x0:x1] - cy, xx[y0:y1, x0:x1] - cx
-        c, s = float(np.cos(theta)), float(np.sin(theta))
-        u, v = c * dx + s * dy, -s * dx + c * dy  # cell frame: u along the long axis
-        d_cell = np.sqrt((u / a_c) ** 2 + (v / b_c) ** 2)
-        cell = 0.5 - 0.5 * np.tanh((d_cell - 1.0) * 4.0)  # logistic edge; tanh cannot overflow in float32
-        # Nuclei: one near the centre, or 2-4 spread through a syncytium.
-        n_nuc = int(rng.integers(2, 5)) if syncytium else 1
-        if n_nuc == 1:
-            nu, nv = rng.normal(0, 0.08 * a_n, 1), rng.normal(0, 0.08 * b_n, 1)
-        else:
-            ang = rng.uniform(0, 2 * np.pi) + np.arange(n_nuc) * 2 * np.pi / n_nuc
-            nu, nv = 0.45 * a_c * np.cos(ang), 0.45 * b_c * np.sin(ang)
-        nuc = np.zeros_like(u)
-        for pu, pv in zip(nu.tolist(), nv.tolist()):
-            d_nuc = np.sqrt(((u - pu) / a_n) ** 2 + ((v - pv) / b_n) ** 2)
-            nuc = np.maximum(nuc, 0.5 - 0.5 * np.tanh((d_nuc - 1.0) * 5.0))
-        cyto = np.clip(cell - nuc, 0, 1)
-        sl = (slice(y0, y1), slice(x0, x1))
-        # DNA: nucleus with chromatin texture; condensed nuclei are brighter.
-        img[0][sl] += nuc * (1.0 + 0.25 * tex_chrom[sl]) * (1.0 / condense) ** 2 * bright[0]
-        # ER: perinuclear gradient with reticular texture; swollen when infected.
-        er_gain = 1.35 if infected else 1.0
-        img[1][sl] += cyto * np.exp(-np.maximum(d_cell - 0.2, 0) * 1.2) * (0.8 + 0.35 * tex_er[sl]) * 0.7 * er_gain * bright[1]
-        # Actin: cortical ring + stress fibres, thin lines roughly parallel to the long axis.
-        ring = np.exp(-((d_cell - 0.95) / 0.12) ** 2)
-        n_f = int(rng.integers(4, 9))
-        f_off = (rng.uniform(-0.8, 0.8, n_f) * b_c).astype(np.float32)
-        f_slope = rng.normal(0.0, 0.12, n_f).astype(np.float32)
-        f_amp = (rng.uniform(0.5, 1.0, n_f) * (0.15 if infected else 1.0)).astype(np.float32)
-        dist = v[None] - f_off[:, None, None] - f_slope[:, None, None] * u[None]
-        fibres = np.tensordot(f_amp, np.exp(dist**2 * np.float32(-1.0 / (2 * 0.45**2))), 1)
-        img[2][sl] += (0.5 * ring + cyto * fibres * 0.9 + 0.1 * cell) * bright[2]
-        # RNA: nucleoli + diffuse cytoplasm; infected: bright cytoplasmic puncta.
-        rna = 0.25 * cyto + 0.2 * nuc
-        for pu, pv in zip(nu.tolist(), nv.tolist()):
-            k = int(rng.integers(2, 4))
-            ang, rad = rng.uniform(0, 2 * np.pi, k), rng.uniform(0, 0.5, k)
-            rna += _spots(u, v, pu + rad * a_n * np.cos(ang), pv + rad * b_n * np.sin(ang), 0.7, 0.9)
-        if infected:
-            k = int(rng.integers(5, 10)) * (2 if syncytium else 1)
-            ang, rad = rng.uniform(0, 2 * np.pi, k), rng.uniform(0.45, 0.85, k)
-            rna += _spots(u, v, rad * a_c * np.cos(ang), rad * b_c * np.sin(ang), 0.8, 1.6)
-        img[3][sl] += rna * bright[3]
-        # Golgi: perinuclear ribbon on one side, fragmented into scattered dots when infected.
-        golgi = 0.15 * np.exp(-((d_cell - 0.95) / 0.15) ** 2)
-        side = rng.uniform(0, 2 * np.pi)
-        if infected:
-            k = int(rng.integers(5, 9))
-            ang, rad = rng.uniform(0, 2 * np.pi, k), rng.uniform(0.35, 0.8, k)
-            golgi = golgi + _spots(u, v, rad * a_c * np.cos(ang), rad * b_c * np.sin(ang), 0.6, 0.6)
-        else:
-            gu, gv = float(nu[0] + 1.3 * a_n * np.cos(side)), float(nv[0] + 1.3 * b_n * np.sin(side))
-            golgi = golgi + 1.1 * np.exp(-((u - gu) ** 2 / (2 * 1.4**2) + (v - gv) ** 2 / (2 * 0.9**2)))
-        img[4][sl] += golgi * cell * bright[4]
+        cell = _draw_cell(rng, m, infected_fraction, condense)
+        patch = _cell_patch(cell, cy, cx, yy, xx, size)
+        if patch is not None:
+            _paint_cell(img, rng, cell, patch, tex_chrom, tex_er, condense)
     return np.clip(img, 0.0, None).astype(np.float32)
 
 
@@ -409,6 +475,98 @@ def _well_names(n: int, rng: np.random.Generator) -> list[str]:
     pool = inner + outer
     chosen = pool[:n]
     return [chosen[i] for i in rng.permutation(n)]
+
+
+def _check_screen_options(out: Path, *, plates: int, image_size: int, sites: int, replicates: int, controls: int,
+                          uv_controls: int, doses: Sequence[float] | None, cell_types: Sequence[str],
+                          infection: float, overwrite: bool) -> list[float]:
+    """Raise for options that cannot make a screen or an ``out`` that is taken; return the doses."""
+    if image_size < 32:
+        raise ConfigError(f"option 'image_size' = {image_size}: use at least 32 px so fields hold whole cells.")
+    for name, val in (("plates", plates), ("sites", sites), ("replicates", replicates), ("controls", controls)):
+        if int(val) < 1:
+            raise ConfigError(f"option '{name}' = {val} must be >= 1.")
+    if int(uv_controls) < 0:
+        raise ConfigError(f"option 'uv_controls' = {uv_controls} must be >= 0.")
+    unknown = [c for c in cell_types if c not in _MORPHOLOGY]
+    if unknown or not cell_types or len(set(cell_types)) != len(cell_types):
+        raise ConfigError(f"option 'cell_types' = {list(cell_types)}: choose one or both of {list(CELL_TYPES)}, each once.")
+    if not 0.0 < infection <= 1.0:
+        raise ConfigError(f"option 'infection' = {infection} must be in (0, 1].")
+    doses = list(doses) if doses is not None else default_doses()
+    if len(doses) < 2 or not all(np.isfinite(d) and d > 0 for d in doses) or len(set(doses)) != len(doses):
+        raise ConfigError(f"option 'doses' = {doses}: give at least two distinct positive concentrations (uM).")
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out} is a file: choose a folder name for the screen.")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise DataError(f"{out} exists and is not empty: choose a new folder or pass overwrite=True (--overwrite).")
+    return doses
+
+
+def _plan_wells(cmpds: list[Compound], doses: list[float], *, seed: int, cell_types: Sequence[str], plates: int,
+                controls: int, uv_controls: int, replicates: int) -> list[dict]:
+    """One dict per well (role, condition, compound, dose, cell type, experiment, plate, well name),
+    plate by plate in row-major well order."""
+    plan: list[dict] = []
+    for ct_i, ct in enumerate(cell_types):
+        experiment = f"{ct}-1"
+        for p in range(1, plates + 1):
+            wells: list[dict] = []
+            wells += [dict(role="positive", condition=MOCK, cmpd=None, conc=None) for _ in range(controls)]
+            wells += [dict(role="positive", condition=UV, cmpd=None, conc=None) for _ in range(uv_controls)]
+            wells += [dict(role="negative", condition=ACTIVE, cmpd=None, conc=None) for _ in range(controls)]
+            for cp in cmpds:
+                for conc in doses:
+                    wells += [dict(role="treated", condition=ACTIVE, cmpd=cp, conc=conc) for _ in range(replicates)]
+            names = _well_names(len(wells), np.random.default_rng([seed, ct_i, p, 1]))
+            for w, name in zip(wells, names):
+                w.update(cell_type=ct, experiment=experiment, plate=p, well=name, ct_index=ct_i)
+            plan.extend(sorted(wells, key=lambda w: (_ROWS.index(w["well"][0]), int(w["well"][1:]))))
+    return plan
+
+
+def _write_well(root: Path, w: dict, effects: tuple, *, seed: int, sites: int, image_size: int,
+                infection: float) -> tuple[list[dict], dict]:
+    """Render and write one well's sites under ``root/images``; return its metadata.csv rows and its
+    wells.csv row (the truth: rescue, infected fraction, viability)."""
+    gain, offset, vignette = effects
+    cp: Compound | None = w["cmpd"]
+    rescue = cp.rescue(w["conc"]) if cp is not None else 0.0
+    viability = cp.viability(w["conc"]) if cp is not None else 1.0
+    q = 0.0 if w["role"] == "positive" else infection * (1.0 - rescue)
+    folder = root / "images" / w["experiment"] / f"Plate{w['plate']}"
+    folder.mkdir(parents=True, exist_ok=True)
+    well_id = f"{w['experiment']}_{w['plate']}_{w['well']}"
+    treatment, conc = (cp.name if cp else ""), ("" if cp is None else w["conc"])
+    meta_rows = []
+    for s in range(1, sites + 1):
+        srng = np.random.default_rng([seed, w["ct_index"], w["plate"], _ROWS.index(w["well"][0]),
+                                      int(w["well"][1:]), s, 3])
+        field = render_site(srng, size=image_size, cell_type=w["cell_type"], infected_fraction=q,
+                            viability=viability, infected_well=w["condition"] == ACTIVE)
+        raw = _to_uint16(field, srng, gain, offset, vignette)
+        for k in range(5):
+            _write_png16(folder / f"{w['well']}_s{s}_w{k + 1}.png", raw[k])
+        meta_rows.append({
+            "site_id": f"{well_id}_{s}", "well_id": well_id, "cell_type": w["cell_type"],
+            "experiment": w["experiment"], "plate": w["plate"], "well": w["well"], "site": s,
+            "disease_condition": w["condition"], "treatment": treatment, "treatment_conc": conc,
+        })
+    well_row = {
+        "experiment": w["experiment"], "plate": w["plate"], "well": w["well"], "cell_type": w["cell_type"],
+        "disease_condition": w["condition"], "role": w["role"], "treatment": treatment, "treatment_conc": conc,
+        "true_rescue": round(rescue, 6), "true_infected_fraction": round(q, 6),
+        "true_viability": round(viability, 6),
+    }
+    return meta_rows, well_row
+
+
+def _ground_truth_rows(cmpds: list[Compound]) -> list[dict]:
+    return [{
+        "treatment": c.name, "ec50_uM": "" if not np.isfinite(c.ec50_uM) else round(c.ec50_uM, 6),
+        "hill": round(c.hill, 4), "efficacy": round(c.efficacy, 4), "active": c.active, "toxic": c.toxic,
+        "tc50_uM": "" if not c.toxic else round(c.tc50_uM, 6),
+    } for c in sorted(cmpds, key=lambda c: c.name)]
 
 
 def make_screen_iter(
@@ -470,43 +628,12 @@ def make_screen_iter(
         If ``out_dir`` exists and is not empty (and ``overwrite`` is False).
     """
     out = Path(out_dir)
-    if image_size < 32:
-        raise ConfigError(f"option 'image_size' = {image_size}: use at least 32 px so fields hold whole cells.")
-    for name, val in (("plates", plates), ("sites", sites), ("replicates", replicates), ("controls", controls)):
-        if int(val) < 1:
-            raise ConfigError(f"option '{name}' = {val} must be >= 1.")
-    if int(uv_controls) < 0:
-        raise ConfigError(f"option 'uv_controls' = {uv_controls} must be >= 0.")
-    unknown = [c for c in cell_types if c not in _MORPHOLOGY]
-    if unknown or not cell_types or len(set(cell_types)) != len(cell_types):
-        raise ConfigError(f"option 'cell_types' = {list(cell_types)}: choose one or both of {list(CELL_TYPES)}, each once.")
-    if not 0.0 < infection <= 1.0:
-        raise ConfigError(f"option 'infection' = {infection} must be in (0, 1].")
-    doses = list(doses) if doses is not None else default_doses()
-    if len(doses) < 2 or not all(np.isfinite(d) and d > 0 for d in doses) or len(set(doses)) != len(doses):
-        raise ConfigError(f"option 'doses' = {doses}: give at least two distinct positive concentrations (uM).")
-    if out.exists() and not out.is_dir():
-        raise DataError(f"{out} is a file: choose a folder name for the screen.")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise DataError(f"{out} exists and is not empty: choose a new folder or pass overwrite=True (--overwrite).")
-
-    rng = np.random.default_rng(seed)
-    cmpds = make_compounds(compounds, doses, rng)
-    plan: list[dict] = []  # one entry per well
-    for ct_i, ct in enumerate(cell_types):
-        experiment = f"{ct}-1"
-        for p in range(1, plates + 1):
-            wells: list[dict] = []
-            wells += [dict(role="positive", condition=MOCK, cmpd=None, conc=None) for _ in range(controls)]
-            wells += [dict(role="positive", condition=UV, cmpd=None, conc=None) for _ in range(uv_controls)]
-            wells += [dict(role="negative", condition=ACTIVE, cmpd=None, conc=None) for _ in range(controls)]
-            for cp in cmpds:
-                for conc in doses:
-                    wells += [dict(role="treated", condition=ACTIVE, cmpd=cp, conc=conc) for _ in range(replicates)]
-            names = _well_names(len(wells), np.random.default_rng([seed, ct_i, p, 1]))
-            for w, name in zip(wells, names):
-                w.update(cell_type=ct, experiment=experiment, plate=p, well=name, ct_index=ct_i)
-            plan.extend(sorted(wells, key=lambda w: (_ROWS.index(w["well"][0]), int(w["well"][1:]))))
+    doses = _check_screen_options(out, plates=plates, image_size=image_size, sites=sites, replicates=replicates,
+                                  controls=controls, uv_controls=uv_controls, doses=doses, cell_types=cell_types,
+                                  infection=infection, overwrite=overwrite)
+    cmpds = make_compounds(compounds, doses, np.random.default_rng(seed))
+    plan = _plan_wells(cmpds, doses, seed=seed, cell_types=cell_types, plates=plates, controls=controls,
+                       uv_controls=uv_controls, replicates=replicates)
 
     # Render beside the target (same file system, so the final rename is atomic); an old screen
     # being overwritten stays intact until the new one is complete.
@@ -514,48 +641,20 @@ def make_screen_iter(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.synth-", dir=out.parent))
     try:
         meta_rows, well_rows = [], []
-        effects: dict[tuple[int, int], tuple] = {}
+        effects: dict[tuple[int, int], tuple] = {}  # plate effects per (cell type, plate)
         for i, w in enumerate(plan):
             key = (w["ct_index"], w["plate"])
             if key not in effects:
                 effects[key] = _plate_effects(np.random.default_rng([seed, key[0], key[1], 2]), image_size)
-            gain, offset, vignette = effects[key]
-            cp: Compound | None = w["cmpd"]
-            rescue = cp.rescue(w["conc"]) if cp is not None else 0.0
-            viability = cp.viability(w["conc"]) if cp is not None else 1.0
-            q = 0.0 if w["role"] == "positive" else infection * (1.0 - rescue)
-            folder = tmp / "images" / w["experiment"] / f"Plate{w['plate']}"
-            folder.mkdir(parents=True, exist_ok=True)
-            well_id = f"{w['experiment']}_{w['plate']}_{w['well']}"
-            for s in range(1, sites + 1):
-                srng = np.random.default_rng([seed, w["ct_index"], w["plate"], _ROWS.index(w["well"][0]),
-                                              int(w["well"][1:]), s, 3])
-                field = render_site(srng, size=image_size, cell_type=w["cell_type"], infected_fraction=q,
-                                    viability=viability, infected_well=w["condition"] == ACTIVE)
-                raw = _to_uint16(field, srng, gain, offset, vignette)
-                for k in range(5):
-                    _write_png16(folder / f"{w['well']}_s{s}_w{k + 1}.png", raw[k])
-                meta_rows.append({
-                    "site_id": f"{well_id}_{s}", "well_id": well_id, "cell_type": w["cell_type"],
-                    "experiment": w["experiment"], "plate": w["plate"], "well": w["well"], "site": s,
-                    "disease_condition": w["condition"], "treatment": cp.name if cp else "",
-                    "treatment_conc": "" if cp is None else w["conc"],
-                })
-            well_rows.append({
-                "experiment": w["experiment"], "plate": w["plate"], "well": w["well"], "cell_type": w["cell_type"],
-                "disease_condition": w["condition"], "role": w["role"], "treatment": cp.name if cp else "", "treatment_conc": "" if cp is None else w["conc"],
-                "true_rescue": round(rescue, 6), "true_infected_fraction": round(q, 6),
-                "true_viability": round(viability, 6),
-            })
+            sites_rows, well_row = _write_well(tmp, w, effects[key], seed=seed, sites=sites, image_size=image_size,
+                                               infection=infection)
+            meta_rows += sites_rows
+            well_rows.append(well_row)
             yield Progress(i + 1, len(plan), unit="wells", stage="synth", metrics={"sites": (i + 1) * sites})
 
         _write_csv(tmp / "metadata.csv", meta_rows)
         _write_csv(tmp / "wells.csv", well_rows)
-        _write_csv(tmp / "ground_truth.csv", [{
-            "treatment": c.name, "ec50_uM": "" if not np.isfinite(c.ec50_uM) else round(c.ec50_uM, 6),
-            "hill": round(c.hill, 4), "efficacy": round(c.efficacy, 4), "active": c.active, "toxic": c.toxic,
-            "tc50_uM": "" if not c.toxic else round(c.tc50_uM, 6),
-        } for c in sorted(cmpds, key=lambda c: c.name)])
+        _write_csv(tmp / "ground_truth.csv", _ground_truth_rows(cmpds))
         (tmp / "README.txt").write_text(_readme(seed, plates, image_size, sites, compounds, replicates,
                                                 controls, uv_controls, doses, cell_types, infection))
         if out.exists():

@@ -298,14 +298,8 @@ def add_pert_type(df: pd.DataFrame) -> pd.DataFrame:
     """
     if "Metadata_Role" not in df.columns:
         raise DataError(f"add_pert_type: the table has no Metadata_Role column (metadata: {metadata_columns(df)}).")
-    out = df.copy()
-    pert = df["Metadata_Role"].astype(str).map(ROLE_TO_PERT_TYPE).fillna("other")
-    at = out.columns.get_loc("Metadata_Role") + 1 if "Metadata_pert_type" not in out.columns else None
-    if at is None:
-        out["Metadata_pert_type"] = pert.to_numpy()
-    else:
-        out.insert(at, "Metadata_pert_type", pert.to_numpy())
-    return out
+    pert = df["Metadata_Role"].astype(str).map(ROLE_TO_PERT_TYPE).fillna("other").to_numpy()
+    return _set_after(df, "Metadata_Role", "Metadata_pert_type", pert)
 
 
 def add_role(df: pd.DataFrame) -> pd.DataFrame:
@@ -321,12 +315,18 @@ def add_role(df: pd.DataFrame) -> pd.DataFrame:
     """
     if "Metadata_pert_type" not in df.columns:
         raise DataError(f"add_role: the table has no Metadata_pert_type column (metadata: {metadata_columns(df)}).")
-    out = df.copy()
     role = df["Metadata_pert_type"].astype(str).str.lower().map(PERT_TYPE_TO_ROLE).fillna("other").to_numpy()
-    if "Metadata_Role" in out.columns:
-        out["Metadata_Role"] = role
+    return _set_after(df, "Metadata_pert_type", "Metadata_Role", role)
+
+
+def _set_after(df: pd.DataFrame, source: str, name: str, values) -> pd.DataFrame:
+    """Copy of ``df`` with column ``name`` = ``values``: replaced where it exists, else inserted
+    right after ``source`` (the column it was derived from)."""
+    out = df.copy()
+    if name in out.columns:
+        out[name] = values
     else:
-        out.insert(out.columns.get_loc("Metadata_pert_type") + 1, "Metadata_Role", role)
+        out.insert(out.columns.get_loc(source) + 1, name, values)
     return out
 
 

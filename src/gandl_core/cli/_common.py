@@ -7,7 +7,7 @@ import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Generator, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Generator, Iterator, Sequence, TypeVar
 
 from ..progress import Progress
 
@@ -279,6 +279,16 @@ def staged_output(out: str | os.PathLike, command: str, *, overwrite: bool,
             except OSError:
                 pass
         raise
+
+
+def write_staged(args: Any, command: str, known: Sequence[str], write: Callable[[Any, Path], list[str]]) -> int:
+    """The whole run of a command that writes a folder: ``write(args, stage)`` fills a staging folder
+    (see :func:`staged_output`; ``args.out``, ``args.overwrite``) and returns the names it wrote,
+    which are printed as one ``wrote OUT/a, b`` line. Returns 0, the command's exit status."""
+    with staged_output(args.out, command, overwrite=args.overwrite, known=known) as stage:
+        written = write(args, stage)
+    print(f"wrote {args.out}/" + ", ".join(written))
+    return 0
 
 
 @contextmanager

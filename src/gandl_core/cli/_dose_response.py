@@ -6,7 +6,7 @@ import argparse
 import re
 from pathlib import Path
 
-from ._common import add_out_argument, add_overwrite_argument, check_queries, finite_float, staged_output
+from ._common import add_out_argument, add_overwrite_argument, check_queries, finite_float, write_staged
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -53,10 +53,7 @@ def _safe(name: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     check_queries(args, "positive", "negative")
-    with staged_output(args.out, "dose-response", overwrite=args.overwrite, known=FILES) as stage:
-        written = _dose_response(args, stage)
-    print(f"wrote {args.out}/" + ", ".join(written))
-    return 0
+    return write_staged(args, "dose-response", FILES, _dose_response)
 
 
 def _dose_response(args: argparse.Namespace, out: Path) -> list[str]:

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ._common import add_out_argument, add_overwrite_argument, check_queries, finite_float, staged_output
+from ._common import add_out_argument, add_overwrite_argument, check_queries, finite_float, write_staged
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -68,10 +68,7 @@ def _cv(text: str) -> int | str | None:
 
 def run(args: argparse.Namespace) -> int:
     check_queries(args, "positive", "negative", "query", "map_query")
-    with staged_output(args.out, "evaluate", overwrite=args.overwrite, known=FILES) as stage:
-        written = _evaluate(args, stage)
-    print(f"wrote {args.out}/" + ", ".join(written))
-    return 0
+    return write_staged(args, "evaluate", FILES, _evaluate)
 
 
 def _evaluate(args: argparse.Namespace, out: Path) -> list[str]:

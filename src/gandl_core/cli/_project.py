@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ._common import add_out_argument, add_overwrite_argument, check_queries, finite_float, staged_output
+from ._common import add_out_argument, add_overwrite_argument, check_queries, finite_float, write_staged
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,10 +37,7 @@ FILES = ["scores.parquet", "projection.json", "axes.csv", "e2.png", "on_heatmap.
 
 def run(args: argparse.Namespace) -> int:
     check_queries(args, "positive", "negative")
-    with staged_output(args.out, "project", overwrite=args.overwrite, known=FILES) as stage:
-        written = _project(args, stage)
-    print(f"wrote {args.out}/" + ", ".join(written))
-    return 0
+    return write_staged(args, "project", FILES, _project)
 
 
 def _project(args: argparse.Namespace, out: Path) -> list[str]:

@@ -365,6 +365,11 @@ class ConvAEFeaturizer(ModuleFeaturizer):
 # --------------------------------------------------------------------------------------------
 # Training
 # --------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------
+#
+# Split like the GAN loop (gan/step.py, gan/schedule.py): :class:`ConvAEStep` knows what a step
+# is, :class:`_Schedule` when a checkpoint is due, :class:`_RunFolder` what a checkpoint holds,
+# and :func:`train_convae` only wires them together around a short loop.
 
 
 def _batch_indices(seed: int, step: int, n: int, batch: int) -> list[int]:
@@ -373,6 +378,213 @@ def _batch_indices(seed: int, step: int, n: int, batch: int) -> list[int]:
 
     rng = np.random.default_rng([int(seed), int(step), 7])
     return rng.integers(0, n, size=batch).tolist()
+
+
+class ConvAEStep:
+    """The autoencoder, its Adam optimizer and the step that trains them: ``metrics = trainer(x)``.
+
+    A step reconstructs the batch ``x`` and minimises ``pixel + ssim_weight * (1 - SSIM)
+    [+ perceptual_weight * perceptual]``. :attr:`step` counts the steps done (restored by
+    :meth:`load_state_dict`).
+
+    Parameters
+    ----------
+    config
+        The run's :class:`ConvAEConfig`; the weights are drawn from ``config.seed`` (torch's global
+        RNG is left as it was).
+    channels
+        Image channels C.
+    device
+        Where the model lives.
+    perceptual
+        The optional :class:`_Perceptual` term (None: pixel + SSIM only).
+    """
+
+    def __init__(self, config: ConvAEConfig, channels: int, device: Any, perceptual: Any = None) -> None:
+        import torch
+
+        self.config, self.perceptual, self.step = config, perceptual, 0
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(config.seed))
+            self.model = build_convae(channels, config.resolution, width=config.width, embed_dim=config.embed_dim)
+        self.model.to(device)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=(0.9, 0.99))
+
+    def __call__(self, x: "torch.Tensor") -> dict[str, float]:
+        """One optimisation step on ``x`` [N, C, R, R]; returns ``loss``, ``pixel``, ``ssim`` (and
+        ``perceptual``) as floats. A non-finite ``loss`` is returned, not raised: the caller decides."""
+        from torch.nn import functional as F
+
+        c = self.config
+        y = self.model(x)
+        pix = F.l1_loss(y, x) if c.pixel_loss == "l1" else F.mse_loss(y, x)
+        s = ssim(y, x)
+        loss = pix + c.ssim_weight * (1.0 - s)
+        metrics = {"loss": 0.0, "pixel": float(pix.detach()), "ssim": float(s.detach())}
+        if self.perceptual is not None:
+            pl = self.perceptual(y, x)
+            loss = loss + c.perceptual_weight * pl
+            metrics["perceptual"] = float(pl.detach())
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.step += 1
+        metrics["loss"] = float(loss.detach())
+        return metrics
+
+    def state_dict(self) -> dict:
+        """``model`` (CPU tensors), ``opt`` and ``step``: what a checkpoint needs to resume."""
+        return {"model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                "opt": self.opt.state_dict(), "step": self.step}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Inverse of :meth:`state_dict`."""
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.step = int(state["step"])
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    """Step counts of a run: its length and when a checkpoint is written."""
+
+    batch: int
+    n_sites: int           # batches draw from sites 0 .. n_sites - 1
+    total: int             # steps of the whole run
+    checkpoint_every: int
+
+    @classmethod
+    def of(cls, config: ConvAEConfig, n_sites: int) -> "_Schedule":
+        """``config.kimg`` thousand crops, or ``config.epochs`` passes over ``n_sites``; >= 1 step."""
+        total_imgs = float(config.kimg) * 1000.0 if config.kimg is not None else float(config.epochs) * n_sites
+        return cls(config.batch, n_sites, max(1, int(math.ceil(total_imgs / config.batch))), config.checkpoint_every)
+
+    def kimg(self, step: int) -> float:
+        return step * self.batch / 1000.0
+
+    def checkpoint_due(self, step: int) -> bool:
+        return step % self.checkpoint_every == 0 or step == self.total
+
+
+class _RunFolder:
+    """``<out>/config.json``, ``metrics.jsonl`` and ``checkpoints/`` (``ckpt-<kimg>.pt`` + ``latest.pt``)."""
+
+    def __init__(self, config: ConvAEConfig) -> None:
+        self.config, self.root = config, Path(config.out)
+        self.latest = self.root / "checkpoints" / "latest.pt"
+        self.metrics = self.root / "metrics.jsonl"
+
+    def start(self, names: list[str], normalizer: Any, schedule: _Schedule) -> None:
+        """Create the folders and write ``config.json`` (options, channels, sites, steps)."""
+        self.names, self.normalizer = names, normalizer
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "checkpoints").mkdir(exist_ok=True)
+        cfg_text = json.dumps({**self.config.to_dict(), "channel_names": names, "n_sites": schedule.n_sites,
+                               "total_steps": schedule.total}, indent=2)
+        (self.root / "config.json").write_text(cfg_text)
+
+    def save(self, trainer: ConvAEStep, metrics: dict) -> Path:
+        """Write ``ckpt-<kimg>.pt`` and ``latest.pt`` (kind ``convae``); return the snapshot's path."""
+        import torch
+
+        weights = trainer.state_dict()
+        state = {"format": "gandl-checkpoint", "version": 1, "kind": "convae", "config": self.config.to_dict(),
+                 "channel_names": self.names, "normalizer": self.normalizer.to_dict(),
+                 "model": weights["model"], "opt": weights["opt"],
+                 "kimg": trainer.step * self.config.batch / 1000.0, "step": trainer.step,
+                 "rng": {"torch": torch.get_rng_state(), "numpy": [], "python": []},
+                 "metrics": {k: float(v) for k, v in metrics.items()}}
+        path = self.root / "checkpoints" / f"ckpt-{state['kimg']:08.3f}.pt"
+        _save(path, state)
+        _save(self.latest, state)
+        return path
+
+
+def _check_inputs(config: ConvAEConfig, index: Any, resume: bool) -> Any:
+    """Validate the options and the run folder; return the site index (built from ``config.data``
+    when ``index`` is None)."""
+    from ..plates import build_index
+
+    config.validate()
+    if not config.out:
+        raise ConfigError("-o RUN_DIR is missing: give the folder the convae run writes to.")
+    latest = _RunFolder(config).latest
+    if index is None:
+        if not config.data:
+            raise ConfigError("DATA is missing: give the plate folder, LoadData CSV or index .parquet.")
+        index = build_index(config.data, channels=list(config.channels) if config.channels else None)
+    if len(index) == 0:
+        raise DataError(f"{config.data or 'the index'}: no sites to train on.")
+    if latest.exists() and not resume:
+        raise ConfigError(f"{Path(config.out)} already holds a convae run ({latest}). Pass --resume to continue "
+                          "it or choose another -o.")
+    return index
+
+
+def _perceptual_term(config: ConvAEConfig, device: Any) -> "_Perceptual | None":
+    if not config.perceptual_weights:
+        return None
+    if not Path(config.perceptual_weights).expanduser().is_file():
+        raise ConfigError(f"--perceptual-weights {config.perceptual_weights}: file not found. Give a "
+                          "local torchvision DenseNet-121 state_dict (see docs/counterparts.md), or leave "
+                          "the option out to train with pixel + SSIM loss only. Nothing is downloaded.")
+    return _Perceptual(config.perceptual_weights, device)
+
+
+def _resume(trainer: ConvAEStep, latest: Path, names: list[str], device: Any) -> Any:
+    """Load ``latest`` into ``trainer`` (same architecture, batch, seed and channels required);
+    return the run's normalizer."""
+    if not latest.exists():
+        raise CheckpointError(f"--resume: {latest} does not exist; start without --resume.")
+    config = trainer.config
+    model_prev, normalizer, state = load_convae(latest, device=str(device))
+    prev = ConvAEConfig.from_dict(state["config"])
+    arch = ("resolution", "width", "embed_dim", "seed", "batch", "scale")
+    diff = [k for k in arch if getattr(prev, k) != getattr(config, k)]
+    if diff or list(state["channel_names"]) != names:
+        raise CheckpointError(f"{latest}: cannot resume with changed {diff or ['channels']}; keep the "
+                              "run's options (see its config.json) or start a new -o folder.")
+    trainer.load_state_dict({"model": model_prev.state_dict(), "opt": state["opt"], "step": state["step"]})
+    return normalizer
+
+
+def _train_loop(trainer: ConvAEStep, schedule: _Schedule, dataset: Any, folder: _RunFolder,
+                device: Any) -> ProgressGenerator[Path]:
+    """Steps until ``schedule.total``: a metrics line each, checkpoints when due, and one more
+    checkpoint if the loop is stopped between two (so the work done can be resumed)."""
+    import torch
+
+    c = trainer.config
+    trainer.model.train()
+    t0, start = time.perf_counter(), trainer.step
+    metrics: dict[str, float] = {}
+    yield Progress(schedule.kimg(trainer.step), schedule.kimg(schedule.total), unit="kimg", stage="train-convae",
+                   message=(f"resuming at step {trainer.step}" if trainer.step else ""))
+    saved_step = trainer.step
+    try:
+        with open(folder.metrics, "a") as log:
+            while trainer.step < schedule.total:
+                picks = _batch_indices(c.seed, trainer.step, schedule.n_sites, c.batch)
+                dataset.set_epoch(trainer.step)  # crop positions from (seed, site, step)
+                metrics = trainer(torch.stack([dataset[i] for i in picks]).to(device))
+                step = trainer.step
+                if not math.isfinite(metrics["loss"]):
+                    raise DataError(f"convae training diverged at step {step} (loss {metrics['loss']}); "
+                                    "lower --lr or check the images for NaN/inf.")
+                metrics["img/s"] = (step - start) * c.batch / max(time.perf_counter() - t0, 1e-9)
+                log.write(json.dumps({"step": step, "kimg": schedule.kimg(step), **metrics}) + "\n")
+                artifacts = {}
+                if schedule.checkpoint_due(step):
+                    log.flush()
+                    artifacts["checkpoint"] = folder.save(trainer, metrics)
+                    saved_step = step
+                yield Progress(schedule.kimg(step), schedule.kimg(schedule.total), unit="kimg",
+                               stage="train-convae", metrics=dict(metrics), artifacts=artifacts)
+    finally:
+        # A stop between steps leaves a resumable checkpoint of the work done.
+        if trainer.step != saved_step and trainer.step > 0 and math.isfinite(metrics.get("loss", float("nan"))):
+            folder.save(trainer, metrics)
+    return folder.latest
 
 
 def train_convae(config: ConvAEConfig, index: Any = None, *, resume: bool = False) -> ProgressGenerator[Path]:
@@ -408,126 +620,22 @@ def train_convae(config: ConvAEConfig, index: Any = None, *, resume: bool = Fals
     CheckpointError
         ``resume`` without a checkpoint, or a checkpoint from another architecture.
     """
-    import numpy as np
     import torch
-    from torch.nn import functional as F
 
-    from ..plates import IntensityNormalizer, PlateDataset, build_index, channel_names
+    from ..plates import IntensityNormalizer, PlateDataset, channel_names
 
-    config.validate()
-    if not config.out:
-        raise ConfigError("-o RUN_DIR is missing: give the folder the convae run writes to.")
-    run = Path(config.out)
-    latest = run / "checkpoints" / "latest.pt"
-    if index is None:
-        if not config.data:
-            raise ConfigError("DATA is missing: give the plate folder, LoadData CSV or index .parquet.")
-        index = build_index(config.data, channels=list(config.channels) if config.channels else None)
-    if len(index) == 0:
-        raise DataError(f"{config.data or 'the index'}: no sites to train on.")
+    index = _check_inputs(config, index, resume)
     names = channel_names(index)
-    if latest.exists() and not resume:
-        raise ConfigError(f"{run} already holds a convae run ({latest}). Pass --resume to continue it or "
-                          "choose another -o.")
     device = torch.device(config.device)
-    perceptual = None
-    if config.perceptual_weights:
-        if not Path(config.perceptual_weights).expanduser().is_file():
-            raise ConfigError(f"--perceptual-weights {config.perceptual_weights}: file not found. Give a "
-                              "local torchvision DenseNet-121 state_dict (see docs/counterparts.md), or leave "
-                              "the option out to train with pixel + SSIM loss only. Nothing is downloaded.")
-        perceptual = _Perceptual(config.perceptual_weights, device)
-
-    n_sites = len(index)
-    total_imgs = (float(config.kimg) * 1000.0 if config.kimg is not None else float(config.epochs) * n_sites)
-    total_steps = max(1, int(math.ceil(total_imgs / config.batch)))
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(config.seed))
-        model = build_convae(len(names), config.resolution, width=config.width, embed_dim=config.embed_dim)
-    model.to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.99))
-    step = 0
-    if resume and latest.exists():
-        model_prev, normalizer, state = load_convae(latest, device=str(device))
-        prev = ConvAEConfig.from_dict(state["config"])
-        arch = ("resolution", "width", "embed_dim", "seed", "batch", "scale")
-        diff = [k for k in arch if getattr(prev, k) != getattr(config, k)]
-        if diff or list(state["channel_names"]) != names:
-            raise CheckpointError(f"{latest}: cannot resume with changed {diff or ['channels']}; keep the "
-                                  "run's options (see its config.json) or start a new -o folder.")
-        model.load_state_dict(model_prev.state_dict())
-        opt.load_state_dict(state["opt"])
-        step = int(state["step"])
-    elif resume:
-        raise CheckpointError(f"--resume: {latest} does not exist; start without --resume.")
+    perceptual = _perceptual_term(config, device)
+    schedule = _Schedule.of(config, len(index))
+    trainer = ConvAEStep(config, len(names), device, perceptual)
+    folder = _RunFolder(config)
+    if resume:
+        normalizer = _resume(trainer, folder.latest, names, device)
     else:
         normalizer = IntensityNormalizer().fit(index, seed=config.seed)
-    run.mkdir(parents=True, exist_ok=True)
-    (run / "checkpoints").mkdir(exist_ok=True)
-    cfg_text = json.dumps({**config.to_dict(), "channel_names": names, "n_sites": n_sites,
-                           "total_steps": total_steps}, indent=2)
-    (run / "config.json").write_text(cfg_text)
-
+    folder.start(names, normalizer, schedule)
     dataset = PlateDataset(index, normalizer, config.resolution, mode="random_crop", seed=config.seed,
                            scale=config.scale)
-
-    def make_state(metrics: dict) -> dict:
-        return {"format": "gandl-checkpoint", "version": 1, "kind": "convae", "config": config.to_dict(),
-                "channel_names": names, "normalizer": normalizer.to_dict(),
-                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                "opt": opt.state_dict(), "kimg": step * config.batch / 1000.0, "step": step,
-                "rng": {"torch": torch.get_rng_state(), "numpy": [], "python": []},
-                "metrics": {k: float(v) for k, v in metrics.items()}}
-
-    def write_ckpt(metrics: dict) -> Path:
-        state = make_state(metrics)
-        path = run / "checkpoints" / f"ckpt-{state['kimg']:08.3f}.pt"
-        _save(path, state)
-        _save(latest, state)
-        return path
-
-    model.train()
-    t0 = time.perf_counter()
-    start = step
-    metrics: dict[str, float] = {}
-    yield Progress(step * config.batch / 1000.0, total_steps * config.batch / 1000.0, unit="kimg",
-                   stage="train-convae", message=(f"resuming at step {step}" if step else ""))
-    saved_step = step
-    try:
-        with open(run / "metrics.jsonl", "a") as log:
-            while step < total_steps:
-                picks = _batch_indices(config.seed, step, n_sites, config.batch)
-                dataset.set_epoch(step)  # crop positions from (seed, site, step)
-                x = torch.stack([dataset[i] for i in picks]).to(device)
-                y = model(x)
-                pix = F.l1_loss(y, x) if config.pixel_loss == "l1" else F.mse_loss(y, x)
-                s = ssim(y, x)
-                loss = pix + config.ssim_weight * (1.0 - s)
-                metrics = {"loss": 0.0, "pixel": float(pix.detach()), "ssim": float(s.detach())}
-                if perceptual is not None:
-                    pl = perceptual(y, x)
-                    loss = loss + config.perceptual_weight * pl
-                    metrics["perceptual"] = float(pl.detach())
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                step += 1
-                metrics["loss"] = float(loss.detach())
-                if not np.isfinite(metrics["loss"]):
-                    raise DataError(f"convae training diverged at step {step} (loss {metrics['loss']}); "
-                                    "lower --lr or check the images for NaN/inf.")
-                metrics["img/s"] = (step - start) * config.batch / max(time.perf_counter() - t0, 1e-9)
-                log.write(json.dumps({"step": step, "kimg": step * config.batch / 1000.0, **metrics}) + "\n")
-                artifacts = {}
-                if step % config.checkpoint_every == 0 or step == total_steps:
-                    log.flush()
-                    artifacts["checkpoint"] = write_ckpt(metrics)
-                    saved_step = step
-                yield Progress(step * config.batch / 1000.0, total_steps * config.batch / 1000.0, unit="kimg",
-                               stage="train-convae", metrics=dict(metrics), artifacts=artifacts)
-    finally:
-        # A stop between steps leaves a resumable checkpoint of the work done.
-        if step != saved_step and step > 0 and math.isfinite(metrics.get("loss", float("nan"))):
-            write_ckpt(metrics)
-    return latest
+    return (yield from _train_loop(trainer, schedule, dataset, folder, device))

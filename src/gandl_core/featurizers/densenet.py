@@ -62,6 +62,8 @@ WEIGHTS_HELP = (
 )
 
 
+# Longer than 100 lines on purpose: the body is only the network's class definitions (each short),
+# inside a function so that importing gandl_core does not import torch (built once, by _classes()).
 def _build_module_classes():
     """Define the torch modules on first use (torch is imported lazily)."""
     import torch

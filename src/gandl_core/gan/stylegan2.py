@@ -100,6 +100,20 @@ def _check_positive_int(value: int, option: str, minimum: int = 1) -> int:
     return value
 
 
+def _check_sizes(resolution: int, channels: int, channel_base: int, channel_max: int) -> tuple[int, int]:
+    """The size options every generator network takes, checked: ``(resolution, channels)``.
+
+    Raises
+    ------
+    ConfigError
+        Naming the option: a resolution that is not a power of two >= 8, or a non-positive count.
+    """
+    r, c = check_resolution(resolution), _check_positive_int(channels, "channels")
+    _check_positive_int(channel_base, "channel_base")
+    _check_positive_int(channel_max, "channel_max")
+    return r, c
+
+
 def channels_at(res: int, channel_base: int, channel_max: int) -> int:
     """Feature maps at resolution ``res``: ``min(channel_base // res, channel_max)`` (at least 1)."""
     return max(1, min(channel_base // res, channel_max))
@@ -425,10 +439,7 @@ class SynthesisNetwork(nn.Module):
         input_mode: str = "const",
     ) -> None:
         super().__init__()
-        self.resolution = check_resolution(resolution)
-        self.channels = _check_positive_int(channels, "channels")
-        _check_positive_int(channel_base, "channel_base")
-        _check_positive_int(channel_max, "channel_max")
+        self.resolution, self.channels = _check_sizes(resolution, channels, channel_base, channel_max)
         if input_mode not in INPUT_MODES:
             raise ConfigError(f"option 'g_input' = {input_mode!r}: choose one of {', '.join(INPUT_MODES)}.")
         self.w_dim = w_dim
@@ -524,8 +535,7 @@ class Generator(nn.Module):
         input_mode: str = "const",
     ) -> None:
         super().__init__()
-        self.resolution = check_resolution(resolution)
-        self.channels = _check_positive_int(channels, "channels")
+        self.resolution, self.channels = _check_sizes(resolution, channels, channel_base, channel_max)
         self.z_dim, self.w_dim = z_dim, w_dim
         self.mapping = MappingNetwork(z_dim, w_dim, mapping_layers)
         self.synthesis = SynthesisNetwork(

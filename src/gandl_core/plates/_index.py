@@ -263,6 +263,33 @@ def build_index_iter(source: str | os.PathLike | pd.DataFrame, *, channels: Sequ
     ConfigError
         An invalid ``pattern``, or ``names`` of the wrong length.
     """
+    src, meta, paths, origin, orphans = _read_source(source, pattern, level)
+    index = _assemble(meta, _rename(paths, names, str(src)), origin)
+    if channels is not None:
+        index = select_channels(index, channels)
+    skipped: list[dict] = []
+    if validate:
+        index, skipped = yield from _validate(index, skip_missing)
+    if orphans:
+        warnings.warn(f"{src}: {len(orphans)} image site(s) have no metadata.csv row and are not indexed, "
+                      f"e.g. {orphans[:3]}. Add rows for them if they belong to the plate.", stacklevel=2)
+    index = index.drop(columns=[c for c in ("_origin", "_extra") if c in index.columns])
+    if index.empty:
+        raise DataError(f"{src}: no usable sites left (skipped {len(skipped)}: "
+                        f"{[s['reason'] for s in skipped[:3]]}).")
+    index.attrs["skipped"] = skipped
+    if skipped:
+        listing = "; ".join(f"{s['plate']}/{s['well']}/s{s['site']}: {s['reason']}" for s in skipped[:20])
+        more = f" (and {len(skipped) - 20} more)" if len(skipped) > 20 else ""
+        warnings.warn(f"{src}: skipped {len(skipped)} of {len(index) + len(skipped)} sites: {listing}{more}",
+                      stacklevel=2)
+    return index
+
+
+def _read_source(source: str | os.PathLike | pd.DataFrame, pattern: str | None,
+                 level: int) -> tuple[Path, pd.DataFrame, pd.DataFrame, list, list[dict]]:
+    """Read any supported source: ``(src, meta, paths, origin, orphans)``; ``orphans`` are image
+    sites without a metadata row (RxRx folders only)."""
     if isinstance(source, pd.DataFrame):  # an index in memory: check it like a .parquet
         from ._sources import split_index_frame
 
@@ -300,7 +327,12 @@ def build_index_iter(source: str | os.PathLike | pd.DataFrame, *, channels: Sequ
         meta, paths, origin = read_bioio(src)
     else:
         meta, paths, origin = read_tiff_folder(src, pattern)
-    paths = _rename(paths, names, str(src))
+    return src, meta, paths, origin, orphans
+
+
+def _assemble(meta: pd.DataFrame, paths: pd.DataFrame, origin: list) -> pd.DataFrame:
+    """Standard metadata beside the path columns, one row per site (duplicates raise), sorted by
+    plate, well and site; ``_origin`` (and ``_extra``, stray channel files) kept for validation."""
     extra = meta.pop("_extra").tolist() if "_extra" in meta.columns else None  # stray channel files per site
 
     meta = standardize_metadata(meta, origin)
@@ -315,26 +347,7 @@ def build_index_iter(source: str | os.PathLike | pd.DataFrame, *, channels: Sequ
     index["_origin"] = origin
     if extra is not None:
         index["_extra"] = extra
-    index = index.sort_values(KEY, kind="stable").reset_index(drop=True)
-    if channels is not None:
-        index = select_channels(index, channels)
-    skipped: list[dict] = []
-    if validate:
-        index, skipped = yield from _validate(index, skip_missing)
-    if orphans:
-        warnings.warn(f"{src}: {len(orphans)} image site(s) have no metadata.csv row and are not indexed, "
-                      f"e.g. {orphans[:3]}. Add rows for them if they belong to the plate.", stacklevel=2)
-    index = index.drop(columns=[c for c in ("_origin", "_extra") if c in index.columns])
-    if index.empty:
-        raise DataError(f"{src}: no usable sites left (skipped {len(skipped)}: "
-                        f"{[s['reason'] for s in skipped[:3]]}).")
-    index.attrs["skipped"] = skipped
-    if skipped:
-        listing = "; ".join(f"{s['plate']}/{s['well']}/s{s['site']}: {s['reason']}" for s in skipped[:20])
-        more = f" (and {len(skipped) - 20} more)" if len(skipped) > 20 else ""
-        warnings.warn(f"{src}: skipped {len(skipped)} of {len(index) + len(skipped)} sites: {listing}{more}",
-                      stacklevel=2)
-    return index
+    return index.sort_values(KEY, kind="stable").reset_index(drop=True)
 
 
 def _validate(index: pd.DataFrame, skip: bool) -> ProgressGenerator[tuple[pd.DataFrame, list[dict]]]:
