@@ -15,6 +15,7 @@ into ``layer.features`` (other plugins' columns survive).
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from collections import deque
 from dataclasses import dataclass
@@ -579,27 +580,48 @@ def remove_layers(viewer: Any, layers: list[Any]) -> None:
     napari 0.9 runs ``gc.collect()`` on every layer removal (a workaround for a Windows OpenGL
     driver race): with napari, Qt and pandas loaded that is a full collection of a large heap,
     0.2-0.3 s of GUI-thread CPU on a 2-core machine, a stall per removed layer. Elsewhere than
-    Windows the heap that exists before the removal is frozen (``gc.freeze``) while napari
-    collects, so that collection only looks at new objects; ``gc.unfreeze`` then hands
-    everything back to the oldest generation, and Python's own collections free any cycles
-    left over as usual. On Windows napari's workaround runs unchanged.
+    Windows, while the plugin removes its layers, napari's canvas module sees a ``gc`` whose
+    ``collect`` collects the youngest generation only; Python's own collections free the rest
+    when they are due. (Freezing the heap instead made napari's collection cheap but reset
+    Python's count of long-lived objects, so a full collection followed a moment later.)
     """
-    import gc
-    import sys
-
     layers = [ly for ly in layers if ly in viewer.layers]
     if not layers:
         return
-    freeze = sys.platform != "win32" and not gc.get_freeze_count()
-    if freeze:
-        gc.freeze()
-    try:
+    with _young_collections_in_napari():
         with viewer.layers.batched_update():
             for layer in layers:
                 viewer.layers.remove(layer)
+
+
+class _YoungGC:
+    """The ``gc`` module, but ``collect()`` collects generation 0 only."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+
+    def collect(self, generation: int = 2) -> int:
+        return self._real.collect(0)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+@contextlib.contextmanager
+def _young_collections_in_napari():
+    import sys
+
+    canvas = sys.modules.get("napari._vispy.canvas")
+    real = getattr(canvas, "gc", None)
+    if sys.platform == "win32" or real is None or not callable(getattr(real, "collect", None)) \
+            or isinstance(real, _YoungGC):
+        yield  # napari's workaround runs unchanged
+        return
+    canvas.gc = _YoungGC(real)
+    try:
+        yield
     finally:
-        if freeze:
-            gc.unfreeze()
+        canvas.gc = real
 
 
 def set_features(layer: Any, table: pd.DataFrame) -> None:
