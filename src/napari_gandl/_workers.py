@@ -157,9 +157,11 @@ class ProgressTracker:
         try:
             target, desc = self._pending
             self._pending = None
-            if target is not None and target > self._bar.n:
-                self._bar.update(target - self._bar.n)
-            self._bar.set_description(desc)
+            bar = self._bar
+            if target is not None and target > bar.n:
+                bar.update(target - bar.n)  # (napari runs processEvents here: close() may run meanwhile)
+            if self._bar is bar:
+                bar.set_description(desc)
         finally:
             self._flushing = False
 
