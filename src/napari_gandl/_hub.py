@@ -43,6 +43,7 @@ class OpenedPlate:
     session: PlateSession
     planes: list[np.ndarray]
     first: SiteRef | None
+    limits: list[tuple[float, float]] | None = None  # each plane's contrast limits (computed in the worker)
 
 
 def real_viewer(viewer: Any) -> Any:
@@ -85,12 +86,12 @@ def session_from_index(index: pd.DataFrame, source: str, *, pattern: str | None 
     check_wells(wells, source)
     plate = str(wells["Metadata_Plate"].iloc[0])
     first = index[index["Metadata_Plate"].astype(str) == plate].iloc[0]
-    planes = L.native_planes(first)
+    planes, limits = L.planes_and_limits(first)
     session = PlateSession(index=index, wells=wells, plate=plate, source=source,
                            site_shape=tuple(planes[0].shape), channels=source_channels(index, source),
                            skipped=list(index.attrs.get("skipped", [])), pattern=pattern)
     ref = SiteRef(plate, str(first["Metadata_Well"]), int(first.get("Metadata_Site", 1)))
-    return OpenedPlate(session, planes, ref)
+    return OpenedPlate(session, planes, ref, limits)
 
 
 def source_channels(index: pd.DataFrame, source: str) -> list:
@@ -167,7 +168,7 @@ class SessionHub:
 
         def done(opened: OpenedPlate) -> None:
             state["ok"] = True
-            self.install(opened.session, opened.planes, opened.first)
+            self.install(opened.session, opened.planes, opened.first, opened.limits)
             if on_done is not None:
                 self.after_build(on_done)
 
@@ -186,7 +187,8 @@ class SessionHub:
         remove_layers(self.viewer, [ly for ly in self.viewer.layers if ly.metadata.get(L.KIND_KEY) == "placeholder"
                                     and not any(ly is k for k in keep)])
 
-    def install(self, session: PlateSession, planes: list[np.ndarray], first: SiteRef | None) -> None:
+    def install(self, session: PlateSession, planes: list[np.ndarray], first: SiteRef | None,
+                limits: list[tuple[float, float]] | None = None) -> None:
         """Replace the current session by ``session``, one layer step per event-loop turn.
 
         The previous plate's layers are reused and updated in place where they can be (site
@@ -228,7 +230,8 @@ class SessionHub:
         sites = reuse["site"]
         for i, (spec, plane) in enumerate(zip(session.channels, planes)):
             target = sites[i] if i < len(sites) else None
-            self._steps.append(lambda s=spec, p=plane, t=target: self._site_layer(session, s, p, title, t))
+            lim = limits[i] if limits is not None and i < len(limits) else None
+            self._steps.append(lambda s=spec, p=plane, t=target, m=lim: self._site_layer(session, s, p, title, t, m))
         grid = reuse["plate_grid"][0] if reuse["plate_grid"] else None
         pm = reuse["plate_map"][0] if reuse["plate_map"] else None
         self._steps.append(lambda: self._grid_layer(session, grid))
@@ -277,8 +280,9 @@ class SessionHub:
     def _remove(self, layer: Any) -> None:
         remove_layers(self.viewer, [layer])
 
-    def _site_layer(self, session: PlateSession, spec: Any, plane: np.ndarray, title: str, layer: Any) -> None:
-        kwargs = L.site_layer_kwargs(spec, plane, session_id=session.id, title=title)
+    def _site_layer(self, session: PlateSession, spec: Any, plane: np.ndarray, title: str, layer: Any,
+                    limits: tuple[float, float] | None = None) -> None:
+        kwargs = L.site_layer_kwargs(spec, plane, session_id=session.id, title=title, limits=limits)
         if layer is None:
             layer = self.viewer.add_image(plane, **kwargs)
         else:  # reuse the previous plate's layer: new data, name, colour and range, in place
@@ -444,19 +448,20 @@ class SessionHub:
             row = sites.iloc[0]
         ref = SiteRef(str(plate), str(well), int(row.get("Metadata_Site", 1)))
         sid = s.id
-        self._reader.submit(lambda: L.native_planes(row), lambda planes: self._show_planes(sid, ref, planes))
+        self._reader.submit(lambda: L.planes_and_limits(row), lambda got: self._show_planes(sid, ref, *got))
         return True
 
-    def _show_planes(self, session_id: int, ref: SiteRef, planes: list[np.ndarray]) -> None:
+    def _show_planes(self, session_id: int, ref: SiteRef, planes: list[np.ndarray],
+                     limits: list[tuple[float, float]] | None = None) -> None:
         s = self.session
         if s is None or s.id != session_id:
             return  # the session changed while the site was read
-        for layer, plane in zip(self.site_layers(), planes):
+        for i, (layer, plane) in enumerate(zip(self.site_layers(), planes)):
             auto = layer.metadata.get("auto_limits")
             keep_user = auto is not None and tuple(np.round(layer.contrast_limits, 6)) != tuple(np.round(auto, 6))
             layer.data = plane
             if not keep_user:  # the analyst did not touch the contrast: follow the new site
-                layer.contrast_limits = L.robust_limits(plane)
+                layer.contrast_limits = limits[i] if limits is not None else L.robust_limits(plane)
                 layer.metadata["auto_limits"] = tuple(layer.contrast_limits)
             layer.metadata["title"] = ref.label()
         s.set_current(ref)

@@ -66,6 +66,7 @@ def test_plate_widget_selection_shows_well(make_napari_viewer, tiny_rxrx: Path, 
     idx = session.index
     row = idx[(idx.Metadata_Well == "B02") & (idx.Metadata_Site == 1) & (idx.Metadata_Plate == "EXP-1_Plate1")].iloc[0]
     np.testing.assert_array_equal(dna.data, read_site(row)[0])
+    np.testing.assert_allclose(dna.contrast_limits, L.robust_limits(dna.data))  # (computed in the reader worker)
     assert w.showing.text() == "EXP-1_Plate1 · B02 · site 1"
     w.site_box.setValue(2)
     wait_reads(viewer, qtbot)
