@@ -26,10 +26,28 @@ def _subparsers():
 
 
 def test_every_help_is_plain_text() -> None:
-    for name, sub in _subparsers().items():
-        text = sub.format_help()
-        for mark in ("``", "::", "%%"):
+    helps = {"(top)": build_parser().format_help()} | {n: s.format_help() for n, s in _subparsers().items()}
+    for name, text in helps.items():
+        # RST (double backticks, 'Example::', roles, directives), unexpanded argparse %-fields, markdown bold
+        for mark in ("``", "::", "%%", "%(", ":func:", ":class:", ":mod:", "**"):
             assert mark not in text, f"gandl-core {name} --help shows {mark!r}"
+        assert not re.search(r"^\s*\.\. \w", text, re.M), f"gandl-core {name} --help shows an RST directive"
+
+
+def test_data_and_channel_options_read_the_same_everywhere() -> None:
+    """Every DATA argument names every form build_index reads (OME-Zarr, ND2/CZI/ImageXpress included),
+    and every channel-list option has the same metavar."""
+    seen_data = seen_channels = 0
+    for name, sub in _subparsers().items():
+        for a in sub._actions:
+            if a.metavar == "DATA":
+                seen_data += 1
+                for form in ("RxRx", "LoadData", "TIFF", "OME-Zarr", "ND2/CZI", "ImageXpress", ".parquet"):
+                    assert form in a.help, f"gandl-core {name}: DATA help lacks {form!r}"
+            if {"--channels", "--names"} & set(a.option_strings):
+                seen_channels += 1
+                assert a.metavar == "A,B,...", f"gandl-core {name} {a.option_strings}: metavar {a.metavar!r}"
+    assert seen_data >= 6 and seen_channels >= 6  # index, train, embed, featurize, train-convae, explain
 
 
 def test_one_spelling_for_outputs_and_batch_sizes() -> None:

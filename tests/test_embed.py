@@ -200,7 +200,9 @@ def make_featurizer(plates, index, *, resolution=16, seed=0, channels=CHANNELS) 
     torch.manual_seed(seed)
     D = Discriminator(resolution, len(channels), **TINY)
     norm = plates.IntensityNormalizer().fit(index)
-    return GanFeaturizer.from_discriminator(D, norm, channels, info={"checkpoint": {"path": "mem", "sha256": "x"}})
+    # the engine's tests read the paper's fc layer (16 wide here); the readouts have tests of their own
+    return GanFeaturizer.from_discriminator(D, norm, channels, features="final",
+                                            info={"checkpoint": {"path": "mem", "sha256": "x"}})
 
 
 class Counting:
@@ -458,11 +460,16 @@ def test_cli_embed_checkpoint_shards_and_errors(plate, ckpt_mod, tmp_path, capsy
     index.to_parquet(idx)
     ck = write_checkpoint(ckpt_mod, tmp_path / "ckpt.pt", fz)
     out = tmp_path / "emb.parquet"
+    # The default readout is multiscale: the same numbers as the engine with that readout.
     assert main(["embed", str(idx), "--checkpoint", str(ck), "-o", str(out), "--workers", "0",
                  "--batch-size", "5"]) == 0
     df = read_table(out)
-    ref = run_to_end(embed_iter(index, fz))
-    np.testing.assert_allclose(df[FEATS].to_numpy(), ref[FEATS].to_numpy(), rtol=1e-5, atol=1e-6)
+    fz_ms = GanFeaturizer.from_discriminator(fz.module, fz.normalizer, fz.channels, features="multiscale")
+    ref_ms = run_to_end(embed_iter(index, fz_ms))
+    ms_cols = feature_names("GAN_", fz.module.feature_width("multiscale"))
+    assert df.attrs["gandl"]["featurizer"]["features"] == "multiscale" and list(df.columns[-len(ms_cols):]) == ms_cols
+    np.testing.assert_allclose(df[ms_cols].to_numpy(), ref_ms[ms_cols].to_numpy(), rtol=1e-5, atol=1e-6)
+    ref = run_to_end(embed_iter(index, fz))  # the rest of this test reads the paper's fc layer
     md = df.attrs["gandl"]
     import hashlib
 
@@ -475,13 +482,15 @@ def test_cli_embed_checkpoint_shards_and_errors(plate, ckpt_mod, tmp_path, capsy
     # Array-job shards, then --merge.
     out2 = tmp_path / "sharded.parquet"
     for k in range(2):
-        assert main(["embed", str(idx), "-c", str(ck), "-o", str(out2), "--shard", f"{k}/2", "--workers", "0"]) == 0
+        assert main(["embed", str(idx), "-c", str(ck), "-o", str(out2), "--shard", f"{k}/2", "--workers", "0",
+                     "--features", "final"]) == 0
         assert shard_path(out2, k, 2).is_file()
     assert main(["embed", "--merge", "-o", str(out2)]) == 0
     np.testing.assert_allclose(read_table(out2)[FEATS].to_numpy(), ref[FEATS].to_numpy(), rtol=1e-5, atol=1e-6)
     # Wells subset.
     out3 = tmp_path / "wells.parquet"
-    assert main(["embed", str(idx), "-c", str(ck), "-o", str(out3), "--wells", "B02,P2:C03", "--workers", "0"]) == 0
+    assert main(["embed", str(idx), "-c", str(ck), "-o", str(out3), "--wells", "B02,P2:C03", "--workers", "0",
+                 "--features", "final"]) == 0
     assert len(read_table(out3)) == 6
     # Channel order differs from the checkpoint's: the fix is --channels.
     ck2 = write_checkpoint(ckpt_mod, tmp_path / "ckpt2.pt", fz, channels=["ER", "DNA", "Actin"])

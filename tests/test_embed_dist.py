@@ -113,7 +113,8 @@ def test_cli_under_torchrun_matches_single_process(tmp_path) -> None:
     gandl = str(Path(sys.executable).with_name("gandl-core"))
     proc = subprocess.run(
         _torchrun() + ["--standalone", "--nproc-per-node", "2", "--no-python", gandl, "embed", str(index_file),
-                       "--checkpoint", str(ck), "-o", str(out), "--workers", "0", "--batch-size", "4"],
+                       "--checkpoint", str(ck), "-o", str(out), "--workers", "0", "--batch-size", "4",
+                       "--features", "final"],
         capture_output=True, text=True, timeout=120, env=env,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

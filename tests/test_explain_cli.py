@@ -72,7 +72,10 @@ def test_generator_strip_is_deterministic_and_checks_its_checkpoint(chain: Path,
 
     axis, ckpt = load_feature_axis(chain / "out" / "proj")
     assert ckpt is not None and Path(ckpt).is_file()
-    assert axis.plates == ["HRCE-1_Plate1", "HRCE-1_Plate2"] and len(axis.features) == 512
+    assert axis.plates == ["HRCE-1_Plate1", "HRCE-1_Plate2"]
+    # the embeddings' readout (the multiscale default) travels with the axis, and the fakes are read the same way
+    assert axis.info["source"]["features"] == "multiscale"
+    assert len(axis.features) == load_discriminator(ckpt)[0].feature_width("multiscale") != 512
     a = generator_strip(ckpt, axis, starts=2, steps=3, n_fit=32, seed=5)
     b = generator_strip(ckpt, axis, starts=2, steps=3, n_fit=32, seed=5)
     assert a.images.shape == (3, 2, 5, 32, 32) and np.array_equal(a.images, b.images)
@@ -81,7 +84,7 @@ def test_generator_strip_is_deterministic_and_checks_its_checkpoint(chain: Path,
     # each fake's table score is the axis's score of D's features of that very image
     D = load_discriminator(ckpt)[0]
     with torch.no_grad():
-        feats = D.features(torch.as_tensor(a.images.reshape(-1, 5, 32, 32))).numpy()
+        feats = D.features(torch.as_tensor(a.images.reshape(-1, 5, 32, 32)), kind="multiscale").numpy()
     assert np.allclose(axis.score(feats), a.table["score"], atol=1e-4)
     raw = a.raw_images()
     assert raw.shape == a.images.shape

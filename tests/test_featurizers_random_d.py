@@ -27,7 +27,8 @@ def _checkpoint(tmp_path, channels=("DNA", "ER")):
 def test_architecture_and_normalizer_from_checkpoint(tmp_path):
     path, D, norm = _checkpoint(tmp_path)
     f = random_d_featurizer(["DNA", "ER"], checkpoint=path, seed=3)
-    assert f.prefix == "RandD_" and f.n_features == 512 and f.resolution == 16 and f.scale == 0.5
+    assert f.prefix == "RandD_" and f.resolution == 16 and f.scale == 0.5
+    assert f.identity()["features"] == "multiscale" and f.n_features == f.module.feature_width("multiscale")
     assert list(f.normalizer.lo_) == list(norm.lo_)
     # same architecture (same parameter shapes), different (random) weights
     got = f.module.state_dict()
@@ -41,15 +42,16 @@ def test_architecture_and_normalizer_from_checkpoint(tmp_path):
 
 def test_seeded_deterministic_batch_invariant():
     x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    a = random_d_featurizer(["a", "b", "c"], preset="cpu-tiny", resolution=32, seed=0)
-    b = random_d_featurizer(["a", "b", "c"], preset="cpu-tiny", resolution=32, seed=0)
-    c = random_d_featurizer(["a", "b", "c"], preset="cpu-tiny", resolution=32, seed=1)
-    ya = a(x)
-    assert ya.shape == (4, 512) and torch.isfinite(ya).all()
-    assert torch.allclose(ya, b(x), atol=1e-6)
-    assert not torch.allclose(ya, c(x))
-    assert torch.allclose(a(x[2:3]), ya[2:3], atol=1e-5)
-    assert a.normalizer is None  # the engine fits one on the plate
+    for kind, width in (("final", 512), ("multiscale", None)):
+        a = random_d_featurizer(["a", "b", "c"], preset="cpu-tiny", resolution=32, seed=0, features=kind)
+        b = random_d_featurizer(["a", "b", "c"], preset="cpu-tiny", resolution=32, seed=0, features=kind)
+        c = random_d_featurizer(["a", "b", "c"], preset="cpu-tiny", resolution=32, seed=1, features=kind)
+        ya = a(x)
+        assert ya.shape == (4, width or a.module.feature_width(kind)) and torch.isfinite(ya).all()
+        assert torch.allclose(ya, b(x), atol=1e-6)
+        assert not torch.allclose(ya, c(x))
+        assert torch.allclose(a(x[2:3]), ya[2:3], atol=1e-5)
+        assert a.normalizer is None  # the engine fits one on the plate
 
 
 def test_presets_and_errors(tmp_path):

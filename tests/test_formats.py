@@ -4,8 +4,6 @@ the extra is not installed."""
 
 from __future__ import annotations
 
-import csv
-import json
 import warnings
 
 import numpy as np
@@ -14,35 +12,10 @@ import pytest
 pytest.importorskip("bioio")
 pytestmark = pytest.mark.filterwarnings("ignore:Failed to convert value")  # xsdata on pylibCZIrw's OME-XML
 
+from bioio_files import value as _value, write_czi as _write_czi, write_imagexpress  # noqa: E402
+
 from gandl_core.errors import DataError  # noqa: E402
 from gandl_core.plates import build_index, read_site  # noqa: E402
-
-
-def _value(ch: int, well: int, site: int) -> int:
-    return 1000 * ch + 100 * well + 10 * site
-
-
-def write_imagexpress(root, wells=("B02", "C03"), sites=(1, 2), channels=("DAPI", "FITC"), shape=(40, 44)):
-    """A minimal ImageXpress acquisition: .jdce descriptor, image_metadata CSV, one TIFF per plane."""
-    import tifffile
-
-    (root / "timepoint1").mkdir(parents=True)
-    desc = {"ImageStack": {"AutoLeadAcquisitionProtocol": {"Wavelengths": [
-        {"Index": k + 1, "EmissionFilter": {"Name": n}} for k, n in enumerate(channels)]}}}
-    (root / "plate.jdce").write_text(json.dumps(desc))
-    rows = []
-    for w, well in enumerate(wells):
-        for site in sites:
-            for c in range(len(channels)):
-                name = f"{well}_s{site}_w{c + 1}.tif"
-                tifffile.imwrite(root / "timepoint1" / name, np.full(shape, _value(c, w, site), np.uint16))
-                rows.append({"Well": well, "Field": site, "Wavelength": c + 1, "Timepoint": 1, "ZIndex": 1,
-                             "ImageFileName": name, "ImageSubFolderPath": "timepoint1"})
-    with open(root / "image_metadata_1.csv", "w", newline="") as fh:
-        out = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        out.writeheader()
-        out.writerows(rows)
-    return root
 
 
 def test_imagexpress_folder_indexes_and_embeds(tmp_path):
@@ -68,28 +41,30 @@ def test_imagexpress_folder_indexes_and_embeds(tmp_path):
     assert emb.shape == (4, 3 + f.n_features) and np.isfinite(emb.filter(like="RandD_").to_numpy()).all()
 
 
-def _write_czi(path, channels=("DNA", "ER"), shape=(30, 26)):
-    from pylibCZIrw import czi as pyczi
-
-    with pyczi.create_czi(str(path), exist_ok=True) as czi:
-        for c in range(len(channels)):
-            czi.write(data=np.full(shape, _value(c, 0, 1), np.uint16), plane={"C": c, "T": 0, "Z": 0})
-        czi.write_metadata(document_name="plate", channel_names=dict(enumerate(channels)))
-
-
-def test_czi_named_after_its_well(tmp_path):
+def test_czi_named_after_its_well_indexes_and_embeds(tmp_path):
     pytest.importorskip("bioio_czi")
     pytest.importorskip("pylibCZIrw")
+    from gandl_core.embed import embed_iter
+    from gandl_core.featurizers.random_d import random_d_featurizer
+    from gandl_core.progress import run_to_end
+
     folder = tmp_path / "ScreenC"
     folder.mkdir()
     _write_czi(folder / "ScreenC_B02.czi")
-    _write_czi(folder / "ScreenC_D11.czi")
+    _write_czi(folder / "ScreenC_D11.czi", well=1)
     idx = build_index(folder)
     assert idx.columns.tolist()[3:] == ["Path_DNA", "Path_ER"]
     assert idx[["Metadata_Plate", "Metadata_Well", "Metadata_Site"]].values.tolist() == [
         ["ScreenC", "B02", 1], ["ScreenC", "D11", 1]]
     img = read_site(idx.iloc[1])
-    assert img.shape == (2, 30, 26) and img[1, 0, 0] == _value(1, 0, 1)
+    assert img.shape == (2, 30, 26) and img[1, 0, 0] == _value(1, 1, 1)  # D11's file, ER plane
+    f = random_d_featurizer(["DNA", "ER"], preset="cpu-tiny", resolution=16, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # constant fields: the engine warns about constant features
+        emb = run_to_end(embed_iter(idx, f, batch_size=2))
+    feats = emb.filter(like="RandD_").to_numpy()
+    assert emb["Metadata_Well"].tolist() == ["B02", "D11"] and np.isfinite(feats).all()
+    assert np.abs(feats[0] - feats[1]).max() > 0  # the two wells' planes differ, so do their vectors
     one = build_index(folder / "ScreenC_B02.czi")  # one file: plate = its stem
     assert one["Metadata_Plate"].tolist() == ["ScreenC_B02"]
 

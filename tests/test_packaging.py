@@ -9,6 +9,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -62,3 +64,40 @@ def test_set_repository_url_makes_links_absolute(tmp_path):
     r = subprocess.run(cmd, capture_output=True, text=True)  # a second run changes nothing
     assert r.returncode == 0 and r.stdout == ""
     assert ((tmp_path / "pyproject.toml").read_text(), (tmp_path / "README.md").read_text()) == before
+
+
+def test_wheel_carries_the_hub_metadata_and_the_manifest(tmp_path):
+    """What PyPI and the napari hub read comes from the built wheel: its METADATA (summary, markdown
+    README, classifiers, keywords, licence) and the npe2 manifest as a real file next to the code, with the
+    napari.manifest entry point (editable installs hide a wheel that lacks it)."""
+    import email
+    import zipfile
+
+    pytest.importorskip("setuptools")
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(REPO / name, tmp_path / name)
+    shutil.copytree(REPO / "src", tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
+                        "-w", str(tmp_path / "dist"), str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (wheel,) = (tmp_path / "dist").glob("napari_gandl-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+        info = next(n for n in names if n.endswith(".dist-info/METADATA"))
+        meta = email.message_from_bytes(z.read(info))
+        entry = z.read(next(n for n in names if n.endswith(".dist-info/entry_points.txt"))).decode()
+        manifest = z.read("napari_gandl/napari.yaml")
+    assert meta["Name"] == "napari-gandl" and 20 < len(meta["Summary"]) < 200 and "\n" not in meta["Summary"]
+    assert meta["Description-Content-Type"] == "text/markdown"
+    assert "## Quick start" in meta.get_payload()  # the README is the long description
+    assert "Framework :: napari" in meta.get_all("Classifier")
+    assert "napari" in meta["Keywords"].split(",") and "BSD" in (meta["License"] or meta["License-Expression"])
+    # no invented repository address: [project.urls] appears only once scripts/set_repository_url.py ran
+    assert all("example" not in u for u in (meta.get_all("Project-URL") or []))
+    assert "[napari.manifest]" in entry and "napari-gandl = napari_gandl:napari.yaml" in entry
+    assert manifest == (REPO / "napari.yaml").read_bytes()
+    (tmp_path / "napari.yaml").write_bytes(manifest)
+    npe2 = Path(sys.executable).with_name("npe2")
+    if npe2.exists():
+        v = subprocess.run([str(npe2), "validate", str(tmp_path / "napari.yaml")], capture_output=True, text=True)
+        assert v.returncode == 0 and "valid" in v.stdout, v.stdout + v.stderr

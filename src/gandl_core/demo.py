@@ -80,17 +80,44 @@ def run_demo(out_dir: str | os.PathLike, *, seed: int = 0, minutes: float = 6.0,
     ConfigError
         If ``out_dir`` holds files and ``overwrite`` is False.
     """
-    from .analysis import dose_response as dr
-    from .analysis import evaluation, plots, projection, report
-    from .analysis.profiles import aggregate, normalize_plates
-    from .embed import embed_iter
-    from .featurizers.base import GanFeaturizer
     from .plates import build_index
     from .synth import make_screen_iter
-    from .tables import write_table
     from .gan.train import TrainConfig, train
 
-    out = Path(out_dir)
+    out = _fresh_folder(Path(out_dir), overwrite)
+    figs = out / "figures"
+    figs.mkdir(exist_ok=True)
+    t0 = time.time()
+    numbers: dict[str, Any] = {}
+    # 1. the screen
+    screen = yield from _stage("synth", make_screen_iter(out / "screen", seed=seed, image_size=image_size,
+                                                         plates=plates))
+    index = build_index(screen)
+    truth = pd.read_csv(screen / "ground_truth.csv")
+    yield Progress(1, 1, unit="step", stage="index", message=f"indexed {len(index)} sites from {screen}")
+    # 2. training, time-boxed
+    cfg = TrainConfig.from_preset(preset, data=str(screen), out_dir=str(out / "run"), seed=seed,
+                                  time_limit_s=minutes * 60.0)
+    ckpt = yield from _stage("train", train(cfg, index))
+    numbers["train_kimg"] = round(float(__import__("torch").load(ckpt, weights_only=True)["kimg"]), 3)
+    # 3-5. embeddings of the trained and a random-weight D, well profiles, separability
+    prof, prof_rand, sep = yield from _embed_and_evaluate(index, ckpt, out, seed, numbers)
+    # 6-7. On-perturbation axis, Z', dose-response fits scored against the truth
+    fits, hits = yield from _project_and_fit(prof, prof_rand, truth, out, numbers)
+    # 8. the report
+    numbers["minutes_total"] = round((time.time() - t0) / 60.0, 2)
+    notes = [f"Screen: {screen} (ground truth in ground_truth.csv). Training: preset {preset}, "
+             f"{numbers['train_kimg']} kimg in a {minutes:g}-minute budget.",
+             "Profiles: median per well, standardized per plate against its control wells.",
+             f"Controls accuracy: class-balanced linear SVM; {sep.params.get('validation', '')}.",
+             "Z': each control well scored by an On axis fitted without it (out of fold)."]
+    html = _write_report(out, numbers, fits, hits, notes)
+    yield Progress(1, 1, unit="step", stage="report", message=f"report written to {html}")
+    return DemoResult(out, Path(html), numbers)
+
+
+def _fresh_folder(out: Path, overwrite: bool) -> Path:
+    """``out``, created; a non-empty one is refused unless ``overwrite`` (then its contents are replaced)."""
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise ConfigError(f"{out} is not empty: choose a new folder or pass --overwrite.")
@@ -98,49 +125,44 @@ def run_demo(out_dir: str | os.PathLike, *, seed: int = 0, minutes: float = 6.0,
 
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    figs = out / "figures"
-    figs.mkdir(exist_ok=True)
-    t0 = time.time()
-    numbers: dict[str, Any] = {}
+    return out
 
-    def stage(name: str, gen):
-        """Forward a sub-generator's progress under the demo's stage name; return its result."""
-        while True:
-            try:
-                p = next(gen)
-            except StopIteration as stop:
-                return stop.value
-            p.stage = name
-            yield p
 
-    # 1. the screen
-    screen = yield from stage("synth", make_screen_iter(out / "screen", seed=seed, image_size=image_size,
-                                                        plates=plates))
-    index = build_index(screen)
-    truth = pd.read_csv(screen / "ground_truth.csv")
-    yield Progress(1, 1, unit="step", stage="index", message=f"indexed {len(index)} sites from {screen}")
+def _stage(name: str, gen: ProgressGenerator[Any]) -> ProgressGenerator[Any]:
+    """Forward a sub-generator's progress under the demo's stage name; return its result."""
+    while True:
+        try:
+            p = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        p.stage = name
+        yield p
 
-    # 2. training, time-boxed
-    cfg = TrainConfig.from_preset(preset, data=str(screen), out_dir=str(out / "run"), seed=seed,
-                                  time_limit_s=minutes * 60.0)
-    ckpt = yield from stage("train", train(cfg, index))
-    numbers["train_kimg"] = round(float(__import__("torch").load(ckpt, weights_only=True)["kimg"]), 3)
 
-    # 3. embeddings: trained D and the same architecture with random weights (the honest baseline)
-    trained = GanFeaturizer.from_checkpoint(ckpt)
-    emb = yield from stage("embed", embed_iter(index, trained, out=out / "embeddings.parquet", overwrite=True))
-    random_d = _random_discriminator(ckpt, seed)
-    emb_rand = yield from stage("embed random-D", embed_iter(index, random_d, out=out / "embeddings_random_d.parquet",
-                                                             overwrite=True))
+def _embed_and_evaluate(index: pd.DataFrame, ckpt: Path, out: Path, seed: int,
+                        numbers: dict[str, Any]) -> ProgressGenerator[tuple[pd.DataFrame, pd.DataFrame, Any]]:
+    """Embed with the trained D and the same architecture with random weights (the honest baseline),
+    build per-plate normalized well profiles and score the controls' (and cell types') separability.
 
-    # 4. well profiles, each plate normalized to its own control wells
+    Returns the trained and random-weight profiles and the trained D's separability result.
+    """
+    from .analysis import evaluation
+    from .analysis.profiles import aggregate, normalize_plates
+    from .embed import embed_iter
+    from .featurizers.base import GanFeaturizer
+    from .tables import write_table
+
+    emb = yield from _stage("embed", embed_iter(index, GanFeaturizer.from_checkpoint(ckpt),
+                                                out=out / "embeddings.parquet", overwrite=True))
+    emb_rand = yield from _stage("embed random-D", embed_iter(index, _random_discriminator(ckpt, seed),
+                                                              out=out / "embeddings_random_d.parquet",
+                                                              overwrite=True))
     wells = aggregate(emb)
     prof = normalize_plates(wells, controls=CONTROLS)
     prof_rand = normalize_plates(aggregate(emb_rand), controls=CONTROLS)
     write_table(prof, out / "profiles.parquet")
     yield Progress(1, 1, unit="step", stage="profile", message=f"{len(prof)} well profiles")
 
-    # 5. separability of the controls and of the cell types
     sep = evaluation.separability(prof, positive=POSITIVE, negative=NEGATIVE, by="Metadata_CellType", seed=seed)
     sep_rand = evaluation.separability(prof_rand, positive=POSITIVE, negative=NEGATIVE, seed=seed)
     numbers["controls_accuracy"] = float(sep.accuracy)
@@ -150,12 +172,21 @@ def run_demo(out_dir: str | os.PathLike, *, seed: int = 0, minutes: float = 6.0,
     # the cell-type signal: the cell-type task uses the raw well medians.
     ctrl = wells[select(wells, CONTROLS)]
     if ctrl["Metadata_CellType"].nunique() > 1:
-        ct = evaluation.classify(ctrl, label="Metadata_CellType", seed=seed)
-        numbers["celltype_accuracy"] = float(ct.accuracy)
+        numbers["celltype_accuracy"] = float(evaluation.classify(ctrl, label="Metadata_CellType", seed=seed).accuracy)
     yield Progress(1, 1, unit="step", stage="evaluate", message=f"controls accuracy {sep.accuracy:.3f} "
                    f"(random-weight D {sep_rand.accuracy:.3f})")
+    return prof, prof_rand, sep
 
-    # 6. On-perturbation axis (E2 space)
+
+def _project_and_fit(prof: pd.DataFrame, prof_rand: pd.DataFrame, truth: pd.DataFrame, out: Path,
+                     numbers: dict[str, Any]) -> ProgressGenerator[tuple[pd.DataFrame, pd.DataFrame]]:
+    """On-perturbation axis and Z' (trained and random D), then a dose-response fit per compound on the
+    On score, scored against the screen's truth; writes the tables and figures, returns fits and hits."""
+    from .analysis import dose_response as dr
+    from .analysis import plots, projection
+    from .tables import write_table
+
+    figs = out / "figures"
     _, scores, stats = projection.project_table(prof, positive=POSITIVE, negative=NEGATIVE)
     write_table(scores, out / "scores.parquet")
     numbers["z_prime"] = float(stats["z_prime"])
@@ -164,7 +195,6 @@ def run_demo(out_dir: str | os.PathLike, *, seed: int = 0, minutes: float = 6.0,
                                                                  negative=NEGATIVE)[2]["z_prime"])
     plots.e2_scatter(scores, figs / "e2.png", color="Metadata_Role", marker="Metadata_CellType")
 
-    # 7. dose-response per compound on the On score, scored against the truth
     treated = scores[scores["Metadata_Role"] == "treated"]
     fits = dr.fit_all(treated, score="OnScore", compound="Metadata_Treatment", dose="Metadata_Concentration")
     hits = dr.hit_list(fits)
@@ -177,20 +207,20 @@ def run_demo(out_dir: str | os.PathLike, *, seed: int = 0, minutes: float = 6.0,
     plots.plate_heatmap(scores, "OnScore", figs / "plate_on_score.png")
     yield Progress(1, 1, unit="step", stage="dose-response",
                    message=f"EC50 rank correlation with truth: {numbers.get('ec50_spearman')}")
+    return fits, hits
 
-    # 8. the report
-    numbers["minutes_total"] = round((time.time() - t0) / 60.0, 2)
-    (out / "numbers.json").write_text(json.dumps(numbers, indent=2, default=float))
-    html = report.write_report(
+
+def _write_report(out: Path, numbers: dict[str, Any], fits: pd.DataFrame, hits: pd.DataFrame,
+                  notes: list[str]) -> Path:
+    """``numbers.json`` and ``report.html`` (every figure in ``figures/``, the fits and the hit list)."""
+    from .analysis import report
+    from .tables import write_text_atomic
+
+    write_text_atomic(out / "numbers.json", json.dumps(numbers, indent=2, default=float))
+    return Path(report.write_report(
         out / "report.html", title="GAN-DL demo on a synthetic screen", numbers=numbers,
-        figures=sorted(figs.glob("*.png")), tables={"Dose-response fits": fits, "Hit list": hits},
-        notes=[f"Screen: {screen} (ground truth in ground_truth.csv). Training: preset {preset}, "
-               f"{numbers['train_kimg']} kimg in a {minutes:g}-minute budget.",
-               "Profiles: median per well, standardized per plate against its control wells.",
-               f"Controls accuracy: class-balanced linear SVM; {sep.params.get('validation', '')}.",
-               "Z': each control well scored by an On axis fitted without it (out of fold)."])
-    yield Progress(1, 1, unit="step", stage="report", message=f"report written to {html}")
-    return DemoResult(out, Path(html), numbers)
+        figures=sorted((out / "figures").glob("*.png")), tables={"Dose-response fits": fits, "Hit list": hits},
+        notes=notes))
 
 
 def _random_discriminator(ckpt: Path, seed: int):

@@ -1,13 +1,14 @@
 """npe2 reader: plate folders, LoadData CSVs, index/profile tables and OME-Zarr HCS plates.
 
 The manifest asks only for what this reader reads (``*.csv``, ``*.tsv``, ``*.parquet``,
-``*.zarr`` and folders); a PNG or TIFF file is left to napari's own reader. ``get_reader(path)``
+``*.zarr``, ``*.nd2``, ``*.czi`` and folders); a PNG or TIFF file is left to napari's own reader. ``get_reader(path)``
 looks inside before claiming anything and returns ``None`` otherwise, so napari falls through:
 
 * a **plate** -- an RxRx folder (``metadata.csv`` + ``images/``) or that ``metadata.csv`` itself,
   a folder of TIFFs, a folder holding ``load_data.csv``, a CellProfiler LoadData CSV
   (``FileName_<Ch>``/``URL_<Ch>`` columns), an index ``.parquet`` (``Path_<Ch>`` columns) or an
-  OME-Zarr HCS plate (``*.zarr`` with plate metadata): indexed with
+  OME-Zarr HCS plate (``*.zarr`` with plate metadata), and with the ``formats`` extra (bioio) an
+  ``.nd2``/``.czi`` file, a folder of them or an ImageXpress acquisition folder: indexed with
   :func:`gandl_core.plates.build_index` (the core's channel-axis rule), first site + plate map;
 * a **profile or embedding table** (``.parquet``/``.csv``/``.tsv`` with ``Metadata_Well``): a plate
   map whose ``features`` hold the table (site rows aggregated per well).
@@ -31,6 +32,7 @@ ReaderFunction = Callable[[Any], list[LayerData]]
 
 TABLE_SUFFIXES = {".parquet", ".csv", ".tsv"}
 TIFF_SUFFIXES = {".tif", ".tiff"}
+VENDOR_SUFFIXES = {".nd2", ".czi"}  # read through bioio (gandl_core.plates._bioio; the ``formats`` extra)
 SCAN_LIMIT = 2000  # folder entries looked at when deciding whether a folder is a TIFF plate
 
 
@@ -56,6 +58,16 @@ def is_hcs_zarr(path: Path) -> bool:
     from gandl_core.plates import is_omezarr_plate
 
     return is_omezarr_plate(path)
+
+
+def _has_vendor_files(folder: Path) -> bool:
+    """ND2/CZI files directly in the folder (the core indexes them through bioio), bounded scan."""
+    for seen, entry in enumerate(os.scandir(folder)):
+        if seen >= SCAN_LIMIT:
+            return False
+        if entry.is_file() and Path(entry.name).suffix.lower() in VENDOR_SUFFIXES:
+            return True
+    return False
 
 
 def _has_tiffs(folder: Path) -> bool:
@@ -89,13 +101,15 @@ def classify(path: str | os.PathLike) -> tuple[str, Path] | None:
             return ("plate", p) if is_hcs_zarr(p) else None
         if (p / "metadata.csv").is_file() and (p / "images").is_dir():
             return "plate", p
-        if (p / "load_data.csv").is_file() or _has_tiffs(p):
-            return "plate", p
+        if (p / "load_data.csv").is_file() or _has_tiffs(p) or _has_vendor_files(p):
+            return "plate", p  # TIFFs (an ImageXpress acquisition too: TIFFs one level down), ND2/CZI
         children = [c for _, c in zip(range(64), p.iterdir()) if c.is_dir()]
         if any(is_hcs_zarr(c) for c in children):  # a folder of OME-Zarr plates
             return "plate", p
         return None
     suffix = p.suffix.lower()
+    if suffix in VENDOR_SUFFIXES:
+        return ("plate", p) if p.is_file() else None
     if suffix in {".csv", ".tsv"}:
         if p.name.lower() == "metadata.csv" and (p.parent / "images").is_dir():
             return "plate", p.parent

@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CheckpointError, ConfigError, DataError
+from ..featurizers.base import check_feature_kind
 from ..tables import feature_columns
 
 __all__ = ["ProfileAxis", "FeatureAxis", "Strip", "profile_axis", "feature_axis", "load_feature_axis",
@@ -229,7 +230,8 @@ def feature_axis(axis: ProfileAxis, profiles: pd.DataFrame, embeddings: pd.DataF
         b.append(float((a @ axis.coef - axis.center) / axis.halfwidth))
     ident = embeddings.attrs.get("gandl", {}).get("featurizer", {}) or {}
     info = {"wells": int(len(both)), "aggregate": aggregate,
-            "source": {"featurizer": ident.get("name"), "checkpoint": ident.get("checkpoint")}}
+            "source": {"featurizer": ident.get("name"), "checkpoint": ident.get("checkpoint"),
+                       "features": ident.get("features", "final")}}  # tables from before the option: final
     return FeatureAxis(order, plates, np.asarray(W), np.asarray(b), info)
 
 
@@ -303,6 +305,24 @@ def _score_fakes(G: Any, D: Any, axis: FeatureAxis, w: "Any", batch: int) -> tup
             imgs.append(img.float().cpu().numpy())
             scores.append(axis.score(D.features(img).float().cpu().numpy()))
     return np.concatenate(imgs), np.concatenate(scores)
+
+
+class _Readout:
+    """``D`` whose :meth:`features` gives the readout the embeddings were made with (final or multiscale)."""
+
+    def __init__(self, D: Any, kind: str) -> None:
+        self.D, self.kind = D, check_feature_kind(kind)
+        self.feature_dim = int(D.feature_width(self.kind))
+
+    def features(self, img: Any) -> Any:
+        return self.D.features(img, kind=self.kind)
+
+
+def _as_readout(D: Any, axis: FeatureAxis) -> Any:
+    """A discriminator (anything with ``feature_width``) reading out what the axis's embeddings used."""
+    if isinstance(D, _Readout) or not hasattr(D, "feature_width"):
+        return D  # already wrapped, or a stand-in whose features() is the readout
+    return _Readout(D, (axis.info.get("source") or {}).get("features") or "final")
 
 
 def _check_axis(axis: FeatureAxis, D: Any, info: dict) -> None:
@@ -442,6 +462,7 @@ def generator_strip(checkpoint: str | os.PathLike, axis: FeatureAxis, *, starts:
     """
     _check_options(method, starts, steps, n_fit, span)
     G, D, normalizer, info = _load_gd(checkpoint, device)
+    D = _as_readout(D, axis)
     _check_axis(axis, D, info)
     channels = list(info.get("channel_names") or normalizer.channels or [])
     strip = strip_from_networks(G, D, normalizer, axis, channels=channels, starts=starts, steps=steps, span=span,
@@ -466,6 +487,7 @@ def strip_from_networks(G: Any, D: Any, normalizer: Any, axis: FeatureAxis, *, c
     import torch
 
     _check_options(method, starts, steps, n_fit, span)
+    D = _as_readout(D, axis)
     gen = torch.Generator().manual_seed(int(seed))
     z = torch.randn(int(n_fit), G.z_dim, generator=gen)
     with torch.no_grad():

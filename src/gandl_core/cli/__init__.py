@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gandl-core",
         description="GAN-DL for microscopy: train a StyleGAN2 on unlabelled plates and use its "
         "discriminator as an image embedding. DATA arguments accept an RxRx-layout folder, a "
-        "CellProfiler LoadData CSV, a folder of multichannel TIFFs, or an index .parquet.",
+        "CellProfiler LoadData CSV, a folder of multichannel TIFFs or OME-TIFFs, an OME-Zarr HCS plate, "
+        "ND2/CZI files or an ImageXpress folder (formats extra), or an index .parquet.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

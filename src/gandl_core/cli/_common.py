@@ -76,14 +76,17 @@ def check_device(device: str | None, option: str = "--device") -> None:
         raise ConfigError(f"{option} {device}: Apple MPS is not available here; use --device cpu.")
 
 
+# What every DATA argument accepts (gandl_core.plates.build_index), said once for every --help.
+DATA_FORMS = ("RxRx-layout folder (with metadata.csv), CellProfiler LoadData CSV, folder of multichannel "
+              "TIFFs or OME-TIFFs, OME-Zarr HCS plate (.zarr) or a folder of them, ND2/CZI file or folder or "
+              "ImageXpress folder (formats extra), or an index .parquet written by 'gandl-core index'")
+# The metavar of every --channels/--names option (comma-separated channel names).
+CHANNELS_METAVAR = "A,B,..."
+
+
 def add_data_argument(parser: argparse.ArgumentParser, name: str = "data") -> None:
     """Add the positional DATA argument accepted by every image-reading step."""
-    parser.add_argument(
-        name,
-        metavar="DATA",
-        help="plate: RxRx-layout folder (with metadata.csv), CellProfiler LoadData CSV, "
-        "folder of multichannel TIFFs, or an index .parquet written by 'gandl-core index'",
-    )
+    parser.add_argument(name, metavar="DATA", help="plate: " + DATA_FORMS)
 
 
 def follow(gen: Generator[Progress, None, T], desc: str = "", *, quiet: bool = False) -> T:

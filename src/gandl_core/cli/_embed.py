@@ -16,7 +16,9 @@ import argparse
 import os
 from pathlib import Path
 
-from ._common import add_batch_size_argument, add_out_argument, check_device, follow, plain
+from ..featurizers.base import DEFAULT_FEATURES, FEATURE_KINDS
+from ._common import (CHANNELS_METAVAR, DATA_FORMS, add_batch_size_argument, add_out_argument, check_device, follow,
+                      plain)
 
 HELP = "embed every site with a trained discriminator (GAN-DL features, one row per site)"
 
@@ -25,13 +27,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("embed", help=HELP, description=plain(__doc__),
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", metavar="DATA", nargs="?",
-                   help="plate: RxRx-layout folder (with metadata.csv), CellProfiler LoadData CSV, folder of "
-                        "multichannel TIFFs, or an index .parquet (not needed with --merge)")
+                   help="plate: " + DATA_FORMS + " (not needed with --merge)")
     p.add_argument("--checkpoint", "-c", metavar="CKPT",
                    help="training checkpoint (.pt) or run folder (uses checkpoints/latest.pt)")
     add_out_argument(p, "OUT.parquet", "embeddings table to write")
-    p.add_argument("--channels", metavar="A,B,..", help="select/reorder the data's channels by name to match "
+    p.add_argument("--channels", metavar=CHANNELS_METAVAR, help="select/reorder the data's channels by name to match "
                    "the checkpoint (e.g. DNA,ER,Actin,RNA,Golgi)")
+    p.add_argument("--features", choices=FEATURE_KINDS, default=DEFAULT_FEATURES,
+                   help="discriminator readout: multiscale (mean and spread of every stage; default) or final "
+                        "(the paper's 512-d fc layer)")
     p.add_argument("--wells", metavar="W,..", help="embed only these wells: B02,C03 or PLATE:WELL items")
     add_batch_size_argument(p, 32, "sites per batch (default 32)")
     p.add_argument("--workers", type=int, default=None,
@@ -83,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     check_device(args.device)
     channels = [c.strip() for c in args.channels.split(",") if c.strip()] if args.channels else None
     index = build_index(args.data, channels=channels)
-    featurizer = GanFeaturizer.from_checkpoint(args.checkpoint, device=args.device)
+    featurizer = GanFeaturizer.from_checkpoint(args.checkpoint, device=args.device, features=args.features)
     shard = parse_shard(args.shard)
     target = shard_path(out, *shard) if shard else out
     workers = args.workers if args.workers is not None else max(0, min(8, (os.cpu_count() or 1) - 1))

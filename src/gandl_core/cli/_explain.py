@@ -17,8 +17,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import (add_data_argument, add_out_argument, add_overwrite_argument, check_device, check_queries, plain,
-                      staged_output)
+from ._common import (CHANNELS_METAVAR, add_data_argument, add_out_argument, add_overwrite_argument, check_device,
+                      check_queries, plain, staged_output)
 
 HELP = "montage of real sites along the On axis and generator strips moving along it (illustrations)"
 
@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_data_argument(p)
     p.add_argument("project", metavar="PROJECT", help="output folder of 'gandl-core project' (or its scores.parquet)")
     add_out_argument(p, "DIR", "output folder")
-    p.add_argument("--channels", metavar="A,B,..", help="select/reorder the plate's channels (as for embed)")
+    p.add_argument("--channels", metavar=CHANNELS_METAVAR, help="select/reorder the plate's channels (as for embed)")
     p.add_argument("--n", type=int, default=7, help="quantiles of the On score (montage columns, default 7)")
     p.add_argument("--per-quantile", type=int, default=1, help="wells per quantile (montage rows, default 1)")
     p.add_argument("--crop", type=int, default=None, metavar="PX", help="centre crop of each field (default: whole)")

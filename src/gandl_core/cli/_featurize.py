@@ -20,9 +20,10 @@ import argparse
 import os
 from pathlib import Path
 
+from ..featurizers.base import FEATURE_KINDS
 from ..gan.train_config import PRESETS
-
-from ._common import add_batch_size_argument, add_out_argument, check_device, follow, plain
+from ._common import (CHANNELS_METAVAR, add_batch_size_argument, add_data_argument, add_out_argument, check_device,
+                      follow, plain)
 
 HELP = "embed every site with a counterpart method (random-d, handcrafted, convae, densenet-*)"
 METHODS = ["gan", "random-d", "handcrafted", "convae", "densenet-collapsed", "densenet-concat"]
@@ -31,10 +32,10 @@ METHODS = ["gan", "random-d", "handcrafted", "convae", "densenet-collapsed", "de
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("featurize", help=HELP, description=plain(__doc__),
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("data", metavar="DATA", help="plate: RxRx-layout folder, LoadData CSV, TIFF folder or index .parquet")
+    add_data_argument(p)
     p.add_argument("--method", "-m", required=True, choices=METHODS, help="embedding method")
     add_out_argument(p, "OUT.parquet", "table to write")
-    p.add_argument("--channels", metavar="A,B,..", help="select/reorder the data's channels by name")
+    p.add_argument("--channels", metavar=CHANNELS_METAVAR, help="select/reorder the data's channels by name")
     g = p.add_argument_group("method options")
     g.add_argument("--checkpoint", "-c", metavar="CKPT",
                    help="gan/convae: the model to use; random-d: copy this checkpoint's architecture and normalizer")
@@ -42,6 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="random-d: training preset giving the architecture (e.g. cpu-small)")
     g.add_argument("--resolution", type=int, help="random-d: input resolution (power of two, default 64)")
     g.add_argument("--seed", type=int, help="random-d / densenet --random-weights: seed of the random weights (default 0)")
+    g.add_argument("--features", choices=FEATURE_KINDS, default=None,
+                   help="gan / random-d: discriminator readout, multiscale (default) or final (the paper's fc layer)")
     g.add_argument("--weights", metavar="FILE", help="densenet-*: torchvision DenseNet-121 ImageNet state_dict file")
     g.add_argument("--random-weights", action="store_true",
                    help="densenet-*: use a random network (tests/demos only; not ImageNet features)")
@@ -76,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     options = {"checkpoint": args.checkpoint, "preset": args.preset, "resolution": args.resolution,
                "seed": args.seed, "weights": args.weights, "random_weights": args.random_weights,
                "input_size": args.input_size, "nuclear_channel": args.nuclear_channel,
-               "intensity": args.intensity}
+               "intensity": args.intensity, "features": args.features}
     featurizer = make_featurizer(args.method, channel_names(index), device=args.device, **options)
     shard = parse_shard(args.shard)
     out = Path(args.out)

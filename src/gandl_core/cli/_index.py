@@ -6,7 +6,7 @@ import argparse
 import sys
 import warnings
 
-from ._common import add_data_argument, add_out_argument, add_overwrite_argument, check_new_file
+from ._common import CHANNELS_METAVAR, add_data_argument, add_out_argument, add_overwrite_argument, check_new_file
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,9 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_data_argument(p)
     add_out_argument(p, "INDEX.parquet", "where to write the index (.parquet, or .csv)", old="--output")
     add_overwrite_argument(p, "INDEX")
-    p.add_argument("--channels", metavar="A,B,...", default=None,
+    p.add_argument("--channels", metavar=CHANNELS_METAVAR, default=None,
                    help="keep these channels, in this order (e.g. DNA,ER,Actin,RNA,Golgi)")
-    p.add_argument("--names", metavar="A,B,...", default=None,
+    p.add_argument("--names", metavar=CHANNELS_METAVAR, default=None,
                    help="rename the source's channels, one name per channel in source order")
     p.add_argument("--pattern", metavar="REGEX", default=None,
                    help="TIFF folders: file-name regex with named groups well (or row+column), site, "

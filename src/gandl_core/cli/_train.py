@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from ..gan.train_config import PRESETS
-from ._common import (add_batch_size_argument, add_data_argument, add_out_argument, check_device, finite_float,
-                      follow)
+from ._common import (CHANNELS_METAVAR, add_batch_size_argument, add_data_argument, add_out_argument, check_device,
+                      finite_float, follow)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,10 +38,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--intensity-gamma", type=finite_float, dest="intensity_gamma",
                    help="power on the [0,1]-scaled intensities (1 = linear, default; 0.5 = square-root stretch)")
     p.add_argument("--seed", type=int, help="random seed")
-    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:1 ... (default auto: cuda if available)")
     p.add_argument("--workers", type=int, help="DataLoader worker processes")
     p.add_argument("--minutes", type=finite_float, help="stop after this many minutes (with a checkpoint)")
-    p.add_argument("--channels", help="comma-separated channel names to train on (selects/reorders)")
+    p.add_argument("--channels", metavar=CHANNELS_METAVAR,
+                   help="comma-separated channel names to train on (selects/reorders)")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from checkpoints/latest.pt")
     p.add_argument("--keep-checkpoints", type=int, dest="keep_checkpoints", metavar="N",
                    help="snapshots checkpoints/ckpt-*.pt to keep, the newest (default 3; 0 = all); best.pt (lowest "

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import (add_batch_size_argument, add_data_argument, add_out_argument, check_device, finite_float,
-                      follow, plain)
+from ._common import (CHANNELS_METAVAR, add_batch_size_argument, add_data_argument, add_out_argument, check_device,
+                      finite_float, follow, plain)
 
 HELP = "train the convolutional autoencoder counterpart (CAE_ features)"
 
@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_argument(p)
     add_out_argument(p, "RUN_DIR", "run folder to write")
-    p.add_argument("--channels", metavar="A,B,..", help="select/reorder the data's channels by name")
+    p.add_argument("--channels", metavar=CHANNELS_METAVAR, help="select/reorder the data's channels by name")
     p.add_argument("--resolution", type=int, default=64, help="crop side, power of two >= 8 (default 64)")
     p.add_argument("--scale", type=finite_float, default=1.0, help="downscale fields before cropping (default 1)")
     length = p.add_mutually_exclusive_group()

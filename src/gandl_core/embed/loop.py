@@ -261,7 +261,7 @@ def _warn_constant(df: pd.DataFrame, columns: list[str]) -> None:
 
 
 def embed(index: pd.DataFrame | str | os.PathLike, checkpoint: str | os.PathLike, *,
-          device: str = "cpu", **kw: Any) -> pd.DataFrame:
+          device: str = "cpu", features: str | None = None, **kw: Any) -> pd.DataFrame:
     """GAN-DL embedding of a plate: discriminator features of a checkpoint, one row per site.
 
     Parameters
@@ -272,6 +272,8 @@ def embed(index: pd.DataFrame | str | os.PathLike, checkpoint: str | os.PathLike
         Training checkpoint (``<run>/checkpoints/latest.pt``) or run folder.
     device
         Where the discriminator runs.
+    features
+        Discriminator readout, ``"multiscale"`` (default) or ``"final"`` (:class:`GanFeaturizer`).
     **kw
         Passed to :func:`embed_iter` (``out``, ``wells``, ``batch_size``, ``num_workers``,
         ``field_mode``, ``resume``, ``overwrite``, ``shard``, ``skip_bad``).
@@ -288,5 +290,6 @@ def embed(index: pd.DataFrame | str | os.PathLike, checkpoint: str | os.PathLike
     """
     from ..featurizers.base import GanFeaturizer
 
-    featurizer = GanFeaturizer.from_checkpoint(checkpoint, device=device)
+    extra = {"features": features} if features is not None else {}
+    featurizer = GanFeaturizer.from_checkpoint(checkpoint, device=device, **extra)
     return run_to_end(embed_iter(index, featurizer, **kw))

@@ -30,7 +30,19 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, runtime_checkable
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
+
+#: Discriminator features embedded unless asked otherwise (see GanFeaturizer).
+DEFAULT_FEATURES = "multiscale"
+FEATURE_KINDS = ("final", "multiscale")
+
+
+def check_feature_kind(kind: str) -> str:
+    """``kind`` if it names a discriminator readout (:data:`FEATURE_KINDS`), else a ConfigError."""
+    if kind not in FEATURE_KINDS:
+        raise ConfigError(f"--features {kind!r}: choose 'final' (the paper's 512-d fc layer) or 'multiscale' "
+                          "(mean and spread of every discriminator stage).")
+    return kind
 
 if TYPE_CHECKING:  # torch stays a lazy import: napari and the CLI parser import this module
     import torch
@@ -209,19 +221,29 @@ class ModuleFeaturizer:
         return y.float().cpu()
 
 
-def _discriminator_features(module: "torch.nn.Module", x: "torch.Tensor") -> "torch.Tensor":
-    return module.features(x)
+class _DiscriminatorFeatures:
+    """``forward`` of a discriminator featurizer: ``D.features(x, kind)`` (picklable, unlike a lambda)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def __call__(self, module: "torch.nn.Module", x: "torch.Tensor") -> "torch.Tensor":
+        return module.features(x, self.kind)
 
 
 class GanFeaturizer(ModuleFeaturizer):
-    """GAN-DL embedding: the fc layer of a StyleGAN2 discriminator (``Discriminator.features``).
+    """GAN-DL embedding: features of a StyleGAN2 discriminator (``Discriminator.features``).
 
-    Build it with :meth:`from_checkpoint`. Columns are ``GAN_000 .. GAN_{F-1}`` (F = 512 by default).
+    Build it with :meth:`from_checkpoint`. ``features="final"`` is the paper's embedding, the fc
+    layer (``GAN_000 .. GAN_511``); ``"multiscale"`` is the mean and spread of every stage of the
+    discriminator's trunk (``Discriminator.features``; 576 columns for ``cpu-small``), the default
+    because it does better on real plates (docs/embedding.md). The kind is recorded in
+    :meth:`identity` as ``features``.
     """
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str = "cpu", *,
-                        prefix: str = "GAN_") -> "GanFeaturizer":
+                        prefix: str = "GAN_", features: str = DEFAULT_FEATURES) -> "GanFeaturizer":
         """Load the discriminator, normalizer and channel names of a training checkpoint.
 
         Parameters
@@ -233,6 +255,8 @@ class GanFeaturizer(ModuleFeaturizer):
             Where the network runs.
         prefix
             Column prefix (``"RandD_"`` for a random-weight discriminator, for instance).
+        features
+            ``"final"`` (the paper's fc layer) or ``"multiscale"`` (every stage's mean and spread).
 
         Returns
         -------
@@ -259,6 +283,7 @@ class GanFeaturizer(ModuleFeaturizer):
             names = list(raw.get("channel_names") or [])
         ident = {
             "name": "gan-dl",
+            "features": check_feature_kind(features),
             "checkpoint": {"path": str(path.resolve()), "sha256": info.get("sha256") or file_sha256(path),
                            "kimg": _jsonable(info.get("kimg")), "step": _jsonable(info.get("step")),
                            "kind": info.get("kind", "stylegan2")},
@@ -266,9 +291,9 @@ class GanFeaturizer(ModuleFeaturizer):
         cfg = info.get("config") if isinstance(info.get("config"), dict) else {}
         # TrainConfig.field_scale: fields were downscaled before cropping in training.
         scale = cfg.get("field_scale") or cfg.get("scale") or info.get("scale") or 1.0
-        fz = cls(D, prefix=prefix, n_features=int(D.feature_dim), channels=list(names),
+        fz = cls(D, prefix=prefix, n_features=D.feature_width(features), channels=list(names),
                  resolution=int(D.resolution), normalizer=normalizer,
-                 forward=_discriminator_features, info=ident, device=device, scale=float(scale))
+                 forward=_DiscriminatorFeatures(features), info=ident, device=device, scale=float(scale))
         # Trained on whole fields shrunk to the resolution (TrainConfig.crop_mode="resize"): embed alike.
         if cfg.get("crop_mode") == "resize":
             fz.field_mode = "resize"
@@ -277,12 +302,14 @@ class GanFeaturizer(ModuleFeaturizer):
     @classmethod
     def from_discriminator(cls, discriminator: "torch.nn.Module", normalizer: Any,
                            channels: Sequence[str], *, prefix: str = "GAN_", device: str = "cpu",
-                           info: dict | None = None, scale: float = 1.0) -> "GanFeaturizer":
+                           info: dict | None = None, scale: float = 1.0,
+                           features: str = DEFAULT_FEATURES) -> "GanFeaturizer":
         """Wrap an in-memory discriminator (e.g. during training, or random weights)."""
-        return cls(discriminator, prefix=prefix, n_features=int(discriminator.feature_dim),
+        return cls(discriminator, prefix=prefix, n_features=discriminator.feature_width(features),
                    channels=list(channels), resolution=int(discriminator.resolution),
-                   normalizer=normalizer, forward=_discriminator_features,
-                   info={"name": "gan-dl", **(info or {})}, device=device, scale=scale)
+                   normalizer=normalizer, forward=_DiscriminatorFeatures(features),
+                   info={"name": "gan-dl", **(info or {}), "features": check_feature_kind(features)},
+                   device=device, scale=scale)
 
 
 def _jsonable(v: Any) -> Any:

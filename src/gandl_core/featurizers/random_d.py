@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import CheckpointError, ConfigError
-from .base import GanFeaturizer, file_sha256
+from .base import DEFAULT_FEATURES, GanFeaturizer, file_sha256
 
 #: Used when neither a checkpoint nor a preset gives the architecture (and no train module).
 DEFAULT_RESOLUTION = 32
@@ -123,7 +123,8 @@ def architecture(*, checkpoint: dict | None = None, preset: str | None = None,
 def random_d_featurizer(channels: Sequence[str], *, checkpoint: str | os.PathLike | None = None,
                         preset: str | None = None, resolution: int | None = None,
                         channel_base: int | None = None, channel_max: int | None = None,
-                        seed: int = 0, normalizer: Any = None, device: str = "cpu") -> GanFeaturizer:
+                        seed: int = 0, normalizer: Any = None, device: str = "cpu",
+                        features: str = DEFAULT_FEATURES) -> GanFeaturizer:
     """A ``RandD_`` featurizer: GAN-DL's discriminator with seeded random weights.
 
     Parameters
@@ -143,11 +144,14 @@ def random_d_featurizer(channels: Sequence[str], *, checkpoint: str | os.PathLik
         ``IntensityNormalizer`` to use; default the checkpoint's, else ``None`` (fitted on the plate).
     device
         Where the network runs.
+    features
+        Which readout (``"final"`` fc layer or ``"multiscale"``), as for the trained discriminator:
+        compare like with like.
 
     Returns
     -------
     GanFeaturizer
-        Prefix ``RandD_``, ``n_features`` = the discriminator's fc width (512).
+        Prefix ``RandD_``; width as :meth:`Discriminator.feature_width` of ``features``.
 
     Raises
     ------
@@ -187,4 +191,4 @@ def random_d_featurizer(channels: Sequence[str], *, checkpoint: str | os.PathLik
                           channel_max=arch["channel_max"], mbstd_group=arch["mbstd_group"],
                           feature_dim=arch["feature_dim"])
     return GanFeaturizer.from_discriminator(D, normalizer, channels, prefix="RandD_", device=device, info=info,
-                                           scale=arch["field_scale"])
+                                           scale=arch["field_scale"], features=features)

@@ -3,13 +3,16 @@
 ======================= ======== ================================================================
 method                  prefix   needs
 ======================= ======== ================================================================
-``gan``                 GAN_     ``checkpoint`` (a ``gandl-core train`` checkpoint)
-``random-d``            RandD_   architecture: ``checkpoint`` or ``preset`` or ``resolution``
+``gan``                 GAN_     ``checkpoint`` (a ``gandl-core train`` checkpoint); ``features``
+``random-d``            RandD_   architecture: ``checkpoint`` or ``preset`` or ``resolution``; ``features``
 ``handcrafted``         HC_      nothing (options: ``nuclear_channel``, ``intensity``)
 ``convae``              CAE_     ``checkpoint`` (a ``gandl-core train-convae`` checkpoint)
 ``densenet-collapsed``  DNc_     ``weights`` (torchvision DenseNet-121 file) or ``random_weights``
 ``densenet-concat``     DNx_     ``weights`` or ``random_weights``
 ======================= ======== ================================================================
+
+``features`` picks the discriminator's readout: ``multiscale`` (default; mean and spread of every
+stage) or ``final`` (the paper's fc layer); docs/embedding.md compares them.
 
 Every featurizer follows :class:`gandl_core.featurizers.base.Featurizer` and runs through
 :func:`gandl_core.embed.embed_iter` (sharding, resume, workers for free).
@@ -33,8 +36,8 @@ METHODS: dict[str, str] = {
 
 # Options each method accepts (anything else is a mistake worth reporting).
 _OPTIONS: dict[str, set[str]] = {
-    "gan": {"checkpoint"},
-    "random-d": {"checkpoint", "preset", "resolution", "channel_base", "channel_max", "seed"},
+    "gan": {"checkpoint", "features"},
+    "random-d": {"checkpoint", "preset", "resolution", "channel_base", "channel_max", "seed", "features"},
     "handcrafted": {"nuclear_channel", "intensity", "distances", "levels", "granularity_steps",
                     "granularity_size", "granularity_background", "min_nucleus_area"},
     "convae": {"checkpoint"},
@@ -94,7 +97,8 @@ def make_featurizer(method: str, channels: Sequence[str], *, device: str = "cpu"
         if method == "gan":
             from .base import GanFeaturizer
 
-            feat = GanFeaturizer.from_checkpoint(options["checkpoint"], device=device)
+            feat = GanFeaturizer.from_checkpoint(options["checkpoint"], device=device,
+                                                 **({"features": options["features"]} if "features" in options else {}))
         else:
             from .convae import ConvAEFeaturizer
 

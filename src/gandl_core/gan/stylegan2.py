@@ -776,13 +776,56 @@ class Discriminator(nn.Module):
         """Realness scores [N, 1] (logits) for images [N, channels, resolution, resolution]."""
         return self.out(self._trunk(img, None))
 
-    def features(self, img: torch.Tensor) -> torch.Tensor:
-        """GAN-DL embedding [N, feature_dim]: the fc layer's activations, the input of the score.
+    def stages(self, img: torch.Tensor) -> list[torch.Tensor]:
+        """The trunk's feature maps, fine to coarse: fromImage, each block's output, the 4x4 conv.
 
-        Uses the running minibatch-std constant regardless of train/eval mode, so the vector of one
-        image does not depend on its batchmates and is identical across calls.
+        Batch-invariant like :meth:`features` (the minibatch-std stage uses its running constant).
         """
-        return self._trunk(img, False)
+        self._check_input(img)
+        x = self.from_image(img)
+        maps = [x]
+        for block in self.blocks:
+            x = block(x)
+            maps.append(x)
+        maps.append(self.conv(self.mbstd(x, batch_stat=False)))
+        return maps
+
+    def stage_widths(self) -> list[int]:
+        """Channels of each map :meth:`stages` returns, in the same order."""
+        convs = [self.from_image] + [b.conv1 for b in self.blocks] + [self.conv]
+        return [int(c.weight.shape[0]) for c in convs]
+
+    def feature_width(self, kind: str = "final") -> int:
+        """Length of the vector :meth:`features` returns for ``kind``."""
+        _check_kind(kind)
+        return self.feature_dim if kind == "final" else 2 * sum(self.stage_widths())
+
+    def features(self, img: torch.Tensor, kind: str = "final") -> torch.Tensor:
+        """GAN-DL embedding of images [N, C, H, W].
+
+        ``kind="final"`` (the paper's): the fc layer's activations, the input of the score,
+        [N, feature_dim]. ``kind="multiscale"``: the spatial mean and standard deviation of every
+        channel of every trunk stage (:meth:`stages`, fine to coarse; all means, then all standard
+        deviations), [N, :meth:`feature_width`]: the early stages keep the fine texture (puncta,
+        granules, edges) that the last layer has pooled away, and the standard deviations measure
+        how strongly and how unevenly each learned filter fires (docs/embedding.md has the numbers).
+
+        Both use the running minibatch-std constant regardless of train/eval mode, so the vector
+        of one image does not depend on its batchmates and is identical across calls.
+        """
+        _check_kind(kind)
+        if kind == "final":
+            return self._trunk(img, False)
+        maps = self.stages(img)
+        means = [m.mean(dim=(2, 3)) for m in maps]
+        stds = [m.std(dim=(2, 3), correction=0) for m in maps]
+        return torch.cat(means + stds, dim=1)
+
+
+def _check_kind(kind: str) -> None:
+    # The user-facing check with the option's name is featurizers.base.check_feature_kind (torch-free).
+    if kind not in ("final", "multiscale"):
+        raise ConfigError(f"discriminator features {kind!r}: choose 'final' or 'multiscale'.")
 
 
 def parameter_count(module: nn.Module) -> int:

@@ -235,10 +235,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Sized on a 2-core CPU: ~8-10 s/kimg idle, so 24 kimg in ~4 min; 32 px crops at native pixel size (2-4 cells).
     # g_input "mapped": with StyleGAN2's constant input every fake of a short run had the same layout.
     # augment "none": ADA smoothed the SWD curve but cut the demo's Z' from 0.22/0.26 to 0.09/0.13 (seeds
-    # 0/1); a few minutes on a few hundred fields is too short for D to overfit. docs/training.md,
-    # "How cpu-small was tuned", has the measurements.
+    # 0/1); a few minutes on a few hundred fields is too short for D to overfit.
+    # lr_g 0.0005 (a slower G than D, "two time-scale" updates): with equal rates G caught up within ~5 kimg
+    # on a real plate (BBBC016), D's loss sat at ln 4 and its features got worse with training; with a
+    # slower G, D keeps learning and its features beat the equal-rate ones (Z' -0.24 vs -1.41 at 12-20 kimg).
+    # docs/training.md, "How cpu-small was tuned", has the measurements.
     "cpu-small": dict(resolution=32, z_dim=128, w_dim=128, channel_base=1024, channel_max=64, feature_dim=512,
-                      batch=16, kimg=24.0, lr_g=0.0025, lr_d=0.0025, tick_kimg=0.16, snapshot_kimg=2.0,
+                      batch=16, kimg=24.0, lr_g=0.0005, lr_d=0.0025, tick_kimg=0.16, snapshot_kimg=2.0,
                       fakes_kimg=1.0, quality_kimg=2.0, ema_kimg=1.0, augment="none", augment_speed_kimg=20.0,
                       pl_weight=0.0, g_input="mapped"),
     # A GPU run of sensible size.

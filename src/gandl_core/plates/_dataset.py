@@ -193,8 +193,9 @@ class PlateDataset(torch.utils.data.Dataset):
             return F.interpolate(x[None], size=(r, r), mode=m, **kw)[0].contiguous()
         if h < r or w < r:
             raise DataError(f"site {i} ({self.paths[i][0]}): field {h}x{w} (after scale={self.scale}) is "
-                            f"smaller than resolution {r}. Use a smaller resolution (--resolution), a larger "
-                            "scale (--field-scale) or whole fields (mode='resize', --crop-mode resize).")
+                            f"smaller than resolution {r}. Use whole fields (training: --crop-mode resize; "
+                            "embedding: --field-mode resize), a smaller resolution (train --resolution) or a "
+                            "larger scale (--field-scale).")
         if self.mode == "random_crop":
             rng = np.random.default_rng([self.seed, int(i), self.epoch] if key is None else int(key))
             y0 = int(rng.integers(0, h - r + 1))
