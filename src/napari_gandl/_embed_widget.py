@@ -1,7 +1,8 @@
 """Embedding dock: GAN-DL features of the open plate's wells, merged into the plate map.
 
 Pick a training checkpoint (``.pt``), optionally tick "selected wells only" (the wells selected in
-the plate map), press Embed. :func:`gandl_core.embed.embed_iter` runs in a worker with a
+the plate map), press Embed. :func:`gandl_core.embed.embed_iter` runs in a worker process
+(:mod:`._process`: torch is imported there, never in napari's process) with a
 :class:`gandl_core.featurizers.base.GanFeaturizer` (discriminator features, ``GAN_000..``); progress
 and the time left show here and in napari's activity dock; **Stop** ends it between batches
 (nothing is merged then). The site table is aggregated per well with
@@ -19,38 +20,21 @@ import pandas as pd
 from magicgui import widgets as mw
 from qtpy.QtWidgets import QPushButton
 
+from ._jobs import embed_generator, well_profiles  # noqa: F401 - re-exported
+from ._process import ProcessWorker
 from ._ui import DockBase, button_row, status_label
-from ._workers import ProgressTracker, notify_error, start_generator
+from ._workers import ProgressTracker, notify_error
 
 SCORES = ("OnScore", "OffScore")
 
 
-def embed_generator(index: pd.DataFrame, checkpoint: str, *, wells: list[tuple[str, str]] | None,
-                    batch_size: int = 16):
-    """Progress generator: load the discriminator (in the worker: imports torch) and embed.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Site-level embedding table (Metadata_* + GAN_*).
-    """
-    from gandl_core.embed import embed_iter
-    from gandl_core.featurizers.base import GanFeaturizer
-
-    featurizer = GanFeaturizer.from_checkpoint(checkpoint, "cpu")
-    sites = yield from embed_iter(index, featurizer, wells=wells, batch_size=batch_size)
-    return sites, well_profiles(sites)
-
-
-def well_profiles(sites: pd.DataFrame) -> pd.DataFrame:
-    """Per-well median of the site features (core :func:`~gandl_core.analysis.profiles.aggregate`)."""
-    from gandl_core.analysis.profiles import aggregate
-
-    return aggregate(sites, strata=("Metadata_Plate", "Metadata_Well"), method="median")
+EMBED_TARGET = "napari_gandl._jobs:embed_generator"  # what the embedding process runs (module:function)
 
 
 class EmbedWidget(DockBase):
     """Dock widget: checkpoint + selected-wells option -> per-well features on the plate map."""
+
+    target = EMBED_TARGET
 
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__(napari_viewer)
@@ -100,7 +84,7 @@ class EmbedWidget(DockBase):
         self.save_btn.setEnabled(s is not None and any(str(c).startswith("GAN_") for c in s.wells.columns))
 
     def start(self) -> Any:
-        """Embed in a worker; returns it (None when inputs are missing, with one notification)."""
+        """Embed in a worker process; returns it (None when inputs are missing, with one notification)."""
         from gandl_core.errors import ConfigError, DataError
 
         session = self.session
@@ -123,10 +107,10 @@ class EmbedWidget(DockBase):
         self.info.setText("Loading the discriminator...")
         index, batch, sid = session.index, int(self.batch.value), session.id
         self._tracker = ProgressTracker("Embedding wells")
-        self.worker = start_generator(lambda: embed_generator(index, ckpt, wells=wells, batch_size=batch),
-                                      on_yield=self._on_progress,
-                                      on_return=lambda out: self._on_done(out, sid, ckpt),
-                                      on_error=self._on_error, on_finish=self._on_finish, context="Embedding")
+        self.worker = ProcessWorker(self.target, (), {"checkpoint": ckpt, "wells": wells, "batch_size": batch},
+                                    payload={"index": index.copy()}, on_yield=self._on_progress,
+                                    on_return=lambda out: self._on_done(out, sid, ckpt), on_error=self._on_error,
+                                    on_finish=self._on_finish, context="Embedding").start()
         return self.worker
 
     def stop(self) -> None:

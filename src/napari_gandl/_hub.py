@@ -15,6 +15,7 @@ into ``layer.features`` (other plugins' columns survive).
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from collections import deque
 from dataclasses import dataclass
@@ -26,11 +27,13 @@ import pandas as pd
 from psygnal import Signal
 
 from . import _layers as L
+from . import _warmup
 from ._session import (ROLE_CODE_COLUMN, ROLE_COLUMN, PlateSession, SiteRef, display_table, initial_channels,
                        merge_into_features, well_table)
 from ._workers import LatestOnly, start_generator
 
 _HUBS: dict[int, "SessionHub"] = {}
+STEP_DELAY_MS = 1  # between two staged steps: input, the tick of other timers and paints run in between
 
 
 @dataclass
@@ -40,6 +43,7 @@ class OpenedPlate:
     session: PlateSession
     planes: list[np.ndarray]
     first: SiteRef | None
+    limits: list[tuple[float, float]] | None = None  # each plane's contrast limits (computed in the worker)
 
 
 def real_viewer(viewer: Any) -> Any:
@@ -82,12 +86,12 @@ def session_from_index(index: pd.DataFrame, source: str, *, pattern: str | None 
     check_wells(wells, source)
     plate = str(wells["Metadata_Plate"].iloc[0])
     first = index[index["Metadata_Plate"].astype(str) == plate].iloc[0]
-    planes = L.native_planes(first)
+    planes, limits = L.planes_and_limits(first)
     session = PlateSession(index=index, wells=wells, plate=plate, source=source,
                            site_shape=tuple(planes[0].shape), channels=source_channels(index, source),
                            skipped=list(index.attrs.get("skipped", [])), pattern=pattern)
     ref = SiteRef(plate, str(first["Metadata_Well"]), int(first.get("Metadata_Site", 1)))
-    return OpenedPlate(session, planes, ref)
+    return OpenedPlate(session, planes, ref, limits)
 
 
 def source_channels(index: pd.DataFrame, source: str) -> list:
@@ -125,9 +129,13 @@ class SessionHub:
         self.ready = False
         self.opening = None  # the worker opening a source
         self._steps: deque[Callable[[], None]] = deque()
+        self._stepping = False
+        self._selecting: set[int] | None = None
         self._reader = LatestOnly("Reading a site")
         self._quiet_selection = False
         viewer.layers.events.removed.connect(self._on_removed)
+        _warmup.start()  # napari's first-layer costs, paid in a thread (see _warmup)
+        self._glyph_timer = _warmup.warm_glyphs(viewer)  # and its text glyphs, a few ms at a time
 
     @property
     def viewer(self) -> Any:
@@ -153,14 +161,14 @@ class SessionHub:
             if prepare is not None:
                 prepare()
             if kind == "table":
-                return _as_gen(lambda: read_table_session(Path(path)))
-            return open_plate_iter(path, pattern=pattern, names=names)
+                return _after_warmup(_as_gen(lambda: read_table_session(Path(path))))
+            return _after_warmup(open_plate_iter(path, pattern=pattern, names=names))
 
         state = {"ok": False}
 
         def done(opened: OpenedPlate) -> None:
             state["ok"] = True
-            self.install(opened.session, opened.planes, opened.first)
+            self.install(opened.session, opened.planes, opened.first, opened.limits)
             if on_done is not None:
                 self.after_build(on_done)
 
@@ -176,16 +184,17 @@ class SessionHub:
         return self.opening
 
     def _remove_placeholders(self, keep: list[Any] = ()) -> None:
-        for layer in [ly for ly in self.viewer.layers if ly.metadata.get(L.KIND_KEY) == "placeholder"
-                      and not any(ly is k for k in keep)]:
-            self.viewer.layers.remove(layer)
+        remove_layers(self.viewer, [ly for ly in self.viewer.layers if ly.metadata.get(L.KIND_KEY) == "placeholder"
+                                    and not any(ly is k for k in keep)])
 
-    def install(self, session: PlateSession, planes: list[np.ndarray], first: SiteRef | None) -> None:
+    def install(self, session: PlateSession, planes: list[np.ndarray], first: SiteRef | None,
+                limits: list[tuple[float, float]] | None = None) -> None:
         """Replace the current session by ``session``, one layer step per event-loop turn.
 
         The previous plate's layers are reused and updated in place where they can be (site
         channels, plate map, grid: a second plate costs no new layers); the rest are removed.
         """
+        _warmup.apply()  # before the first layer: the unit registry built off the GUI thread
         old = self.session
         self.ready = False
         self.session = None
@@ -221,12 +230,15 @@ class SessionHub:
         sites = reuse["site"]
         for i, (spec, plane) in enumerate(zip(session.channels, planes)):
             target = sites[i] if i < len(sites) else None
-            self._steps.append(lambda s=spec, p=plane, t=target: self._site_layer(session, s, p, title, t))
+            lim = limits[i] if limits is not None and i < len(limits) else None
+            self._steps.append(lambda s=spec, p=plane, t=target, m=lim: self._site_layer(session, s, p, title, t, m))
         grid = reuse["plate_grid"][0] if reuse["plate_grid"] else None
         pm = reuse["plate_map"][0] if reuse["plate_map"] else None
         self._steps.append(lambda: self._grid_layer(session, grid))
         self._steps.append(lambda: self._plate_map_layer(session, pm))
         self._steps.append(lambda: self._finish_install(session, first))
+        self._steps.append(lambda: self._show_current(session, first))
+        self._steps.append(lambda: self._announce(session))
         self._run_steps()
 
     def after_build(self, fn: Callable[[], None]) -> None:
@@ -235,30 +247,42 @@ class SessionHub:
         self._run_steps()
 
     def _run_steps(self) -> None:
+        """Run the queued steps, one per event-loop turn (one chain of steps at a time)."""
+        if self._stepping:
+            return
+        self._stepping = True
+        self._next_step()
+
+    def _next_step(self) -> None:
         from qtpy.QtCore import QTimer
 
-        def step() -> None:
-            if not self._steps:
-                return
-            fn = self._steps.popleft()
-            try:
-                fn()
-            except Exception as exc:  # noqa: BLE001 - a Qt timer callback must never raise (aborts PyQt)
-                from ._workers import notify_error
+        # A real timer, not a zero-delay one: Qt runs zero-delay callbacks as posted events, ahead
+        # of timers and input, so a chain of them (with the paints they cause) was one long stall.
+        QTimer.singleShot(STEP_DELAY_MS, self._step)
 
-                notify_error(exc, context="Building the plate's layers")
-            finally:
-                if self._steps:
-                    QTimer.singleShot(0, step)
+    def _step(self) -> None:
+        if not self._steps:
+            self._stepping = False
+            return
+        fn = self._steps.popleft()
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001 - a Qt timer callback must never raise (aborts PyQt)
+            from ._workers import notify_error
 
-        QTimer.singleShot(0, step)
+            notify_error(exc, context="Building the plate's layers")
+        finally:
+            if self._steps:
+                self._next_step()
+            else:
+                self._stepping = False
 
     def _remove(self, layer: Any) -> None:
-        if layer in self.viewer.layers:
-            self.viewer.layers.remove(layer)
+        remove_layers(self.viewer, [layer])
 
-    def _site_layer(self, session: PlateSession, spec: Any, plane: np.ndarray, title: str, layer: Any) -> None:
-        kwargs = L.site_layer_kwargs(spec, plane, session_id=session.id, title=title)
+    def _site_layer(self, session: PlateSession, spec: Any, plane: np.ndarray, title: str, layer: Any,
+                    limits: tuple[float, float] | None = None) -> None:
+        kwargs = L.site_layer_kwargs(spec, plane, session_id=session.id, title=title, limits=limits)
         if layer is None:
             layer = self.viewer.add_image(plane, **kwargs)
         else:  # reuse the previous plate's layer: new data, name, colour and range, in place
@@ -317,9 +341,17 @@ class SessionHub:
                 finally:
                     self._quiet_selection = False
         self.viewer.reset_view()
-        self.ready = True
-        session.set_current(first)
-        self.session_changed.emit(session)
+
+    def _show_current(self, session: PlateSession, first: SiteRef | None) -> None:
+        """Next turn: the canvas label of the shown site (its text visual is created now)."""
+        if self.session is session:
+            self.ready = True
+            session.set_current(first)
+
+    def _announce(self, session: PlateSession) -> None:
+        """Last turn: the docks follow the new session (each fills its tables and choices)."""
+        if self.session is session:
+            self.session_changed.emit(session)
 
     def _detach(self, session: PlateSession) -> None:
         for sig, slot in ((session.plate_changed, self._on_plate), (session.wells_changed, self._on_wells),
@@ -338,8 +370,7 @@ class SessionHub:
             return
         self._detach(old)
         self.session, self.ready = None, False
-        for layer in self.layers_of(old.id):
-            self._remove(layer)
+        remove_layers(self.viewer, self.layers_of(old.id))
         old.close()
         self.session_changed.emit(None)
 
@@ -385,9 +416,13 @@ class SessionHub:
         s, pm = self.session, self.plate_map
         if s is None or pm is None or not pairs:
             return
-        s.set_plate(pairs[0][0])
-        rows = s.rows_of([p for p in pairs if p[0] == s.plate])
-        pm.selected_data = set(int(i) for i in rows)
+        rows = set(int(i) for i in s.rows_of([p for p in pairs if p[0] == str(pairs[0][0])]))
+        self._selecting = rows  # a plate switch on the way shows these wells, not the plate's first one
+        try:
+            s.set_plate(pairs[0][0])
+        finally:
+            self._selecting = None
+        pm.selected_data = rows
 
     def _on_selection(self, *_: Any) -> None:
         if self._quiet_selection:
@@ -413,19 +448,20 @@ class SessionHub:
             row = sites.iloc[0]
         ref = SiteRef(str(plate), str(well), int(row.get("Metadata_Site", 1)))
         sid = s.id
-        self._reader.submit(lambda: L.native_planes(row), lambda planes: self._show_planes(sid, ref, planes))
+        self._reader.submit(lambda: L.planes_and_limits(row), lambda got: self._show_planes(sid, ref, *got))
         return True
 
-    def _show_planes(self, session_id: int, ref: SiteRef, planes: list[np.ndarray]) -> None:
+    def _show_planes(self, session_id: int, ref: SiteRef, planes: list[np.ndarray],
+                     limits: list[tuple[float, float]] | None = None) -> None:
         s = self.session
         if s is None or s.id != session_id:
             return  # the session changed while the site was read
-        for layer, plane in zip(self.site_layers(), planes):
+        for i, (layer, plane) in enumerate(zip(self.site_layers(), planes)):
             auto = layer.metadata.get("auto_limits")
             keep_user = auto is not None and tuple(np.round(layer.contrast_limits, 6)) != tuple(np.round(auto, 6))
             layer.data = plane
             if not keep_user:  # the analyst did not touch the contrast: follow the new site
-                layer.contrast_limits = L.robust_limits(plane)
+                layer.contrast_limits = limits[i] if limits is not None else L.robust_limits(plane)
                 layer.metadata["auto_limits"] = tuple(layer.contrast_limits)
             layer.metadata["title"] = ref.label()
         s.set_current(ref)
@@ -440,10 +476,11 @@ class SessionHub:
         pm, s = self.plate_map, self.session
         if pm is None or s is None:
             return
-        pm.selected_data = set()
+        if self._selecting is None:
+            pm.selected_data = set()
         pm.shown = s.plate_mask()
         wells = s.plate_wells()
-        if len(wells):
+        if len(wells) and self._selecting is None:  # (select() shows its own well next)
             self.show_site(plate, str(wells["Metadata_Well"].iloc[0]))
 
     def _on_wells(self, columns: tuple) -> None:
@@ -499,7 +536,7 @@ class SessionHub:
         col = s.colouring.column if s else None
         if s is None or not s.colouring.tint_site or not col or s.current is None or not s.site_shape[0]:
             if existing is not None:
-                self.viewer.layers.remove(existing)
+                remove_layers(self.viewer, [existing])
             return None
         rgba, _ = L.well_colours(s.wells, col, s.colouring.colormap)
         row = s.rows_of([(s.current.plate, s.current.well)])
@@ -542,6 +579,56 @@ class SessionHub:
         return bool(self._steps)
 
 
+def remove_layers(viewer: Any, layers: list[Any]) -> None:
+    """Remove layers from the viewer in one batch, without napari's full garbage collection.
+
+    napari 0.9 runs ``gc.collect()`` on every layer removal (a workaround for a Windows OpenGL
+    driver race): with napari, Qt and pandas loaded that is a full collection of a large heap,
+    0.2-0.3 s of GUI-thread CPU on a 2-core machine, a stall per removed layer. Elsewhere than
+    Windows, while the plugin removes its layers, napari's canvas module sees a ``gc`` whose
+    ``collect`` collects the youngest generation only; Python's own collections free the rest
+    when they are due. (Freezing the heap instead made napari's collection cheap but reset
+    Python's count of long-lived objects, so a full collection followed a moment later.)
+    """
+    layers = [ly for ly in layers if ly in viewer.layers]
+    if not layers:
+        return
+    with _young_collections_in_napari():
+        with viewer.layers.batched_update():
+            for layer in layers:
+                viewer.layers.remove(layer)
+
+
+class _YoungGC:
+    """The ``gc`` module, but ``collect()`` collects generation 0 only."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+
+    def collect(self, generation: int = 2) -> int:
+        return self._real.collect(0)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+@contextlib.contextmanager
+def _young_collections_in_napari():
+    import sys
+
+    canvas = sys.modules.get("napari._vispy.canvas")
+    real = getattr(canvas, "gc", None)
+    if sys.platform == "win32" or real is None or not callable(getattr(real, "collect", None)) \
+            or isinstance(real, _YoungGC):
+        yield  # napari's workaround runs unchanged
+        return
+    canvas.gc = _YoungGC(real)
+    try:
+        yield
+    finally:
+        canvas.gc = real
+
+
 def set_features(layer: Any, table: pd.DataFrame) -> None:
     """Give a layer a new features table (same rows, the old columns merged in: see merge_into_features).
 
@@ -566,6 +653,13 @@ def text_overlay(viewer: Any) -> Any:
     canvas = getattr(viewer, "canvas", None)
     overlays = getattr(canvas, "overlays", None)
     return overlays.text if overlays is not None and hasattr(overlays, "text") else viewer.text_overlay
+
+
+def _after_warmup(gen: Any):
+    """The opening generator, then (still in the worker) wait for the warm-up of napari's first layers."""
+    result = yield from gen
+    _warmup.wait()
+    return result
 
 
 def _as_gen(fn: Callable[[], Any]):

@@ -4,12 +4,15 @@ Fields: data (a plate folder / LoadData CSV / index parquet; empty = the plate o
 output folder, preset; then **advanced options**, folded away, made from
 :class:`gandl_core.gan.train.TrainConfig` itself (every option the core has, with the preset's value,
 the field's own comment as tooltip, units on the spin boxes, dropdowns where the core lists the
-choices). Start runs :func:`gandl_core.gan.train.train` in a worker: the activity dock and this
-dock show kimg and the time left, the plot the losses (redrawn at most once a second), and the
-latest fakes appear as one false-colour ``fakes`` layer below the plate (each channel in its
-channel's colour; created once, then updated in place at most every few seconds). Stop quits the worker: the core generator is closed and leaves
-a checkpoint. Resume continues the run in the output folder. Opening another plate resets the
-dock (Resume then belongs to the new plate's run, if any).
+choices). Start runs :func:`gandl_core.gan.train.train` in a process of its own
+(:mod:`._process`: the training never holds napari's GIL, and torch is imported there, not
+in napari): the activity dock and this dock show kimg and the time left, the plot the losses
+(redrawn at most once a second), and the latest fakes appear as one false-colour ``fakes`` layer
+below the plate (the mosaic is made in the training process, each channel in its channel's
+colour; the layer is created once, then updated in place at most every few seconds). Stop ends
+the run after the current step; the core writes a checkpoint of that step. Resume continues the
+run in the output folder. Opening another plate resets the dock (Resume then belongs to the new
+plate's run, if any).
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ from qtpy.QtWidgets import QPushButton, QWidget, QVBoxLayout
 from . import _layers as L
 from ._mpl import make_canvas
 from ._ui import DockBase, Fold, button_row, status_label
-from ._workers import ProgressTracker, notify_error, start_generator
+from ._child import composite, fakes_grid  # noqa: F401 - re-exported (the mosaic is made in the child)
+from ._process import ProcessWorker
+from ._workers import ProgressTracker, notify_error
 
 DATA_FIELDS = ("data", "data_path", "source", "index_path", "dataset")
 OUT_FIELDS = ("out_dir", "outdir", "run_dir", "output", "out")
@@ -39,11 +44,15 @@ FAKES_PREFIX = L.FAKES_PREFIX
 UNITS = (("_kimg", " kimg"), ("kimg", " kimg"), ("_s", " s"), ("resolution", " px"))
 
 
-def train_api() -> tuple[Any, dict, Any]:
-    """``(TrainConfig, PRESETS, train)`` from :mod:`gandl_core.gan.train` (imported when first needed)."""
-    from gandl_core.gan import train as core
+TRAIN_TARGET = "gandl_core.gan.train:train"  # what the training process runs (module:function)
 
-    return core.TrainConfig, core.PRESETS, core.train
+
+def train_api() -> tuple[Any, dict, str]:
+    """``(TrainConfig, PRESETS, target)``: the config class and presets (imported here: no torch) and
+    the ``"module:function"`` the training process runs."""
+    from gandl_core.gan import train_config as core
+
+    return core.TrainConfig, core.PRESETS, TRAIN_TARGET
 
 
 def _first(names: tuple[str, ...], fields: dict[str, Any]) -> str | None:
@@ -67,42 +76,28 @@ def field_choices(value: str, doc: str) -> list[str]:
     return list(dict.fromkeys(quoted))
 
 
-def fakes_grid(fakes: np.ndarray, max_items: int = 16) -> np.ndarray:
-    """Tile fakes [N,C,H,W] into one [C, rows*H, cols*W] mosaic (N up to ``max_items``)."""
-    fakes = np.asarray(fakes, dtype=np.float32)
-    if fakes.ndim == 3:
-        fakes = fakes[None]
-    n, c, h, w = fakes.shape
-    n = min(n, max_items)
-    cols = int(np.ceil(np.sqrt(n)))
-    rows = int(np.ceil(n / cols))
-    grid = np.full((c, rows * h, cols * w), np.nan, np.float32)
-    for i in range(n):
-        r, q = divmod(i, cols)
-        grid[:, r * h:(r + 1) * h, q * w:(q + 1) * w] = fakes[i]
-    lo = float(np.nanmin(grid)) if np.isfinite(grid).any() else 0.0
-    return np.nan_to_num(grid, nan=lo)
-
-
-def composite(grid: np.ndarray, colormaps: list[str]) -> np.ndarray:
-    """False-colour RGB [H,W,3] in [0,1] of channels [C,H,W] in about [-1,1], each in its channel colour."""
+def colour_of(colormap: str) -> tuple[float, float, float]:
+    """The RGB a napari colormap reaches at its top (the colour a channel is drawn in)."""
     from napari.utils.colormaps import ensure_colormap
 
-    x = np.clip((np.asarray(grid, np.float32) + 1.0) / 2.0, 0.0, 1.0)
-    rgb = np.zeros(x.shape[1:] + (3,), np.float32)
-    for k in range(x.shape[0]):
-        colour = np.asarray(ensure_colormap(colormaps[k]).colors[-1][:3], np.float32)
-        rgb += x[k][..., None] * colour[None, None]
-    return np.clip(rgb, 0.0, 1.0)
+    return tuple(float(v) for v in ensure_colormap(colormap).colors[-1][:3])
+
+
+def fakes_colours(session: Any) -> tuple[list, list]:
+    """(the open plate's channel colours, a fallback cycle for a run on other data): the fakes mosaic's colours."""
+    colours = [colour_of(c.colormap) for c in session.channels] if session is not None else []
+    used: list[str] = []
+    for i in range(8):
+        used.append(L.colormap_for(f"Ch{i + 1}", i, used))
+    return colours, [colour_of(c) for c in used]
 
 
 def _read_fakes_png(path: str | Path) -> np.ndarray:
-    """A fakes PNG written by the core, as [1,3,H,W] or [1,1,H,W] float."""
+    """A fakes PNG written by the core, as uint8 RGB [H,W,3]."""
     from PIL import Image
 
-    arr = np.asarray(Image.open(path), dtype=np.float32)
-    arr = arr[None] if arr.ndim == 2 else np.moveaxis(arr[..., :3], -1, 0)
-    return arr[None]
+    arr = np.asarray(Image.open(path).convert("RGB"), dtype=np.uint8)
+    return arr
 
 
 class TrainWidget(DockBase):
@@ -256,7 +251,7 @@ class TrainWidget(DockBase):
 
     # -- run -------------------------------------------------------------------------------------
     def start(self, *, resume: bool = False) -> Any:
-        """Start (or resume) training in a worker; returns the worker (None, with one message, on bad input)."""
+        """Start (or resume) training in its own process; returns the run (None, with one message, on bad input)."""
         if self.worker is not None and self.worker.is_running:
             return self.worker
         try:
@@ -266,27 +261,29 @@ class TrainWidget(DockBase):
             return None
         session = self.session
         index = session.index if (session is not None and not self._data_path()) else None
-        _, _, train = self._api
-        kwargs = {"index": index}
-        if resume and "resume" in inspect.signature(train).parameters:
-            kwargs["resume"] = True  # the core continues the run in out_dir from checkpoints/latest.pt
+        _, _, target = self._api
         if not resume:
             self.history.clear()
         self.progress_seen = 0
         self.result = None
         self._run_session = session.id if session is not None and index is not None else None
-        self.info.setText("Starting (importing torch, reading the plate)...")
+        self.info.setText("Starting the training process (importing torch, reading the plate)...")
         self._set_running(True)
         self._tracker = ProgressTracker("Training GAN")
-        self.worker = start_generator(lambda: train(cfg, **kwargs), on_yield=self._on_progress,
-                                      on_return=self._on_done, on_error=self._on_error, on_finish=self._on_finish,
-                                      context="Training")
+        colours, fallback = fakes_colours(session if index is not None else None)
+        # The index travels through a queue (pickled off the GUI thread); a copy, so marks made
+        # while it is being sent cannot tear it.
+        payload = {"index": index.copy() if index is not None else None}
+        self.worker = ProcessWorker(target, (cfg,), {"resume": bool(resume)}, payload=payload,
+                                   on_yield=self._on_progress, on_return=self._on_done, on_error=self._on_error,
+                                   on_finish=self._on_finish, context="Training", colours=colours,
+                                   fallback=fallback).start()
         return self.worker
 
     def stop(self) -> None:
-        """Stop training: the worker closes the core generator, which saves a checkpoint."""
+        """Stop training after the current step: the core writes a checkpoint of that step."""
         if self.worker is not None and self.worker.is_running:
-            self.info.setText("Stopping: saving a checkpoint...")
+            self.info.setText("Stopping after this step: saving a checkpoint...")
             self.worker.quit()
 
     def _set_running(self, running: bool) -> None:
@@ -305,7 +302,7 @@ class TrainWidget(DockBase):
         ckpt = p.artifacts.get("checkpoint")
         if ckpt:
             self.last_checkpoint = Path(ckpt)
-        fakes = p.artifacts.get("fakes")
+        fakes = p.artifacts.get("fakes_rgb", p.artifacts.get("fakes_png"))
         if fakes is not None:
             self._pending_fakes = fakes
         text = self._tracker.update(p) if self._tracker else None
@@ -358,26 +355,15 @@ class TrainWidget(DockBase):
     def show_fakes(self, fakes: Any) -> None:
         """Show the latest fakes as one false-colour layer (created once, then updated in place).
 
-        One RGB layer instead of a layer per channel: creating an image layer is the costliest
-        thing napari does on the GUI thread, and fakes are looked at, not measured.
+        ``fakes`` is the uint8 RGB mosaic the training process made (each channel in its channel's
+        colour) or the path of a fakes PNG. One RGB layer instead of a layer per channel: creating
+        an image layer is the costliest thing napari does on the GUI thread, and fakes are looked
+        at, not measured.
         """
         session = self.session
         if self._run_session is not None and (session is None or session.id != self._run_session):
             return  # the run's plate was closed: no layers for it
-        from_png = isinstance(fakes, (str, Path))
-        arr = _read_fakes_png(fakes) if from_png else \
-            (fakes.detach().cpu().numpy() if hasattr(fakes, "detach") else np.asarray(fakes))
-        grid = fakes_grid(arr)
-        if from_png:  # 0..255 -> the generator's [-1, 1]
-            grid = grid / 127.5 - 1.0
-        cmaps = [c.colormap for c in session.channels] if session is not None else []
-        if len(cmaps) != grid.shape[0]:
-            used: list[str] = []
-            cmaps = []
-            for i in range(grid.shape[0]):
-                cmaps.append(L.colormap_for(f"Ch{i + 1}", i, used))
-                used.append(cmaps[-1])
-        rgb = composite(grid, cmaps)
+        rgb = _read_fakes_png(fakes) if isinstance(fakes, (str, Path)) else np.asarray(fakes)
         existing = self.hub.find("fakes", session.id) if session is not None else None
         if existing is None:
             existing = next((ly for ly in self.viewer.layers if ly.metadata.get(L.KIND_KEY) == "fakes"), None)
@@ -386,8 +372,9 @@ class TrainWidget(DockBase):
             return
         h = session.site_shape[0] if session is not None else 0
         below = float(h + 4 * L.spacing_of(session)) if h else 0.0
-        scale = (h / grid.shape[1]) if h else 1.0
+        scale = (h / rgb.shape[0]) if h else 1.0
         kwargs = dict(name=FAKES_PREFIX, rgb=True, translate=(below, 0.0), scale=(scale, scale),
+                      contrast_limits=(0, 255) if rgb.dtype == np.uint8 else None,
                       metadata={L.KIND_KEY: "fakes", "session_id": session.id if session is not None else None})
         self.hub.add_layers_staged([lambda: None if self.hub.find("fakes", kwargs["metadata"]["session_id"])
                                     else self.viewer.add_image(rgb, **kwargs)])

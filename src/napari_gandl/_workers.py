@@ -60,8 +60,12 @@ def error_text(exc: BaseException) -> str:
     """The words shown for an error: a GandlError's own message (GUI terms), else a short 'unexpected' line."""
     from gandl_core.errors import GandlError
 
+    from ._child import ChildError
+
     if isinstance(exc, GandlError):
         return gui_terms(str(exc))
+    if isinstance(exc, ChildError):  # already "<type>: <message>" from a worker process
+        return f"Unexpected error ({exc}). Details are in the terminal log."
     return f"Unexpected error ({type(exc).__name__}: {exc}). Details are in the terminal log."
 
 
@@ -153,9 +157,11 @@ class ProgressTracker:
         try:
             target, desc = self._pending
             self._pending = None
-            if target is not None and target > self._bar.n:
-                self._bar.update(target - self._bar.n)
-            self._bar.set_description(desc)
+            bar = self._bar
+            if target is not None and target > bar.n:
+                bar.update(target - bar.n)  # (napari runs processEvents here: close() may run meanwhile)
+            if self._bar is bar:
+                bar.set_description(desc)
         finally:
             self._flushing = False
 

@@ -245,7 +245,8 @@ def test_plugin_modules_do_not_import_torch() -> None:
     code = ("import sys\n"
             "import napari_gandl._reader, napari_gandl._sample_data, napari_gandl._plate_widget\n"
             "import napari_gandl._train_widget, napari_gandl._embed_widget, napari_gandl._analysis_widget\n"
-            "import napari_gandl._main_widget, napari_gandl._hub\n"
+            "import napari_gandl._main_widget, napari_gandl._hub, napari_gandl._process, napari_gandl._child\n"
+            "import napari_gandl._jobs\n"
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ}).stdout.strip()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,7 +10,6 @@ import pandas as pd
 import pytest
 
 from conftest import dock, open_plate, wait_reads, wait_worker, write_rxrx
-from gandl_core.progress import Progress
 from napari_gandl import _layers as L
 from napari_gandl._hub import hub_of
 
@@ -69,6 +66,7 @@ def test_plate_widget_selection_shows_well(make_napari_viewer, tiny_rxrx: Path, 
     idx = session.index
     row = idx[(idx.Metadata_Well == "B02") & (idx.Metadata_Site == 1) & (idx.Metadata_Plate == "EXP-1_Plate1")].iloc[0]
     np.testing.assert_array_equal(dna.data, read_site(row)[0])
+    np.testing.assert_allclose(dna.contrast_limits, L.robust_limits(dna.data))  # (computed in the reader worker)
     assert w.showing.text() == "EXP-1_Plate1 · B02 · site 1"
     w.site_box.setValue(2)
     wait_reads(viewer, qtbot)
@@ -138,6 +136,38 @@ def test_second_plate_replaces_the_first(make_napari_viewer, tiny_rxrx, tmp_path
     assert gandl.analysis.z_label.text() == "Z' = -"
 
 
+@pytest.mark.skipif(__import__("sys").platform == "win32", reason="napari's own collection runs unchanged on Windows")
+def test_layer_removal_skips_napari_full_collection(make_napari_viewer, tiny_rxrx, qtbot) -> None:
+    """napari collects all garbage on every layer removal (0.2-0.3 s on a busy 2-core machine): the plugin's
+    removals run as one batch whose collection covers the youngest generation only."""
+    import gc
+
+    viewer = make_napari_viewer()
+    open_plate(viewer, tiny_rxrx, qtbot)
+    hub = hub_of(viewer)
+    viewer.add_points(np.zeros((1, 2)), name="my annotations")
+    generations: list[int] = []
+
+    def seen(phase: str, info: dict) -> None:
+        if phase == "start":
+            generations.append(info["generation"])
+
+    gc.callbacks.append(seen)
+    was_enabled = gc.isenabled()
+    gc.disable()  # only explicit collections (napari's) are recorded
+    try:
+        hub.close()
+    finally:
+        gc.callbacks.remove(seen)
+        if was_enabled:
+            gc.enable()
+    assert [ly.name for ly in viewer.layers] == ["my annotations"]  # the plate's layers are gone, ours stays
+    assert generations == [0]  # one collection for the batch, of the youngest generation
+    import napari._vispy.canvas as canvas
+
+    assert canvas.gc is gc  # napari's module has the real gc back
+
+
 def write_unlabelled_plate(root: Path, wells=("B02", "B03", "B04", "C02", "C03", "C04")) -> Path:
     """A LoadData plate without any role/condition column (like real BBBC022 plates)."""
     from PIL import Image
@@ -204,94 +234,6 @@ def test_rename_channels_and_colours(make_napari_viewer, tmp_path, qtbot) -> Non
     assert [ly.name for ly in hub_of(viewer).site_layers()] == ["site Hoechst", "site Phalloidin"]
     assert viewer.layers["site Hoechst"].colormap.name == "cyan"
     assert list(session.index.filter(like="Path_").columns) == ["Path_Hoechst", "Path_Phalloidin"]
-
-
-# ---------------------------------------------------------------------------------------------
-# training: a fake core (same contract) for the widget mechanics; the real core when it exists
-# ---------------------------------------------------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class FakeConfig:
-    out_dir: str = "run"
-    data: str = ""
-    kimg: float = 0.2
-    resolution: int = 16
-    batch_size: int = 4
-    lr_g: float = 0.0025
-    loss: str = "stylegan2"
-    seed: int = 0
-    channels: int = 5
-
-    @classmethod
-    def from_preset(cls, name, **over):
-        base = {"cpu-tiny": {}, "paper": {"kimg": 25000.0, "resolution": 256}}[name]
-        return cls(**{**base, **over})
-
-
-def fake_train(calls):
-    def train(cfg, index=None, *, resume=False):
-        calls.append((cfg, index, resume))
-        ckpt = Path(cfg.out_dir) / "checkpoints" / "latest.pt"
-        ckpt.parent.mkdir(parents=True, exist_ok=True)
-        step = 0
-        try:
-            while step < 4000:
-                step += 1
-                time.sleep(0.02)
-                fakes = np.random.default_rng(step).normal(size=(4, 5, 16, 16)).astype(np.float32)
-                art = {"fakes": fakes}
-                if step % 3 == 0:
-                    ckpt.write_text(f"step {step}")
-                    art["checkpoint"] = ckpt
-                yield Progress(done=step * 0.001, total=4.0, unit="kimg", stage="train",
-                               metrics={"loss_G": 1.0 / step, "loss_D": 0.5}, artifacts=art)
-        finally:
-            ckpt.write_text(f"step {step}")  # the real core saves a checkpoint on close
-        return ckpt
-    return train
-
-
-def test_train_widget_runs_stops_and_resumes_with_fake_core(make_napari_viewer, tiny_rxrx, tmp_path, qtbot,
-                                                           monkeypatch) -> None:
-    calls = []
-    monkeypatch.setattr("napari_gandl._train_widget.train_api",
-                        lambda: (FakeConfig, {"cpu-tiny": {}, "paper": {}}, fake_train(calls)))
-    monkeypatch.setattr("napari_gandl._train_widget.TrainWidget.FAKES_S", 0.1)
-    viewer = make_napari_viewer()
-    open_plate(viewer, tiny_rxrx, qtbot)
-    w = dock(viewer, "Train GAN")
-    assert w.preset.value == "cpu-tiny"
-    assert set(w._advanced) == {"kimg", "resolution", "batch_size", "lr_g", "loss", "seed"}  # not out/data/resume
-    assert not w.show_adv
-    w.preset.value = "paper"
-    assert w._advanced["resolution"].value == 256
-    w.preset.value = "cpu-tiny"
-    w._advanced["seed"].value = 7
-    w.out.value = str(tmp_path / "run")
-    worker = w.start()
-    qtbot.waitUntil(lambda: w.progress_seen >= 5 and "fakes" in viewer.layers, timeout=20000)
-    w.stop()
-    wait_worker(worker, qtbot, 10000)
-    cfg, index, resumed = calls[0]
-    assert not resumed
-    assert cfg.seed == 7 and cfg.resolution == 16 and cfg.out_dir == str(tmp_path / "run")
-    assert index is not None and len(index) == 32  # the open plate's index is trained on
-    ckpt = tmp_path / "run" / "checkpoints" / "latest.pt"
-    steps = int(ckpt.read_text().split()[1])
-    assert 5 <= steps < 4000  # stopped early, generator closed (finally ran)
-    assert len(w.history["loss_G"]) >= 5 and w.history["loss_G"][-1][1] < w.history["loss_G"][0][1]
-    fakes = viewer.layers["fakes"]
-    assert fakes.rgb and fakes.data.shape == (32, 32, 3)  # 4 fakes tiled 2x2, one false-colour layer
-    assert [ly.name for ly in viewer.layers if ly.name.startswith("fakes")] == ["fakes"]
-    assert fakes.metadata["session_id"] == w.session.id
-    assert w.resume_btn.isEnabled() and w.start_btn.isEnabled() and not w.stop_btn.isEnabled()
-    assert w.last_checkpoint == ckpt and w.session.checkpoint == str(ckpt)
-    # Resume: the same run continues from the newest checkpoint
-    worker = w.start(resume=True)
-    qtbot.waitUntil(lambda: len(calls) == 2, timeout=5000)
-    w.stop()
-    wait_worker(worker, qtbot, 10000)
-    assert calls[1][2] is True and calls[1][0].seed == 7 and calls[1][0].out_dir == str(tmp_path / "run")
 
 
 def test_fakes_grid_tiles_in_order() -> None:
@@ -373,13 +315,7 @@ def test_embed_two_selected_wells_fills_features(make_napari_viewer, tiny_rxrx, 
 
 
 def test_embed_can_be_stopped(make_napari_viewer, tiny_rxrx, tmp_path, qtbot, monkeypatch) -> None:
-    def slow(index, checkpoint, *, wells, batch_size=16):
-        for i in range(500):
-            time.sleep(0.02)
-            yield Progress(done=i, total=500, unit="sites", stage="embed")
-        return None
-
-    monkeypatch.setattr("napari_gandl._embed_widget.embed_generator", slow)
+    monkeypatch.setattr("napari_gandl._embed_widget.EmbedWidget.target", "fake_cores:slow_embed")
     viewer = make_napari_viewer()
     session = open_plate(viewer, tiny_rxrx, qtbot)
     w = dock(viewer, "Embed wells")
@@ -387,7 +323,7 @@ def test_embed_can_be_stopped(make_napari_viewer, tiny_rxrx, tmp_path, qtbot, mo
     from napari.utils import progress
 
     worker = w.start()
-    qtbot.waitUntil(lambda: "left" in w.info.text(), timeout=10000)  # sites done and the time left
+    qtbot.waitUntil(lambda: "left" in w.info.text(), timeout=60000)  # sites done and the time left
     assert w.stop_btn.isEnabled() and not w.run_btn.isEnabled()
     bars = [b for b in progress._all_instances if str(b.desc).startswith("Embedding wells")]
     assert bars and bars[0].total == 1000  # napari's activity dock shows it, with the time left
@@ -420,31 +356,6 @@ def test_worker_error_is_one_notification_and_resets_the_dock(make_napari_viewer
     w.checkpoint.value = "/nonexistent/ckpt.pt"
     assert w.start() is None
     assert len(errors) == 2 and "checkpoint" in errors[1] and "/nonexistent/ckpt.pt" in errors[1]
-
-
-def test_real_training_on_the_open_plate_stops_with_a_checkpoint(make_napari_viewer, tiny_rxrx, tmp_path,
-                                                                   qtbot) -> None:
-    pytest.importorskip("gandl_core.gan.train")
-    from gandl_core.checkpoint import load_checkpoint
-
-    viewer = make_napari_viewer()
-    open_plate(viewer, tiny_rxrx, qtbot)
-    w = dock(viewer, "Train GAN")
-    assert w.preset.value == "cpu-tiny"
-    w._advanced["kimg"].value = 5.0  # long enough that Stop, not the end, finishes it
-    w._advanced["quality_kimg"].value = 0.0
-    w.out.value = str(tmp_path / "run")
-    worker = w.start()
-    qtbot.waitUntil(lambda: w.progress_seen >= 2, timeout=60000)
-    w.stop()
-    wait_worker(worker, qtbot, 60000)
-    latest = tmp_path / "run" / "checkpoints" / "latest.pt"
-    assert latest.is_file() and w.last_checkpoint == latest
-    state = load_checkpoint(latest)
-    assert 0 < state["kimg"] < 5.0
-    assert state["channel_names"] == ["DNA", "ER", "Actin", "RNA", "Golgi"]
-    assert "loss_G" in w.history and np.isfinite([v for _, v in w.history["loss_G"]]).all()
-    assert w.resume_btn.isEnabled()
 
 
 def test_embed_then_fit_on_the_real_core(make_napari_viewer, tiny_rxrx, tmp_path, qtbot) -> None:
