@@ -156,6 +156,8 @@ def test_progress_and_bad_options(tmp_path: Path) -> None:
         make_screen(tmp_path / "q", image_size=16)
     with pytest.raises(ConfigError, match="cell_types"):
         make_screen(tmp_path / "q", cell_types=("HeLa",))
+    with pytest.raises(ConfigError, match="more than a factor of 10"):  # was a bare numpy ValueError from inside synth
+        make_screen(tmp_path / "q", image_size=32, doses=[0.1, 1.0])
     assert not (tmp_path / "q").exists()  # nothing half-written
 
 

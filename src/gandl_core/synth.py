@@ -149,11 +149,14 @@ def make_compounds(n: int, doses: Sequence[float], rng: np.random.Generator) -> 
     Raises
     ------
     ConfigError
-        If ``n < 3``.
+        If ``n < 3`` or the doses span no more than a factor of 10.
     """
     if n < 3:
         raise ConfigError(f"option 'compounds' = {n}: need at least 3 (active, inactive and toxic examples).")
     lo, hi = np.log10(min(doses)), np.log10(max(doses))
+    if hi - lo <= 1.0 + 1e-9:  # EC50s sit 0.4 log units inside the range; TC50s need 0.8 + 0.2 of room
+        raise ConfigError(f"option 'doses' = {list(doses)}: the doses must span more than a factor of 10 "
+                          f"(here {10 ** (hi - lo):.3g}x) so every EC50 and TC50 lies inside the tested range.")
     n_tox = max(1, int(round(0.2 * n)))
     n_inactive = max(1, int(round(0.25 * n)))
     n_active = n - n_tox - n_inactive
