@@ -201,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     # training (real core, cpu-tiny) until the first fakes are on screen
     train = gandl.train
     train.out.value = str(work / "run")
+    train.preset.value = "cpu-tiny"
     train._advanced["kimg"].value = args.kimg
     train.FAKES_S = 0.0
     box = measure(meter, "train: Start until the first progress", lambda: train.start(),

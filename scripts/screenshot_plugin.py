@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         train = gandl.train
         gandl.tabs.setCurrentIndex(1)
         train.out.value = str(args.run)
+        train.preset.value = "cpu-tiny"
         train._advanced["kimg"].value = args.kimg
         train.FAKES_S = 0.5
         t0 = time.monotonic()

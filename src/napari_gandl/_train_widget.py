@@ -188,7 +188,8 @@ class TrainWidget(DockBase):
         _, presets, _ = self._api
         names = list(presets)
         self.preset.choices = names
-        self.preset.value = "cpu-tiny" if "cpu-tiny" in names else names[0]
+        # cpu-small: the analyst's first real run (minutes); cpu-tiny is a smoke test that learns nothing
+        self.preset.value = next((n for n in ("cpu-small", "cpu-tiny") if n in names), names[0])
         self._fill_advanced()
 
     def _fill_advanced(self, *_: Any) -> None:

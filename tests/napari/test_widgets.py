@@ -40,7 +40,7 @@ def test_docks_fit_a_laptop_screen(make_napari_viewer, tiny_rxrx, qtbot) -> None
     # the buttons keep a usable height and number fields show their decimals
     train = widgets[2]
     assert train.start_btn.minimumHeight() >= 24
-    assert train._advanced["lr_g"].native.text().rstrip("0").endswith("0025")
+    assert train.preset.value == "cpu-small" and train._advanced["lr_g"].native.text().rstrip("0").endswith("0005")
 
 
 def test_plate_widget_selection_shows_well(make_napari_viewer, tiny_rxrx: Path, qtbot) -> None:
