@@ -92,6 +92,17 @@ def open_plate(viewer, path, qtbot, timeout: int = 60000):
     return wait_open(viewer, qtbot, timeout)
 
 
+def open_failing(viewer, path, qtbot, timeout: int = 20000):
+    """Open a source the plugin should refuse; wait until the opening worker has finished; returns the hub."""
+    from napari_gandl._hub import hub_of
+
+    viewer.open(str(path), plugin="napari-gandl")
+    hub = hub_of(viewer)
+    qtbot.waitUntil(lambda: hub.opening is None, timeout=timeout)
+    qtbot.wait(50)
+    return hub
+
+
 def wait_reads(viewer, qtbot, timeout: int = 10000) -> None:
     """Wait until no site read is running (a well click reads its site in a worker)."""
     from napari_gandl._hub import hub_of

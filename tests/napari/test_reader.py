@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import open_plate, wait_open, write_rxrx
+from conftest import open_failing, open_plate, wait_open, write_rxrx
 from napari_gandl import _layers as L
 from napari_gandl._hub import hub_of, text_overlay
 from napari_gandl._reader import classify, get_reader
@@ -175,11 +175,8 @@ def test_bad_tables_are_one_message(make_napari_viewer, tmp_path: Path, qtbot, e
             path, index=False)
     else:
         pd.DataFrame({"Metadata_Plate": ["P"], "GAN_000": [1.0]}).to_csv(path, index=False)
-    viewer = make_napari_viewer()
-    viewer.open(str(path), plugin="napari-gandl")
-    hub = hub_of(viewer)
-    qtbot.waitUntil(lambda: hub.opening is None, timeout=20000)
-    qtbot.wait(50)
+    hub = open_failing(make_napari_viewer(), path, qtbot)
+    viewer = hub.viewer
     assert len(errors) == 1, errors
     assert path.name in errors[0]
     expect = {"header-only": "no rows", "bad-well": "'XYZ'", "no-well": "Metadata_Well"}[case]

@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 
 from bioio_files import value, write_czi, write_imagexpress
-from conftest import open_plate
+from conftest import open_failing, open_plate
 from napari_gandl import _layers as L
-from napari_gandl._hub import hub_of
 from napari_gandl._reader import classify, get_reader
 
 pytestmark = [pytest.mark.napari, pytest.mark.filterwarnings("ignore:Failed to convert value")]
@@ -86,11 +85,8 @@ def test_vendor_file_without_bioio_is_one_message(make_napari_viewer, tmp_path: 
     monkeypatch.setitem(__import__("sys").modules, "bioio", None)  # import bioio -> ImportError
     path = tmp_path / "plate1_B02.czi"
     path.write_bytes(b"CZI")
-    viewer = make_napari_viewer()
-    viewer.open(str(path), plugin="napari-gandl")
-    hub = hub_of(viewer)
-    qtbot.waitUntil(lambda: hub.opening is None, timeout=20000)
-    qtbot.wait(50)
+    hub = open_failing(make_napari_viewer(), path, qtbot)
+    viewer = hub.viewer
     assert len(errors) == 1, errors
     assert path.name in errors[0] and "napari-gandl[formats]" in errors[0] and "Traceback" not in errors[0]
     assert hub.session is None and len(viewer.layers) == 0
