@@ -130,6 +130,7 @@ class SessionHub:
         self.opening = None  # the worker opening a source
         self._steps: deque[Callable[[], None]] = deque()
         self._stepping = False
+        self._hidden: list[Any] = []  # layers created hidden, shown by the next step
         self._selecting: set[int] | None = None
         self._reader = LatestOnly("Reading a site")
         self._quiet_selection = False
@@ -195,6 +196,7 @@ class SessionHub:
         channels, plate map, grid: a second plate costs no new layers); the rest are removed.
         """
         _warmup.apply()  # before the first layer: the unit registry built off the GUI thread
+        _warmup.freeze_heap(self.viewer)  # full collections no longer scan napari's long-lived heap
         old = self.session
         self.ready = False
         self.session = None
@@ -235,7 +237,9 @@ class SessionHub:
         grid = reuse["plate_grid"][0] if reuse["plate_grid"] else None
         pm = reuse["plate_map"][0] if reuse["plate_map"] else None
         self._steps.append(lambda: self._grid_layer(session, grid))
+        self._steps.append(self._show_hidden)
         self._steps.append(lambda: self._plate_map_layer(session, pm))
+        self._steps.append(self._show_hidden)
         self._steps.append(lambda: self._finish_install(session, first))
         self._steps.append(lambda: self._show_current(session, first))
         self._steps.append(lambda: self._announce(session))
@@ -295,10 +299,20 @@ class SessionHub:
         layer.contrast_limits_range = L.full_range(plane)
         layer.metadata["auto_limits"] = tuple(layer.contrast_limits)
 
+    def _show_hidden(self) -> None:
+        """Show the layers created hidden one step earlier (see :meth:`_grid_layer`)."""
+        hidden, self._hidden = self._hidden, []
+        for layer in hidden:
+            if layer in self.viewer.layers:
+                layer.visible = True
+
     def _grid_layer(self, session: PlateSession, layer: Any) -> None:
         data, kwargs, _ = L.grid_label_data(session)
         if layer is None:
-            self.viewer.add_points(data, **kwargs)
+            # A new Points layer is created hidden and shown on the next turn: its first paint
+            # builds the marker and text shader programs (vispy parses their source in Python,
+            # ~0.1 s), so creating and drawing it in one turn was one stall of both costs.
+            self._hidden.append(self.viewer.add_points(data, visible=False, **kwargs))
             return
         layer.data = data
         layer.features = kwargs["features"]
@@ -308,8 +322,9 @@ class SessionHub:
 
     def _plate_map_layer(self, session: PlateSession, layer: Any) -> None:
         data, kwargs, _ = L.plate_map_data(session)
-        if layer is None:
-            layer = self.viewer.add_points(data, **kwargs)
+        if layer is None:  # hidden until the next turn, as the grid
+            layer = self.viewer.add_points(data, visible=False, **kwargs)
+            self._hidden.append(layer)
             layer.mouse_drag_callbacks.append(_click_select)
         else:  # the previous plate's map, updated in place
             layer.selected_data = set()
@@ -376,6 +391,7 @@ class SessionHub:
 
     def _on_removed(self, event: Any) -> None:
         layer = event.value
+        _warmup.layer_removed(layer)
         s = self.session
         if s is not None and layer.metadata.get(L.KIND_KEY) == "plate_map" and layer.metadata.get("session_id") == s.id:
             self._detach(s)

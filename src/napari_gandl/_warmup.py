@@ -12,7 +12,9 @@ runs :func:`prepare` in a daemon thread; :func:`wait` blocks a worker (the plate
 until it is done; :func:`apply` (GUI thread, before the first layer is created) installs the unit
 registry built in the thread as pint's application registry, only while napari has not built its
 own (an unbuilt registry has no units anyone could hold). The imports need nothing more: Python's
-import lock makes a module imported in a thread available to every thread.
+import lock makes a module imported in a thread available to every thread. :func:`freeze_heap`
+(GUI thread, when the first plate opens) keeps Python's full garbage collections off the long-lived
+heap; :func:`layer_removed` undoes it when an older layer leaves.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-_state: dict[str, Any] = {"thread": None, "registry": None, "applied": False, "installed": False}
+_state: dict[str, Any] = {"thread": None, "registry": None, "applied": False, "installed": False, "frozen": None}
 _done = threading.Event()
 
 
@@ -42,6 +44,41 @@ def prepare() -> Any:
         return None
     # The same registry pint's lazy default builds on first use (LazyRegistry.__init).
     return pint.UnitRegistry(on_redefinition="raise")
+
+
+def freeze_heap(viewer: Any) -> bool:
+    """GUI thread, once per process: move every object alive now to the collector's permanent generation.
+
+    Python's automatic full collections scan every tracked object: with napari, Qt and pandas
+    loaded that was 0.1-0.4 s of CPU holding the GIL, seen by ``benchmarks/bench_napari.py``
+    falling into whatever the analyst was doing at that moment (opening a plate, a first fakes
+    layer). The objects alive when the first plate opens (modules, classes, Qt wrappers, the
+    docks) live as long as the process; frozen, they are no longer scanned and full collections
+    scan only what came later. Objects freed by reference counting are freed as before; frozen
+    objects in reference cycles are not collected -- so when a layer that existed at the freeze is
+    removed (its cycles would otherwise be kept), :func:`layer_removed` unfreezes everything.
+    Returns True when this call froze the heap.
+    """
+    import gc
+
+    if _state.get("frozen") is not None:
+        return False
+    from ._layers import KIND_KEY
+
+    # the sample command's 1-pixel placeholder is not counted: it becomes a site layer or goes
+    _state["frozen"] = {id(ly) for ly in viewer.layers if ly.metadata.get(KIND_KEY) != "placeholder"}
+    gc.freeze()
+    return True
+
+
+def layer_removed(layer: Any) -> None:
+    """GUI thread: a layer left a viewer; unfreeze the heap if the layer existed when it was frozen."""
+    import gc
+
+    frozen = _state.get("frozen")
+    if frozen and id(layer) in frozen:
+        frozen.clear()  # once: from now on the collector scans everything, as without the freeze
+        gc.unfreeze()
 
 
 def _run() -> None:

@@ -168,6 +168,64 @@ def test_layer_removal_skips_napari_full_collection(make_napari_viewer, tiny_rxr
     assert canvas.gc is gc  # napari's module has the real gc back
 
 
+def test_points_layers_are_created_hidden_and_shown_on_the_next_turn(make_napari_viewer, tiny_rxrx, qtbot) -> None:
+    """A new Points layer's first paint builds its shader programs (~0.1 s): creating it hidden moves
+    that cost out of the turn that creates the layer; the next staged step shows it."""
+    viewer = make_napari_viewer()
+    at_insert: dict[str, bool] = {}
+    viewer.layers.events.inserted.connect(lambda e: at_insert.setdefault(e.value.name, e.value.visible))
+    open_plate(viewer, tiny_rxrx, qtbot)
+    hub = hub_of(viewer)
+    grid = next(ly for ly in viewer.layers if ly.metadata.get(L.KIND_KEY) == "plate_grid")
+    assert at_insert[grid.name] is False and at_insert[hub.plate_map.name] is False
+    assert at_insert["site DNA"] is True  # images are drawn at once: their paint is cheap
+    assert grid.visible and hub.plate_map.visible and hub._hidden == []
+
+
+def test_first_plate_freezes_the_heap_until_an_older_layer_goes(make_napari_viewer, tiny_rxrx, qtbot) -> None:
+    """Full collections stop scanning the long-lived heap once a plate opens; removing a layer that
+    existed before (whose reference cycles the frozen collector would keep) unfreezes it."""
+    import gc
+
+    from napari_gandl import _warmup
+
+    gc.unfreeze()
+    _warmup._state["frozen"] = None  # as in a fresh process
+    try:
+        viewer = make_napari_viewer()
+        mine = viewer.add_points(np.zeros((1, 2)), name="my annotations")
+        assert gc.get_freeze_count() == 0
+        open_plate(viewer, tiny_rxrx, qtbot)
+        assert gc.get_freeze_count() > 1000
+        assert _warmup.freeze_heap(viewer) is False  # once per process
+        viewer.layers.remove(hub_of(viewer).plate_map)  # a layer made after the freeze: stays frozen
+        assert gc.get_freeze_count() > 1000
+        viewer.layers.remove(mine)
+        assert gc.get_freeze_count() == 0
+    finally:
+        gc.unfreeze()
+
+
+def test_sample_command_returns_before_its_worker_starts(make_napari_viewer, qtbot, tmp_path, monkeypatch) -> None:
+    """napari builds the sample's placeholder layer first; the opening worker starts on a later turn
+    (started together they competed for the GIL: one long stall)."""
+    monkeypatch.setenv("NAPARI_GANDL_CACHE", str(tmp_path))
+    from conftest import wait_open
+
+    from napari_gandl import _sample_data
+
+    monkeypatch.setattr(_sample_data, "SAMPLE_KWARGS", {**_sample_data.SAMPLE_KWARGS, "image_size": 48,
+                                                        "cell_types": ("HRCE",), "compounds": 3, "replicates": 1})
+    viewer = make_napari_viewer()
+    hub = hub_of(viewer)
+    layers = viewer.open_sample("napari-gandl", "synthetic_screen")
+    assert [ly.metadata.get(L.KIND_KEY) for ly in layers] == ["placeholder"]
+    assert hub.opening is None  # not started yet: the placeholder was built alone
+    qtbot.waitUntil(lambda: hub.opening is not None or hub.session is not None, timeout=5000)
+    session = wait_open(viewer, qtbot)
+    assert session is not None and not [ly for ly in viewer.layers if ly.metadata.get(L.KIND_KEY) == "placeholder"]
+
+
 def write_unlabelled_plate(root: Path, wells=("B02", "B03", "B04", "C02", "C03", "C04")) -> Path:
     """A LoadData plate without any role/condition column (like real BBBC022 plates)."""
     from PIL import Image
