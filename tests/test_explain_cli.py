@@ -4,8 +4,9 @@ A cpu-tiny run of two steps has learned nothing: its generator draws noise, so t
 the mechanics (files, the provenance chain, determinism, the illustration label, the report
 section, refusals). Its discriminator is nearly random, but random-weight D features still tell
 the controls apart, so the axis fitted on them is a real On axis of the screen; the phenotype test
-gives that D and axis a generator that *can* draw the phenotype (see :class:`CrossFadeG`), which is
-what a CPU-budget training cannot provide (docs/explain.md, "What the tests show").
+gives that D and axis a generator that *can* draw the phenotype by construction (see
+:class:`CrossFadeG`), on all five channels; ``test_explain_trained.py`` does the same with a generator
+our training made (the RNA channel; docs/explain.md, "What the tests show").
 """
 
 from __future__ import annotations
@@ -116,7 +117,8 @@ class CrossFadeG:
     same field with every cell infected (``synth.render_site`` with the screen's camera model), one
     of 4 layouts chosen by ``w[1:5]`` = 10 x one-hot (a short move in W keeps the layout).
 
-    It stands in for a trained generator: on these CPUs no short run of ours learns the RNA puncta.
+    It stands in for a trained generator on all five channels: on these CPUs no short 5-channel run
+    of ours learns the RNA puncta (an RNA-only run does: test_explain_trained.py).
     """
 
     def __init__(self, normalizer, size: int) -> None:

@@ -38,8 +38,8 @@ import pandas as pd
 from ..errors import ConfigError, DataError
 from ..tables import metadata_columns
 
-__all__ = ["Montage", "axis_montage", "score_column", "spot_fraction", "readout", "display_ranges", "to_rgb",
-           "channel_colours"]
+__all__ = ["Montage", "axis_montage", "score_column", "spot_fraction", "readout", "readout_by_replicate",
+           "display_ranges", "to_rgb", "channel_colours"]
 
 _KEYS = ("Metadata_Plate", "Metadata_Well")
 
@@ -338,6 +338,24 @@ def readout(images: Any, *, channel: str | int, fn: Callable[[np.ndarray], float
     if len(ok) < 3 or ok["readout"].nunique() < 2:
         return table, float("nan")
     return table, float(spearmanr(ok["position"], ok["readout"]).statistic)
+
+
+def readout_by_replicate(table: pd.DataFrame) -> tuple[list[float], list[float]]:
+    """Spearman of readout and position within each replicate (strip start / montage row), and the
+    median readout at each position.
+
+    The pooled rho of :func:`readout` mixes starts whose fields differ in cell count, so it
+    understates a change every strip shows; these two say whether each strip changes and whether
+    the typical image does. NaN where a replicate has fewer than 3 readouts or a constant one.
+    """
+    from scipy.stats import spearmanr
+
+    rhos = []
+    for _, g in table.dropna(subset=["readout"]).groupby("replicate"):
+        ok = len(g) >= 3 and g["readout"].nunique() > 1
+        rhos.append(float(spearmanr(g["position"], g["readout"]).statistic) if ok else float("nan"))
+    medians = table.groupby("position")["readout"].median()
+    return rhos, [float(v) for v in medians.to_numpy()]
 
 
 # ------------------------------------------------------------------------------------------

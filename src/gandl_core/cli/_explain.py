@@ -155,6 +155,9 @@ def _generator(args: argparse.Namespace, out: Path, rc: str | None) -> dict:
         reads, rho = explain.readout(strip, channel=rc)
         table = table.assign(readout=reads["readout"].to_numpy())
         numbers["strip_readout_spearman"] = rho
+        per_start, medians = explain.readout_by_replicate(reads)
+        numbers["strip_readout_spearman_per_start"] = per_start
+        numbers["strip_readout_median_by_position"] = medians
         explain_plots.strip_figure(strip, out / f"strip_{rc}.png", channel=rc)
     write_table(table, out / "strip.csv")
     explain_plots.strip_figure(strip, out / "strip.png")
