@@ -65,15 +65,21 @@ def make_sample_screen() -> list[tuple]:
     viewer = _target_viewer()
     if viewer is None:
         return read_now(sample_screen_path(), "plate")
-    from ._hub import hub_of
+    from ._hub import hold_activation, hub_of
 
     target = cache_dir() / SAMPLE_NAME
-    from qtpy.QtCore import QTimer
+    hub = hub_of(viewer)
+    # napari builds the placeholder layer returned below (without making it the active layer: that
+    # switch repainted the layer controls, as for the site layers); the worker starts on a later
+    # turn, as a staged step. Started here, its indexing competed for the GIL with the layer's
+    # creation: 0.32 s of GUI-thread CPU in one go instead of 0.12-0.19 s.
+    restore = hold_activation(viewer)
 
-    # The worker starts on a later event-loop turn (a 1 ms timer: paints and other timers run first),
-    # after napari has built the placeholder layer returned below. Started here, its indexing competed
-    # for the GIL with that layer's creation: 0.32 s of GUI-thread CPU in one go instead of 0.12-0.19 s.
-    QTimer.singleShot(1, lambda: hub_of(viewer).open_source(target, kind="plate", prepare=sample_screen_path))
+    def start() -> None:
+        restore()
+        hub.open_source(target, kind="plate", prepare=sample_screen_path)
+
+    hub.after_build(start)
     # napari wants at least one layer from a sample command: a 1-pixel placeholder image, which
     # becomes the first channel's layer when the worker is done (or is removed if opening fails).
     import numpy as np

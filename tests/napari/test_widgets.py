@@ -182,6 +182,42 @@ def test_points_layers_are_created_hidden_and_shown_on_the_next_turn(make_napari
     assert grid.visible and hub.plate_map.visible and hub._hidden == []
 
 
+def test_plate_layers_do_not_take_the_selection_one_by_one(make_napari_viewer, tiny_rxrx, qtbot) -> None:
+    """Each activated new layer switched and repainted napari's layer controls: the plate's layers are
+    inserted without activation and the plate map is made active once, at the end."""
+    viewer = make_napari_viewer()
+    mine = viewer.add_points(np.zeros((1, 2)), name="my annotations")
+    active_at_insert: list[bool] = []
+    viewer.layers.events.inserted.connect(
+        lambda e: active_at_insert.append(viewer.layers.selection.active is e.value))
+    open_plate(viewer, tiny_rxrx, qtbot)
+    hub = hub_of(viewer)
+    assert len(active_at_insert) == 7 and not any(active_at_insert)  # 5 sites, grid, plate map
+    assert viewer.layers.selection.active is hub.plate_map
+    assert viewer.layers._activate_on_insert is True  # napari's default is back
+    other = viewer.add_points(np.zeros((1, 2)), name="later")
+    assert viewer.layers.selection.active is other and mine in viewer.layers
+
+
+def test_a_late_step_waits_one_turn_so_the_loop_runs_between(make_napari_viewer, qtbot) -> None:
+    """A step timer that fires long after it was armed (a slow repaint ran first) lets the event loop
+    turn once more before the step, so the step and the repaint are not one stall."""
+    import time
+
+    from napari_gandl import _hub
+
+    viewer = make_napari_viewer()
+    hub = hub_of(viewer)
+    ran: list[float] = []
+    hub._steps.append(lambda: ran.append(time.perf_counter()))
+    hub._stepping = True
+    hub._armed_at = time.perf_counter() - 10 * _hub.STEP_LATE_S  # as after a long paint
+    hub._step()
+    assert ran == [] and hub._yielded  # not run: re-armed
+    qtbot.waitUntil(lambda: bool(ran), timeout=2000)
+    assert not hub._yielded and not hub.building
+
+
 def test_first_plate_freezes_the_heap_until_an_older_layer_goes(make_napari_viewer, tiny_rxrx, qtbot) -> None:
     """Full collections stop scanning the long-lived heap once a plate opens; removing a layer that
     existed before (whose reference cycles the frozen collector would keep) unfreezes it."""
@@ -221,9 +257,11 @@ def test_sample_command_returns_before_its_worker_starts(make_napari_viewer, qtb
     layers = viewer.open_sample("napari-gandl", "synthetic_screen")
     assert [ly.metadata.get(L.KIND_KEY) for ly in layers] == ["placeholder"]
     assert hub.opening is None  # not started yet: the placeholder was built alone
+    assert viewer.layers.selection.active is not layers[0]  # and not activated (no controls repaint)
     qtbot.waitUntil(lambda: hub.opening is not None or hub.session is not None, timeout=5000)
     session = wait_open(viewer, qtbot)
     assert session is not None and not [ly for ly in viewer.layers if ly.metadata.get(L.KIND_KEY) == "placeholder"]
+    assert viewer.layers._activate_on_insert is True
 
 
 def write_unlabelled_plate(root: Path, wells=("B02", "B03", "B04", "C02", "C03", "C04")) -> Path:
