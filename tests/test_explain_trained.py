@@ -58,3 +58,18 @@ def test_trained_generator_strip_loses_rna_puncta_from_c_minus_to_c_plus(project
     assert np.all(np.diff(medians) <= 1e-3), medians
     assert medians[-1] < 0.6 * medians[0], medians
     assert rho < -0.6, reads  # pooled over 28 fakes (measured -0.74, -0.84)
+
+
+def test_montage_of_the_learned_axis_loses_puncta_from_c_minus_to_c_plus(projected: Path) -> None:
+    """The real sites at quantiles of this run's On score: the same readout falls from C- to C+."""
+    from gandl_core.analysis import explain
+    from gandl_core.plates import build_index
+    from gandl_core.tables import read_table
+
+    scores = read_table(projected / "scores.parquet")
+    index = build_index(projected.parent / "screen", channels=["RNA"])
+    m = explain.axis_montage(scores, index, n=7, per_quantile=2, seed=0)
+    reads, rho = explain.readout(m, channel="RNA")
+    _, medians = explain.readout_by_replicate(reads)
+    assert rho < -0.7, reads  # 14 real sites (measured -0.85; medians 0.17 -> 0.06)
+    assert medians[-1] < 0.6 * medians[0], medians
