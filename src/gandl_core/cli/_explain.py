@@ -52,8 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--starts", type=int, default=4, help="strips (random starting styles), default 4")
     g.add_argument("--steps", type=int, default=7, help="images per strip, default 7")
     g.add_argument("--span", nargs="+", default=["-1", "1"], metavar="FROM TO | auto",
-                   help="first and last target On score (default -1 1: C- mean to C+ mean), or 'auto': the 10th "
-                        "to 90th percentile of the fakes' own scores")
+                   help="first and last target On score (default -1 1: C- mean to C+ mean of the wells; one fake "
+                        "tile's score spreads wider, so -3 3 often shows the change more clearly), or 'auto': the "
+                        "10th to 90th percentile of the fakes' own scores")
     g.add_argument("--n-fit", type=int, default=1024, help="fakes sampled to fit the direction (default 1024)")
     g.add_argument("--device", default="cpu", help="torch device for the generator (default cpu)")
     add_overwrite_argument(p, "explain output in DIR")
