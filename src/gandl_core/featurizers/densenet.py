@@ -62,8 +62,8 @@ WEIGHTS_HELP = (
 )
 
 
-# Longer than 100 lines on purpose: the body is only the network's class definitions (each short),
-# inside a function so that importing gandl_core does not import torch (built once, by _classes()).
+# The network's class definitions live inside functions so that importing gandl_core does not import
+# torch (built once, by _classes()); the input adapter is in _build_input_class.
 def _build_module_classes():
     """Define the torch modules on first use (torch is imported lazily)."""
     import torch
@@ -151,6 +151,12 @@ def _build_module_classes():
         def classify(self, x: "torch.Tensor") -> "torch.Tensor":
             return self.classifier(self.forward(x))
 
+    return DenseNet121, _build_input_class(torch, nn, F)
+
+
+def _build_input_class(torch, nn, F):
+    """The input adapter (C channels -> ImageNet RGB), defined with the network's lazily imported torch."""
+
     class DenseNetInput(nn.Module):
         """C-channel normalized fields -> ImageNet-ready RGB batches, then the 1024-d features.
 
@@ -190,7 +196,7 @@ def _build_module_classes():
             feats = self.net(self.rgb(planes))  # [N*C, 1024], channel-major within each site
             return feats.reshape(n, c * feats.shape[1])
 
-    return DenseNet121, DenseNetInput
+    return DenseNetInput
 
 
 _CLASSES: tuple | None = None
